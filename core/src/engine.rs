@@ -1,0 +1,303 @@
+//! The engine's operations as the PHP API calls them: each one validated,
+//! then carried out in one short transaction.
+
+use crate::clock::{secs_to_ms, Millis};
+use crate::endpoint::{normalize_endpoint, BaseUrl};
+use crate::error::{Error, Result};
+use crate::protocol::{self, Incoming};
+use crate::queue::{self, NewTask};
+use crate::settings::Settings;
+use crate::slots::{self, Reserved};
+use crate::store::Store;
+use crate::task::{check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS};
+
+/// Finished tasks purged per request end, so purging never delays a request much.
+const PURGE_PER_REQUEST: u32 = 100;
+/// Finished tasks purged per `kick()`.
+const PURGE_PER_KICK: u32 = 10_000;
+
+/// A signed self-request, ready to send: POST to base URL + `endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// Slot id (`X-Async-Engine-Slot`).
+    pub slot: String,
+    /// Endpoint path.
+    pub endpoint: String,
+    /// Signing time, Unix seconds (`X-Async-Engine-Time`).
+    pub time: i64,
+    /// Hex HMAC (`X-Async-Engine-Signature`).
+    pub signature: String,
+}
+
+/// What `defer()` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferred {
+    /// The task's id (an existing task's, for a `unique` key in use).
+    pub id: String,
+    /// False when a live task with the same `unique` key was returned instead.
+    pub created: bool,
+    /// The self-request to send now, when the task is due and a slot was free.
+    pub dispatch: Option<Dispatch>,
+}
+
+/// What `accept()` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The slot this request now holds (until the request ends).
+    pub slot: String,
+    /// The endpoint path the request was sent to.
+    pub endpoint: String,
+    /// The task claimed, or `None` when nothing was due.
+    pub task: Option<Claimed>,
+    /// When nothing was due: the slot's next use, to send.
+    pub dispatch: Option<Dispatch>,
+}
+
+/// Server-wide figures for `stats()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Task count per state.
+    pub counts: Vec<(State, i64)>,
+    /// Task requests in flight (slots held).
+    pub in_flight: i64,
+    /// The `max_workers` setting.
+    pub max_workers: u32,
+    /// Earliest due time of any queued task.
+    pub next_due: Option<Millis>,
+    /// How long the earliest due task has been due, if any is due now.
+    pub oldest_due_age: Option<Millis>,
+}
+
+/// One process's handle on the engine: the database connection and what it caches.
+pub struct Engine {
+    store: Store,
+}
+
+impl Engine {
+    /// Opens the database the settings name.
+    pub fn open(settings: &Settings) -> Result<Engine> {
+        Ok(Engine { store: Store::open(settings)? })
+    }
+
+    /// Whether this handle uses the database the settings name; applies a
+    /// changed busy timeout.
+    pub fn serves(&mut self, settings: &Settings) -> Result<bool> {
+        if !self.store.serves(settings) {
+            return Ok(false);
+        }
+        self.store.set_busy_timeout(settings.busy_timeout)?;
+        Ok(true)
+    }
+
+    /// The underlying store.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    fn sign(&mut self, settings: &Settings, r: Option<Reserved>, now: Millis) -> Result<Option<Dispatch>> {
+        let Some(r) = r else { return Ok(None) };
+        let secret = self.store.secret(settings.secret.as_deref())?;
+        let time = now.div_euclid(1000);
+        let signature = protocol::sign(&secret, &r.slot, &r.endpoint, time);
+        Ok(Some(Dispatch { slot: r.slot, endpoint: r.endpoint, time, signature }))
+    }
+
+    /// Queues a task. `args` is its JSON text. When it is due now and a slot
+    /// is free, reserves the slot and returns the request to send.
+    #[allow(clippy::too_many_arguments)]
+    pub fn defer(
+        &mut self,
+        settings: &Settings,
+        base: Option<&BaseUrl>,
+        endpoint: &str,
+        name: &str,
+        args: &str,
+        options: &DeferOptions,
+        now: Millis,
+    ) -> Result<Deferred> {
+        let endpoint = normalize_endpoint(endpoint, base)?;
+        check_name(name)?;
+        check_args_size(args, settings)?;
+        let id = crate::id::new_task_id(now);
+        let task = NewTask {
+            endpoint: &endpoint,
+            name,
+            args,
+            priority: options.priority,
+            due_at: options.due_at(now),
+            max_attempts: options.max_attempts.unwrap_or(settings.max_attempts),
+            timeout: secs_to_ms(options.timeout.unwrap_or(settings.timeout)),
+            unique: options.unique.as_deref(),
+        };
+        let (id, created, reserved) = self.store.write(|tx| {
+            let (id, created) = queue::insert(tx, &id, &task, now)?;
+            let reserved = if created && task.due_at <= now {
+                slots::reserve(tx, settings.max_workers, now)?
+            } else {
+                None
+            };
+            Ok((id, created, reserved))
+        })?;
+        let dispatch = self.sign(settings, reserved, now)?;
+        Ok(Deferred { id, created, dispatch })
+    }
+
+    /// Verifies a self-request, consumes its slot once and claims the
+    /// endpoint's next due task. A rejected request changes nothing.
+    pub fn accept(&mut self, settings: &Settings, req: &Incoming, now: Millis) -> Result<Accepted> {
+        let secret = self.store.secret(settings.secret.as_deref())?;
+        let slot = protocol::verify(&secret, req, now.div_euclid(1000))?;
+        let endpoint = req.uri.clone();
+        let (task, reserved) = self.store.write(|tx| {
+            slots::accept(tx, &slot, &endpoint, now)?;
+            match queue::claim(tx, &endpoint, &slot, now)? {
+                Some(task) => Ok((Some(task), None)),
+                None => {
+                    slots::release(tx, &slot)?;
+                    Ok((None, slots::reserve(tx, settings.max_workers, now)?))
+                }
+            }
+        })?;
+        let dispatch = self.sign(settings, reserved, now)?;
+        Ok(Accepted { slot, endpoint, task, dispatch })
+    }
+
+    /// Claims the endpoint's next due task for a request that already holds
+    /// `slot` (a batch in `serve()`).
+    pub fn claim_next(&mut self, slot: &str, endpoint: &str, now: Millis) -> Result<Option<Claimed>> {
+        self.store.write(|tx| {
+            let held: bool = tx
+                .prepare_cached("SELECT count(*) FROM slots WHERE id = ?1 AND state = 'accepted'")?
+                .query_row([slot], |r| r.get::<_, i64>(0))?
+                > 0;
+            if !held {
+                return Ok(None);
+            }
+            queue::claim(tx, endpoint, slot, now)
+        })
+    }
+
+    /// Marks a task held under `lease` as done.
+    pub fn complete(&mut self, id: &str, lease: &str, now: Millis) -> Result<()> {
+        self.store.write(|tx| queue::complete(tx, id, lease, now))
+    }
+
+    /// Fails a task held under `lease`; it retries after `retry_in` seconds
+    /// (default: backoff) or is dead when its attempts are spent.
+    pub fn fail(&mut self, id: &str, lease: &str, error: &str, retry_in: Option<f64>, now: Millis) -> Result<State> {
+        let retry_in = retry_in.map(|s| check_seconds("retryIn", s, false)).transpose()?;
+        self.store.write(|tx| queue::fail(tx, id, Some(lease), error, retry_in, now))
+    }
+
+    /// Lengthens the lease of a task held under `lease` to `seconds` from now.
+    pub fn extend(&mut self, id: &str, lease: &str, seconds: f64, now: Millis) -> Result<()> {
+        let ms = check_seconds("seconds", seconds, true)?;
+        self.store.write(|tx| queue::extend(tx, id, lease, ms, now))
+    }
+
+    /// Ends a request: fails the tasks it still holds with `reason`, frees
+    /// its slot and hands the slot to the next due endpoint.
+    pub fn end_request(
+        &mut self,
+        settings: &Settings,
+        slot: Option<&str>,
+        held: &[(String, String)],
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<Dispatch>> {
+        let reserved = self.store.write(|tx| {
+            for (id, lease) in held {
+                let running: bool = tx
+                    .prepare_cached("SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2")?
+                    .query_row([id, lease], |r| r.get::<_, i64>(0))?
+                    > 0;
+                if running {
+                    queue::fail(tx, id, Some(lease), reason, None, now)?;
+                }
+            }
+            let Some(slot) = slot else { return Ok(None) };
+            slots::release(tx, slot)?;
+            queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_REQUEST)?;
+            slots::reserve(tx, settings.max_workers, now)
+        })?;
+        self.sign(settings, reserved, now)
+    }
+
+    /// The cron entry: reaps expired leases and slots, purges old finished
+    /// tasks, and reserves a slot for every due endpoint while slots are free.
+    pub fn kick(&mut self, settings: &Settings, now: Millis) -> Result<Vec<Dispatch>> {
+        let reserved = self.store.write(|tx| {
+            slots::reap(tx, now)?;
+            queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_KICK)?;
+            let mut out = vec![];
+            while let Some(r) = slots::reserve(tx, settings.max_workers, now)? {
+                out.push(r);
+            }
+            Ok(out)
+        })?;
+        reserved
+            .into_iter()
+            .map(|r| self.sign(settings, Some(r), now).map(|d| d.expect("reserved")))
+            .collect()
+    }
+
+    /// A task's record.
+    pub fn status(&mut self, id: &str) -> Result<Option<TaskInfo>> {
+        self.store.read(|tx| queue::status(tx, id))
+    }
+
+    /// Tasks in `state`, oldest first.
+    pub fn list(&mut self, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
+        self.store.read(|tx| queue::list(tx, state, limit))
+    }
+
+    /// Cancels a queued task; false if it is not queued.
+    pub fn cancel(&mut self, id: &str, now: Millis) -> Result<bool> {
+        self.store.write(|tx| queue::cancel(tx, id, now))
+    }
+
+    /// Requeues a dead task with fresh attempts; false if it is not dead.
+    /// Returns the request to send when a slot was free.
+    pub fn retry(&mut self, settings: &Settings, id: &str, now: Millis) -> Result<(bool, Option<Dispatch>)> {
+        let (requeued, reserved) = self.store.write(|tx| {
+            if queue::retry(tx, id, now)?.is_none() {
+                return Ok((false, None));
+            }
+            Ok((true, slots::reserve(tx, settings.max_workers, now)?))
+        })?;
+        Ok((requeued, self.sign(settings, reserved, now)?))
+    }
+
+    /// Deletes finished tasks older than `older_than` seconds (dead ones too
+    /// when `dead`); returns how many.
+    pub fn purge(&mut self, older_than: f64, dead: bool, now: Millis) -> Result<usize> {
+        let before = now - check_seconds("olderThan", older_than, false)?;
+        self.store.write(|tx| queue::purge(tx, before, dead, u32::MAX))
+    }
+
+    /// Counts per state, slots in flight, next due time, age of the oldest due task.
+    pub fn stats(&mut self, settings: &Settings, now: Millis) -> Result<Stats> {
+        let (counts, next_due, in_flight) = self.store.read(|tx| {
+            let (counts, next_due) = queue::counts(tx)?;
+            Ok((counts, next_due, slots::in_flight(tx)?))
+        })?;
+        Ok(Stats {
+            counts,
+            in_flight,
+            max_workers: settings.max_workers,
+            next_due,
+            oldest_due_age: next_due.filter(|d| *d <= now).map(|d| now - d),
+        })
+    }
+}
+
+/// Checks a duration argument in seconds and converts it to milliseconds.
+fn check_seconds(name: &str, seconds: f64, positive: bool) -> Result<Millis> {
+    if !seconds.is_finite() || seconds < 0.0 || (positive && seconds == 0.0) || seconds > MAX_SECONDS {
+        return Err(Error::InvalidTask(format!(
+            "{name} must be a number of seconds {} and at most ten years, got {seconds}",
+            if positive { "greater than 0" } else { "0 or more" }
+        )));
+    }
+    Ok(secs_to_ms(seconds))
+}

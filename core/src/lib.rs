@@ -1,0 +1,27 @@
+//! The engine behind async-engine, free of PHP types so `cargo test` covers it.
+//!
+//! Two levels of state live in one SQLite database: server-wide slots
+//! (task requests in flight) and endpoint due times, and per-endpoint task
+//! queues. [`Engine`] carries out each operation of the PHP API in one short
+//! `BEGIN IMMEDIATE` transaction.
+
+pub mod clock;
+pub mod endpoint;
+pub mod engine;
+pub mod error;
+pub mod id;
+pub mod protocol;
+mod queue;
+pub mod retry;
+pub mod scalar;
+pub mod settings;
+mod slots;
+pub mod store;
+pub mod task;
+
+pub use engine::{Accepted, Deferred, Dispatch, Engine, Stats};
+pub use error::{Error, Result};
+pub use scalar::Scalar;
+pub use settings::Settings;
+pub use slots::{GRACE_MS, SENT_TTL_MS};
+pub use task::{Claimed, DeferOptions, State, TaskInfo};

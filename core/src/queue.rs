@@ -1,0 +1,350 @@
+//! Per-endpoint task queues: every task state change, each inside the
+//! caller's transaction.
+
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::retry::backoff_ms;
+use crate::task::{clip_error, Claimed, State, TaskInfo};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// A task to insert, already validated.
+#[derive(Debug, Clone)]
+pub struct NewTask<'a> {
+    /// Endpoint path.
+    pub endpoint: &'a str,
+    /// Task name.
+    pub name: &'a str,
+    /// Args as JSON text.
+    pub args: &'a str,
+    /// Higher runs first.
+    pub priority: i64,
+    /// When it is due.
+    pub due_at: Millis,
+    /// Attempts before dead.
+    pub max_attempts: u32,
+    /// Lease in milliseconds.
+    pub timeout: Millis,
+    /// Deduplication key.
+    pub unique: Option<&'a str>,
+}
+
+/// Inserts a task (or finds the live one with its unique key); returns its
+/// id and whether it was created (false: the live task with that key).
+pub(crate) fn insert(tx: &Transaction<'_>, id: &str, t: &NewTask<'_>, now: Millis) -> Result<(String, bool)> {
+    if let Some(key) = t.unique {
+        let existing: Option<String> = tx
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE unique_key = ?1 AND state IN ('queued', 'running')",
+            )?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok((id, false));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO tasks (id, endpoint, name, args, state, priority, due_at, max_attempts,
+                            timeout, unique_key, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        id, t.endpoint, t.name, t.args, t.priority, t.due_at, t.max_attempts, t.timeout, t.unique, now
+    ])?;
+    lower_next_due(tx, t.endpoint, t.due_at)?;
+    Ok((id.to_string(), true))
+}
+
+/// Makes the endpoint due no later than `due_at`.
+pub(crate) fn lower_next_due(tx: &Transaction<'_>, endpoint: &str, due_at: Millis) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO endpoints (endpoint, next_due) VALUES (?1, ?2)
+         ON CONFLICT (endpoint) DO UPDATE SET next_due = excluded.next_due
+         WHERE next_due IS NULL OR excluded.next_due < next_due",
+    )?
+    .execute(params![endpoint, due_at])?;
+    Ok(())
+}
+
+/// Sets the endpoint's next due time from its queue (NULL when empty).
+pub(crate) fn recompute_next_due(tx: &Transaction<'_>, endpoint: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE endpoints SET next_due =
+            (SELECT min(due_at) FROM tasks WHERE state = 'queued' AND endpoint = ?1)
+         WHERE endpoint = ?1",
+    )?
+    .execute([endpoint])?;
+    Ok(())
+}
+
+/// Claims the endpoint's next due task (priority first, then due time) for
+/// the request holding `slot`, under a lease.
+pub(crate) fn claim(tx: &Transaction<'_>, endpoint: &str, slot: &str, now: Millis) -> Result<Option<Claimed>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT id, name, args, attempt, timeout FROM tasks
+             WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
+             ORDER BY priority DESC, due_at, id LIMIT 1",
+        )?
+        .query_row(params![endpoint, now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, Millis>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, name, args, attempt, timeout)) = row else {
+        recompute_next_due(tx, endpoint)?;
+        return Ok(None);
+    };
+    let lease = crate::id::random_hex(16);
+    let lease_until = now + timeout;
+    tx.prepare_cached(
+        "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?2, lease_until = ?3,
+                          slot_id = ?4, started_at = ?5, updated_at = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![id, lease, lease_until, slot, now])?;
+    crate::slots::hold_until(tx, slot, lease_until)?;
+    recompute_next_due(tx, endpoint)?;
+    Ok(Some(Claimed {
+        id,
+        endpoint: endpoint.to_string(),
+        name,
+        args,
+        attempt: attempt + 1,
+        lease,
+    }))
+}
+
+/// The error for an operation on a task this request no longer holds.
+fn not_held(tx: &Transaction<'_>, id: &str) -> Result<Error> {
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(Error::Usage(match state {
+        None => format!("task {id} does not exist (it was purged)"),
+        Some(s) => format!(
+            "task {id} is not held by this request any more (it is {s}: it was already \
+             completed or failed, or its lease expired and it was reaped)"
+        ),
+    }))
+}
+
+/// Marks a running task held under `lease` as done.
+pub(crate) fn complete(tx: &Transaction<'_>, id: &str, lease: &str, now: Millis) -> Result<()> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE tasks SET state = 'done', lease = NULL, lease_until = NULL, slot_id = NULL,
+                              finished_at = ?3, updated_at = ?3
+             WHERE id = ?1 AND state = 'running' AND lease = ?2",
+        )?
+        .execute(params![id, lease, now])?;
+    if n == 0 {
+        return Err(not_held(tx, id)?);
+    }
+    Ok(())
+}
+
+/// Fails a running task: back to the queue after a backoff (or `retry_in`
+/// ms), or dead once its attempts are spent. Returns the new state.
+/// `lease` of `None` fails whatever holds it (reaping).
+pub(crate) fn fail(
+    tx: &Transaction<'_>,
+    id: &str,
+    lease: Option<&str>,
+    error: &str,
+    retry_in: Option<Millis>,
+    now: Millis,
+) -> Result<State> {
+    let row = tx
+        .prepare_cached(
+            "SELECT endpoint, attempt, max_attempts FROM tasks
+             WHERE id = ?1 AND state = 'running' AND (?2 IS NULL OR lease = ?2)",
+        )?
+        .query_row(params![id, lease], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?))
+        })
+        .optional()?;
+    let Some((endpoint, attempt, max_attempts)) = row else {
+        return Err(not_held(tx, id)?);
+    };
+    let error = clip_error(error);
+    if attempt >= max_attempts {
+        tx.prepare_cached(
+            "UPDATE tasks SET state = 'dead', last_error = ?2, lease = NULL, lease_until = NULL,
+                              slot_id = NULL, finished_at = ?3, updated_at = ?3
+             WHERE id = ?1",
+        )?
+        .execute(params![id, error, now])?;
+        return Ok(State::Dead);
+    }
+    let due = now + retry_in.unwrap_or_else(|| backoff_ms(attempt, crate::id::random_unit()));
+    tx.prepare_cached(
+        "UPDATE tasks SET state = 'queued', last_error = ?2, lease = NULL, lease_until = NULL,
+                          slot_id = NULL, due_at = ?3, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![id, error, due, now])?;
+    lower_next_due(tx, &endpoint, due)?;
+    Ok(State::Queued)
+}
+
+/// Lengthens the lease of a running task held under `lease` to end
+/// `seconds_ms` from now (a lease is never shortened).
+pub(crate) fn extend(tx: &Transaction<'_>, id: &str, lease: &str, ms: Millis, now: Millis) -> Result<()> {
+    let until = now + ms;
+    let slot: Option<Option<String>> = tx
+        .prepare_cached(
+            "UPDATE tasks SET lease_until = max(lease_until, ?3), updated_at = ?4
+             WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING slot_id",
+        )?
+        .query_row(params![id, lease, until, now], |r| r.get(0))
+        .optional()?;
+    match slot {
+        None => Err(not_held(tx, id)?),
+        Some(slot) => {
+            if let Some(slot) = slot {
+                crate::slots::hold_until(tx, &slot, until)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Cancels a queued task; false if it is not queued.
+pub(crate) fn cancel(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<bool> {
+    let endpoint: Option<String> = tx
+        .prepare_cached(
+            "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2
+             WHERE id = ?1 AND state = 'queued' RETURNING endpoint",
+        )?
+        .query_row(params![id, now], |r| r.get(0))
+        .optional()?;
+    match endpoint {
+        Some(e) => {
+            recompute_next_due(tx, &e)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Puts a dead task back in the queue, due now, with a fresh set of
+/// attempts; false if it is not dead. Returns its endpoint when requeued.
+pub(crate) fn retry(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<Option<String>> {
+    let endpoint: Option<String> = tx
+        .prepare_cached(
+            "UPDATE tasks SET state = 'queued', attempt = 0, due_at = ?2, finished_at = NULL,
+                              updated_at = ?2
+             WHERE id = ?1 AND state = 'dead' RETURNING endpoint",
+        )?
+        .query_row(params![id, now], |r| r.get(0))
+        .optional()?;
+    if let Some(e) = &endpoint {
+        lower_next_due(tx, e, now)?;
+    }
+    Ok(endpoint)
+}
+
+/// Fails every running task whose lease ended before `now`; returns how many.
+pub(crate) fn reap_leases(tx: &Transaction<'_>, now: Millis) -> Result<usize> {
+    let expired: Vec<(String, Millis)> = tx
+        .prepare_cached(
+            "SELECT id, timeout FROM tasks WHERE state = 'running' AND lease_until < ?1 LIMIT 1000",
+        )?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, timeout) in &expired {
+        let error = format!(
+            "lease expired: no complete() or fail() within {} s (the request running it \
+             died, hung or was killed; raise the 'timeout' option or call extend())",
+            crate::clock::ms_to_secs(*timeout)
+        );
+        fail(tx, id, None, &error, None, now)?;
+    }
+    Ok(expired.len())
+}
+
+/// Deletes up to `limit` done and cancelled tasks that finished before
+/// `before`; returns how many. Dead tasks are kept until retried or purged
+/// with `dead` set.
+pub(crate) fn purge(tx: &Transaction<'_>, before: Millis, dead: bool, limit: u32) -> Result<usize> {
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM tasks WHERE id IN (
+                SELECT id FROM tasks WHERE finished_at < ?1
+                  AND (state IN ('done', 'cancelled') OR (?2 AND state = 'dead'))
+                LIMIT ?3)",
+        )?
+        .execute(params![before, dead, limit])?;
+    Ok(n)
+}
+
+const INFO_COLUMNS: &str = "id, endpoint, name, args, state, priority, attempt, max_attempts,
+    timeout, unique_key, due_at, created_at, updated_at, started_at, finished_at, lease_until,
+    last_error";
+
+fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
+    let state: String = r.get(4)?;
+    Ok(TaskInfo {
+        id: r.get(0)?,
+        endpoint: r.get(1)?,
+        name: r.get(2)?,
+        args: r.get(3)?,
+        state: State::parse(&state).unwrap_or(State::Queued),
+        priority: r.get(5)?,
+        attempt: r.get(6)?,
+        max_attempts: r.get(7)?,
+        timeout: r.get(8)?,
+        unique: r.get(9)?,
+        due_at: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        started_at: r.get(13)?,
+        finished_at: r.get(14)?,
+        lease_until: r.get(15)?,
+        last_error: r.get(16)?,
+    })
+}
+
+/// One task's record.
+pub(crate) fn status(tx: &Transaction<'_>, id: &str) -> Result<Option<TaskInfo>> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1");
+    Ok(tx.prepare_cached(&sql)?.query_row([id], info_from_row).optional()?)
+}
+
+/// Tasks in `state`, oldest first, at most `limit`.
+pub(crate) fn list(tx: &Transaction<'_>, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id LIMIT ?2");
+    let rows = tx
+        .prepare_cached(&sql)?
+        .query_map(params![state.as_str(), limit], info_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Task counts per state, the earliest due time of any queued task.
+pub(crate) fn counts(tx: &Transaction<'_>) -> Result<(Vec<(State, i64)>, Option<Millis>)> {
+    let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut stmt = tx.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+            slot.1 = n;
+        }
+    }
+    // Per endpoint through the (endpoint, due_at) index: cheap at any depth.
+    let next_due: Option<Millis> = tx
+        .prepare_cached(
+            "SELECT min((SELECT min(due_at) FROM tasks
+                         WHERE state = 'queued' AND tasks.endpoint = endpoints.endpoint))
+             FROM endpoints",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok((counts, next_due))
+}

@@ -1,0 +1,220 @@
+//! Engine settings: `async_engine.*` ini values, overridden per request by
+//! `Engine::configure()`.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+use crate::scalar::Scalar as SettingValue;
+
+/// The names of all settings, in documentation order.
+pub const SETTING_NAMES: [&str; 9] = [
+    "database",
+    "base_url",
+    "secret",
+    "max_workers",
+    "timeout",
+    "max_attempts",
+    "retention",
+    "busy_timeout",
+    "max_args_size",
+];
+
+/// The effective settings of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Path of the SQLite database; `None` means the default in the temp dir.
+    pub database: Option<String>,
+    /// Where self-requests go; `None` means derived from the web request.
+    pub base_url: Option<String>,
+    /// HMAC key; `None` means generated once and stored in the database.
+    pub secret: Option<String>,
+    /// Task requests in flight, server-wide.
+    pub max_workers: u32,
+    /// Default lease of a running task, in seconds.
+    pub timeout: f64,
+    /// Default attempts before a task is dead.
+    pub max_attempts: u32,
+    /// Seconds that finished tasks are kept.
+    pub retention: f64,
+    /// Seconds to wait for another writer's lock before giving up.
+    pub busy_timeout: f64,
+    /// Largest accepted size of a task's JSON-encoded args, in bytes.
+    pub max_args_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: None,
+            base_url: None,
+            secret: None,
+            max_workers: 4,
+            timeout: 300.0,
+            max_attempts: 5,
+            retention: 86400.0,
+            busy_timeout: 5.0,
+            max_args_size: 1024 * 1024,
+        }
+    }
+}
+
+fn usage(name: &str, expected: &str, got: &SettingValue) -> Error {
+    Error::Usage(format!("setting '{name}' must be {expected}, got {}", got.describe()))
+}
+
+fn number(name: &str, value: &SettingValue, expected: &str) -> Result<f64> {
+    match value {
+        SettingValue::Int(i) => Ok(*i as f64),
+        SettingValue::Float(f) if f.is_finite() => Ok(*f),
+        SettingValue::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| usage(name, expected, value)),
+        _ => Err(usage(name, expected, value)),
+    }
+}
+
+fn whole(name: &str, value: &SettingValue, min: i64, max: i64) -> Result<i64> {
+    let expected = format!("an integer from {min} to {max}");
+    let n = match value {
+        SettingValue::Int(i) => *i,
+        SettingValue::Str(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| usage(name, &expected, value))?,
+        _ => return Err(usage(name, &expected, value)),
+    };
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(usage(name, &expected, value))
+    }
+}
+
+fn seconds(name: &str, value: &SettingValue, min: f64) -> Result<f64> {
+    let expected = if min > 0.0 {
+        "a number of seconds greater than 0"
+    } else {
+        "a number of seconds, 0 or more"
+    };
+    let n = number(name, value, expected)?;
+    if n < min || (min > 0.0 && n <= 0.0) {
+        return Err(usage(name, expected, value));
+    }
+    Ok(n)
+}
+
+fn text(name: &str, value: &SettingValue) -> Result<Option<String>> {
+    match value {
+        SettingValue::Null => Ok(None),
+        SettingValue::Str(s) if s.is_empty() => Ok(None),
+        SettingValue::Str(s) => Ok(Some(s.clone())),
+        _ => Err(usage(name, "a string", value)),
+    }
+}
+
+impl Settings {
+    /// Sets one setting by name; `Null` (or an empty ini string) restores its default.
+    /// The settings are unchanged when the name or value is refused.
+    pub fn set(&mut self, name: &str, value: &SettingValue) -> Result<()> {
+        let empty = matches!(value, SettingValue::Null)
+            || matches!(value, SettingValue::Str(s) if s.trim().is_empty());
+        let defaults = Settings::default();
+        match name {
+            "database" => self.database = text(name, value)?,
+            "base_url" => {
+                let url = text(name, value)?;
+                if let Some(u) = &url {
+                    crate::endpoint::parse_base_url(u)?;
+                }
+                self.base_url = url.map(|u| u.trim_end_matches('/').to_string());
+            }
+            "secret" => {
+                let secret = text(name, value)?;
+                if secret.as_ref().is_some_and(|s| s.len() < 16) {
+                    return Err(usage(name, "at least 16 characters long", value));
+                }
+                self.secret = secret;
+            }
+            _ if empty && SETTING_NAMES.contains(&name) => {
+                // Numeric settings: empty means default.
+                match name {
+                    "max_workers" => self.max_workers = defaults.max_workers,
+                    "timeout" => self.timeout = defaults.timeout,
+                    "max_attempts" => self.max_attempts = defaults.max_attempts,
+                    "retention" => self.retention = defaults.retention,
+                    "busy_timeout" => self.busy_timeout = defaults.busy_timeout,
+                    _ => self.max_args_size = defaults.max_args_size,
+                }
+            }
+            "max_workers" => self.max_workers = whole(name, value, 1, 1024)? as u32,
+            "timeout" => self.timeout = seconds(name, value, f64::MIN_POSITIVE)?,
+            "max_attempts" => self.max_attempts = whole(name, value, 1, 1000)? as u32,
+            "retention" => self.retention = seconds(name, value, 0.0)?,
+            "busy_timeout" => self.busy_timeout = seconds(name, value, 0.0)?,
+            "max_args_size" => {
+                self.max_args_size = whole(name, value, 2, 64 * 1024 * 1024)? as usize
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown setting '{name}'; known settings: {}",
+                    SETTING_NAMES.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The database path in effect: the setting, else `async-engine.sqlite`
+    /// in the system temp dir.
+    pub fn database_path(&self) -> PathBuf {
+        match &self.database {
+            Some(p) => PathBuf::from(p),
+            None => std::env::temp_dir().join("async-engine.sqlite"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ini_strings_and_typed_values() {
+        let mut s = Settings::default();
+        s.set("max_workers", &SettingValue::Str("8".into())).unwrap();
+        s.set("timeout", &SettingValue::Float(2.5)).unwrap();
+        s.set("retention", &SettingValue::Int(0)).unwrap();
+        s.set("base_url", &SettingValue::Str("http://127.0.0.1:8080/".into())).unwrap();
+        assert_eq!(s.max_workers, 8);
+        assert_eq!(s.timeout, 2.5);
+        assert_eq!(s.retention, 0.0);
+        assert_eq!(s.base_url.as_deref(), Some("http://127.0.0.1:8080"));
+        s.set("max_workers", &SettingValue::Str(String::new())).unwrap();
+        assert_eq!(s.max_workers, 4);
+    }
+
+    #[test]
+    fn refuses_bad_values_without_changing_anything() {
+        let mut s = Settings::default();
+        let before = s.clone();
+        for (name, value) in [
+            ("max_workers", SettingValue::Int(0)),
+            ("max_workers", SettingValue::Str("many".into())),
+            ("timeout", SettingValue::Float(-1.0)),
+            ("timeout", SettingValue::Int(0)),
+            ("timeout", SettingValue::Float(f64::NAN)),
+            ("secret", SettingValue::Str("short".into())),
+            ("base_url", SettingValue::Str("ftp://x".into())),
+            ("bogus", SettingValue::Int(1)),
+            ("database", SettingValue::Int(1)),
+        ] {
+            let err = s.set(name, &value).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{name}: {err}");
+            assert!(err.message().contains(name), "{err}");
+        }
+        assert_eq!(s, before);
+    }
+}

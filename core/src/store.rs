@@ -1,0 +1,290 @@
+//! The SQLite store: opening, schema migrations, transactions, error mapping.
+
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The schema version this build writes; newer databases are refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Server-wide: when each endpoint is next due (NULL while a request for it
+-- is on its way, or when it has nothing queued).
+CREATE TABLE endpoints (
+    endpoint TEXT PRIMARY KEY,
+    next_due INTEGER
+) WITHOUT ROWID;
+CREATE INDEX endpoints_due ON endpoints(next_due) WHERE next_due IS NOT NULL;
+
+-- Server-wide: task requests in flight. 'sent': signed and on its way;
+-- 'accepted': the endpoint took it and is running tasks.
+CREATE TABLE slots (
+    id         TEXT PRIMARY KEY,
+    endpoint   TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('sent', 'accepted')),
+    deadline   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Per endpoint: the task queues.
+CREATE TABLE tasks (
+    id           TEXT PRIMARY KEY,
+    endpoint     TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    args         TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
+    priority     INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER NOT NULL,
+    attempt      INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    timeout      INTEGER NOT NULL,
+    unique_key   TEXT,
+    lease        TEXT,
+    lease_until  INTEGER,
+    slot_id      TEXT,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER
+);
+CREATE INDEX tasks_claim ON tasks(endpoint, priority DESC, due_at, id) WHERE state = 'queued';
+CREATE INDEX tasks_next_due ON tasks(endpoint, due_at) WHERE state = 'queued';
+CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
+CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX tasks_state ON tasks(state);
+CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
+"#];
+
+/// One open connection to the engine's database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    busy_timeout: f64,
+    secret: Option<Vec<u8>>,
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        let code = e.sqlite_error_code();
+        let message = match code {
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                "is locked by another writer for longer than the busy timeout".to_string()
+            }
+            Some(ErrorCode::NotADatabase) => "is not a SQLite database".to_string(),
+            Some(ErrorCode::DatabaseCorrupt) => "is corrupt".to_string(),
+            Some(ErrorCode::ReadOnly) => {
+                "is read-only (check the permissions of the file and its directory)".to_string()
+            }
+            Some(ErrorCode::CannotOpen) => {
+                "cannot be opened (check that its directory exists and is writable)".to_string()
+            }
+            Some(ErrorCode::DiskFull) => "cannot be written: the disk is full".to_string(),
+            Some(ErrorCode::SystemIoFailure) => format!("cannot be read or written: {e}"),
+            _ => format!("failed: {e}"),
+        };
+        Error::Storage(message)
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database the settings name.
+    pub fn open(settings: &Settings) -> Result<Store> {
+        let path = settings.database_path();
+        let ctx = |e: Error| contextualize(e, &path, settings.busy_timeout);
+        check_location(&path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| ctx(e.into()))?;
+        conn.busy_timeout(Duration::from_secs_f64(settings.busy_timeout))
+            .map_err(|e| ctx(e.into()))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = Store {
+            conn,
+            path: path.clone(),
+            busy_timeout: settings.busy_timeout,
+            secret: None,
+        };
+        store.prepare().map_err(ctx)?;
+        Ok(store)
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Storage(format!("cannot switch to WAL mode (got {mode})")));
+        }
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        let version = self.schema_version()?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version > SCHEMA_VERSION || version < 0 {
+            return Err(Error::Storage(format!(
+                "has schema version {version}, newer than this extension supports \
+                 ({SCHEMA_VERSION}); upgrade the extension"
+            )));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 0 {
+            let tables: i64 = tx.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
+                [],
+                |r| r.get(0),
+            )?;
+            if tables > 0 {
+                return Err(Error::Storage(
+                    "is a SQLite database of another application (it has tables but no \
+                     async-engine schema); give async-engine a file of its own"
+                        .into(),
+                ));
+            }
+        }
+        while version < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[version as usize])?;
+            version += 1;
+        }
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this connection was opened for these settings' database.
+    pub fn serves(&self, settings: &Settings) -> bool {
+        self.path == settings.database_path()
+    }
+
+    /// Applies a changed busy timeout to the open connection.
+    pub fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
+        if seconds != self.busy_timeout {
+            self.conn
+                .busy_timeout(Duration::from_secs_f64(seconds))?;
+            self.busy_timeout = seconds;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one short `BEGIN IMMEDIATE` transaction; commits if it
+    /// returns `Ok`, rolls back otherwise.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let (path, busy) = (self.path.clone(), self.busy_timeout);
+        let run = |conn: &mut Connection| -> Result<T> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut self.conn).map_err(|e| contextualize(e, &path, busy))
+    }
+
+    /// Runs read-only queries in `f` against one consistent snapshot.
+    pub fn read<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let (path, busy) = (self.path.clone(), self.busy_timeout);
+        let run = |conn: &mut Connection| -> Result<T> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run(&mut self.conn).map_err(|e| contextualize(e, &path, busy))
+    }
+
+    /// The HMAC secret: `configured` if given, else the one stored in the
+    /// database, generated and stored on first use.
+    pub fn secret(&mut self, configured: Option<&str>) -> Result<Vec<u8>> {
+        if let Some(s) = configured {
+            return Ok(s.as_bytes().to_vec());
+        }
+        if let Some(s) = &self.secret {
+            return Ok(s.clone());
+        }
+        let fresh = crate::id::random_hex(32);
+        let secret: String = self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?1)",
+                [&fresh],
+            )?;
+            Ok(tx.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0))?)
+        })?;
+        self.secret = Some(secret.into_bytes());
+        Ok(self.secret.clone().unwrap_or_default())
+    }
+}
+
+/// Prefixes a storage error with the database it concerns.
+fn contextualize(e: Error, path: &Path, busy_timeout: f64) -> Error {
+    match e {
+        Error::Storage(m) if m.starts_with("is locked") => Error::Storage(format!(
+            "database '{}' {m} ({busy_timeout} s; setting busy_timeout)",
+            path.display()
+        )),
+        Error::Storage(m) => Error::Storage(format!("database '{}' {m}", path.display())),
+        other => other,
+    }
+}
+
+/// Refuses a database path whose directory is missing or not a directory,
+/// or that names a directory, before SQLite gives a vaguer error.
+fn check_location(path: &Path) -> Result<()> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(Error::Storage(format!(
+            "database '{shown}' is a directory; set async_engine.database to a file path"
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Storage(format!(
+            "database directory '{}' does not exist (database '{shown}')",
+            dir.display()
+        )));
+    }
+    if !path.exists() && !writable(dir) {
+        return Err(Error::Storage(format!(
+            "database directory '{}' is not writable, so database '{shown}' cannot be created",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this process may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join(format!(".async-engine-probe-{}", crate::id::random_hex(6)));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
+    }
+}

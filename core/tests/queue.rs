@@ -1,0 +1,274 @@
+//! Queue semantics through the engine's public operations.
+
+mod common;
+
+use async_engine_core::{DeferOptions, Engine, Error, Scalar, State, GRACE_MS, SENT_TTL_MS};
+use common::*;
+
+fn opts(pairs: &[(&str, Scalar)]) -> DeferOptions {
+    let mut o = DeferOptions::default();
+    for (k, v) in pairs {
+        o.set(k, v).unwrap();
+    }
+    o
+}
+
+#[test]
+fn defer_stores_the_task_and_reserves_a_slot_when_due() {
+    let dir = TempDir::new("defer");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let d = e
+        .defer(&s, None, "/w.php", "send", r#"{"to":"a@b"}"#, &DeferOptions::default(), T0)
+        .unwrap();
+    assert!(d.created);
+    assert_eq!(d.id.len(), 26);
+    let disp = d.dispatch.expect("due now with free slots: dispatched");
+    assert_eq!(disp.endpoint, "/w.php");
+    let info = e.status(&d.id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempt, info.name.as_str()), (State::Queued, 0, "send"));
+    assert_eq!(info.args, r#"{"to":"a@b"}"#);
+    assert_eq!(info.max_attempts, 5);
+    assert_eq!(info.timeout, 300_000);
+    let stats = e.stats(&s, T0).unwrap();
+    assert_eq!(stats.in_flight, 1);
+    assert_eq!(stats.counts[0], (State::Queued, 1));
+    assert_eq!(stats.next_due, Some(T0));
+    assert_eq!(stats.oldest_due_age, Some(0));
+    assert!(e.status("nope").unwrap().is_none());
+}
+
+#[test]
+fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
+    let dir = TempDir::new("cap");
+    let mut s = settings(&dir.db());
+    s.max_workers = 2;
+    let mut e = Engine::open(&s).unwrap();
+    let late = e.defer(&s, None, "/w.php", "later", "[]", &opts(&[("delay", Scalar::Int(10))]), T0).unwrap();
+    assert!(late.dispatch.is_none());
+    assert_eq!(e.status(&late.id).unwrap().unwrap().due_at, T0 + 10_000);
+    let dispatched: Vec<bool> = ["/a", "/b", "/c", "/d"]
+        .iter()
+        .map(|ep| defer(&mut e, &s, ep, "t", T0).dispatch.is_some())
+        .collect();
+    assert_eq!(dispatched, [true, true, false, false]);
+    assert_eq!(e.stats(&s, T0).unwrap().in_flight, 2);
+    // The sent requests never arrive: their slots expire and kick re-sends.
+    let later = T0 + SENT_TTL_MS + 1;
+    let again = e.kick(&s, later).unwrap();
+    assert_eq!(again.len(), 2);
+}
+
+#[test]
+fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
+    let dir = TempDir::new("accept");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let low = e.defer(&s, None, "/w.php", "low", "[]", &DeferOptions::default(), T0).unwrap();
+    let high = e.defer(&s, None, "/w.php", "high", "[]", &opts(&[("priority", Scalar::Int(5))]), T0 + 1).unwrap();
+    let first = low.dispatch.expect("dispatched");
+    let acc = e.accept(&s, &received(&first), T0 + 2).unwrap();
+    let task = acc.task.expect("a task was due");
+    assert_eq!(task.id, high.id, "higher priority first");
+    assert_eq!(task.attempt, 1);
+    let info = e.status(&high.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Running);
+    assert_eq!(info.lease_until, Some(T0 + 2 + 300_000));
+    // A replay of the same request claims nothing.
+    let replay = e.accept(&s, &received(&first), T0 + 3).unwrap_err();
+    assert!(matches!(replay, Error::Rejected(_)), "{replay}");
+    assert!(replay.message().contains("already used"));
+    assert_eq!(e.status(&low.id).unwrap().unwrap().state, State::Queued);
+    e.complete(&task.id, &task.lease, T0 + 4).unwrap();
+    assert_eq!(e.status(&high.id).unwrap().unwrap().state, State::Done);
+    // Completing twice is refused.
+    assert!(matches!(e.complete(&task.id, &task.lease, T0 + 5), Err(Error::Usage(_))));
+    // Same slot, next task of the batch.
+    let next = e.claim_next(&acc.slot, "/w.php", T0 + 6).unwrap().unwrap();
+    assert_eq!(next.id, low.id);
+    e.complete(&next.id, &next.lease, T0 + 7).unwrap();
+    assert!(e.claim_next(&acc.slot, "/w.php", T0 + 8).unwrap().is_none());
+    assert!(e.end_request(&s, Some(&acc.slot), &[], "ended", T0 + 9).unwrap().is_none());
+    // Only the request sent when `high` was deferred is still in flight.
+    assert!(high.dispatch.is_some());
+    assert_eq!(e.stats(&s, T0 + 9).unwrap().in_flight, 1);
+}
+
+#[test]
+fn forged_and_misrouted_requests_change_nothing() {
+    let dir = TempDir::new("forged");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let d = defer(&mut e, &s, "/w.php", "t", T0).dispatch.unwrap();
+    let mut forged = received(&d);
+    forged.signature = Some("00".repeat(32));
+    let mut elsewhere = received(&d);
+    elsewhere.uri = "/other.php".into();
+    let mut other_key = settings(&dir.db());
+    other_key.secret = Some("a-different-secret-value".into());
+    for (req, st) in [(&forged, &s), (&elsewhere, &s), (&received(&d), &other_key)] {
+        assert!(matches!(e.accept(st, req, T0), Err(Error::Rejected(_))));
+    }
+    // The genuine request still works: nothing was consumed.
+    assert!(e.accept(&s, &received(&d), T0).unwrap().task.is_some());
+}
+
+#[test]
+fn failures_retry_with_backoff_then_die_and_retry_revives() {
+    let dir = TempDir::new("fail");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let id = e
+        .defer(&s, None, "/w.php", "flaky", "[]", &opts(&[("max_attempts", Scalar::Int(3))]), T0)
+        .unwrap()
+        .id;
+    let mut now = T0;
+    let mut dues = vec![];
+    for attempt in 1..=3u32 {
+        let d = e.kick(&s, now + SENT_TTL_MS + 1).unwrap();
+        now += SENT_TTL_MS + 1;
+        let acc = e.accept(&s, &received(&d[0]), now).unwrap();
+        let task = acc.task.unwrap();
+        assert_eq!(task.attempt, attempt);
+        let state = e.fail(&task.id, &task.lease, &format!("boom {attempt}"), None, now).unwrap();
+        e.end_request(&s, Some(&acc.slot), &[], "", now).unwrap();
+        let info = e.status(&id).unwrap().unwrap();
+        assert_eq!(info.last_error.as_deref(), Some(format!("boom {attempt}").as_str()));
+        if attempt < 3 {
+            assert_eq!(state, State::Queued);
+            dues.push(info.due_at - now);
+        } else {
+            assert_eq!(state, State::Dead);
+            assert!(info.finished_at.is_some());
+        }
+    }
+    assert!((1000..=1250).contains(&dues[0]), "{dues:?}");
+    assert!((2000..=2500).contains(&dues[1]), "{dues:?}");
+    assert!(!e.cancel(&id, now).unwrap(), "dead is not cancellable");
+    let (requeued, _) = e.retry(&s, &id, now).unwrap();
+    assert!(requeued);
+    let info = e.status(&id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempt), (State::Queued, 0));
+    assert!(!e.retry(&s, &id, now).unwrap().0, "only dead tasks are retried");
+}
+
+#[test]
+fn explicit_retry_in_and_unknown_tasks() {
+    let dir = TempDir::new("retryin");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let d = defer(&mut e, &s, "/w.php", "t", T0);
+    let task = e.accept(&s, &received(&d.dispatch.unwrap()), T0).unwrap().task.unwrap();
+    assert_eq!(e.fail(&task.id, &task.lease, "later", Some(30.0), T0).unwrap(), State::Queued);
+    assert_eq!(e.status(&task.id).unwrap().unwrap().due_at, T0 + 30_000);
+    assert!(matches!(e.fail(&task.id, &task.lease, "x", Some(-1.0), T0), Err(Error::InvalidTask(_))));
+    assert!(matches!(e.complete("missing", "lease", T0), Err(Error::Usage(_))));
+}
+
+#[test]
+fn cancel_only_queued_and_unique_returns_the_live_task() {
+    let dir = TempDir::new("cancel");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let u = opts(&[("unique", Scalar::Str("report-7".into()))]);
+    let a = e.defer(&s, None, "/w.php", "report", "[]", &u, T0).unwrap();
+    let b = e.defer(&s, None, "/w.php", "report", "[]", &u, T0 + 1).unwrap();
+    assert_eq!(a.id, b.id);
+    assert!(!b.created && b.dispatch.is_none());
+    assert!(e.cancel(&a.id, T0 + 2).unwrap());
+    assert!(!e.cancel(&a.id, T0 + 3).unwrap());
+    assert_eq!(e.status(&a.id).unwrap().unwrap().state, State::Cancelled);
+    let c = e.defer(&s, None, "/w.php", "report", "[]", &u, T0 + 4).unwrap();
+    assert!(c.created && c.id != a.id, "the key is free once the task is cancelled");
+}
+
+#[test]
+fn expired_leases_are_reaped_and_retried() {
+    let dir = TempDir::new("lease");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let d = e.defer(&s, None, "/w.php", "slow", "[]", &opts(&[("timeout", Scalar::Int(10))]), T0).unwrap();
+    let acc = e.accept(&s, &received(&d.dispatch.unwrap()), T0).unwrap();
+    let task = acc.task.unwrap();
+    e.extend(&task.id, &task.lease, 20.0, T0 + 5_000).unwrap();
+    assert_eq!(e.status(&task.id).unwrap().unwrap().lease_until, Some(T0 + 25_000));
+    assert!(e.kick(&s, T0 + 24_000).unwrap().is_empty(), "lease still held");
+    // The worker died (kill -9): nothing calls complete or end_request.
+    let resent = e.kick(&s, T0 + 25_001 + GRACE_MS).unwrap();
+    let info = e.status(&task.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Queued);
+    assert!(info.last_error.unwrap().contains("lease expired"));
+    assert_eq!(e.stats(&s, T0 + 25_001 + GRACE_MS).unwrap().in_flight as usize, resent.len());
+    // The old holder can no longer complete it.
+    assert!(matches!(e.complete(&task.id, &task.lease, T0 + 30_000), Err(Error::Usage(_))));
+    assert!(matches!(e.extend(&task.id, &task.lease, 5.0, T0), Err(Error::Usage(_))));
+}
+
+#[test]
+fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
+    let dir = TempDir::new("end");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let first = defer(&mut e, &s, "/a.php", "t", T0);
+    let mut s1 = s.clone();
+    s1.max_workers = 1;
+    let second = defer(&mut e, &s1, "/b.php", "t", T0);
+    assert!(second.dispatch.is_none(), "one worker, busy");
+    let acc = e.accept(&s1, &received(&first.dispatch.unwrap()), T0).unwrap();
+    let task = acc.task.unwrap();
+    let next = e
+        .end_request(&s1, Some(&acc.slot), &[(task.id.clone(), task.lease.clone())], "request ended: exit", T0 + 1)
+        .unwrap()
+        .expect("the freed slot goes to the next due endpoint");
+    assert_eq!(next.endpoint, "/b.php");
+    let info = e.status(&task.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Queued);
+    assert_eq!(info.last_error.as_deref(), Some("request ended: exit"));
+}
+
+#[test]
+fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
+    let dir = TempDir::new("purge");
+    let mut s = settings(&dir.db());
+    s.retention = 10.0;
+    let mut e = Engine::open(&s).unwrap();
+    let done = defer(&mut e, &s, "/w.php", "t", T0);
+    let acc = e.accept(&s, &received(&done.dispatch.unwrap()), T0).unwrap();
+    let t = acc.task.unwrap();
+    e.complete(&t.id, &t.lease, T0).unwrap();
+    let dead = e.defer(&s, None, "/w.php", "d", "[]", &opts(&[("max_attempts", Scalar::Int(1))]), T0).unwrap();
+    let t2 = e.claim_next(&acc.slot, "/w.php", T0).unwrap().unwrap();
+    assert_eq!(e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(), State::Dead);
+    e.end_request(&s, Some(&acc.slot), &[], "", T0).unwrap();
+    e.kick(&s, T0 + 9_000).unwrap();
+    assert!(e.status(&done.id).unwrap().is_some(), "kept within retention");
+    e.kick(&s, T0 + 10_001).unwrap();
+    assert!(e.status(&done.id).unwrap().is_none(), "purged after retention");
+    assert_eq!(e.status(&dead.id).unwrap().unwrap().state, State::Dead);
+    assert_eq!(e.list(State::Dead, 10).unwrap().len(), 1);
+    assert_eq!(e.purge(0.0, true, T0 + 10_001).unwrap(), 1);
+    assert!(e.status(&dead.id).unwrap().is_none());
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let dir = TempDir::new("bad");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let huge = format!("[\"{}\"]", "x".repeat(s.max_args_size));
+    let cases: Vec<(&str, &str, &str, &str)> = vec![
+        ("https://evil.example/x", "t", "[]", "another origin"),
+        ("w.php", "t", "[]", "not a path"),
+        ("", "t", "[]", "empty"),
+        ("/w.php", "", "[]", "name is empty"),
+        ("/w.php", "t", &huge, "limit is 1048576"),
+    ];
+    for (endpoint, name, args, why) in cases {
+        let err = e.defer(&s, None, endpoint, name, args, &DeferOptions::default(), T0).unwrap_err();
+        assert!(matches!(err, Error::InvalidTask(_)), "{err}");
+        assert!(err.message().contains(why), "{err}");
+    }
+    let stats = e.stats(&s, T0).unwrap();
+    assert!(stats.counts.iter().all(|(_, n)| *n == 0));
+    assert_eq!(stats.in_flight, 0);
+}
