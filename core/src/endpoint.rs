@@ -32,7 +32,11 @@ impl BaseUrl {
 fn split_absolute(url: &str) -> Option<(String, &str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    Some((scheme.to_ascii_lowercase(), &rest[..authority_end], &rest[authority_end..]))
+    Some((
+        scheme.to_ascii_lowercase(),
+        &rest[..authority_end],
+        &rest[authority_end..],
+    ))
 }
 
 fn parse_authority(scheme: &str, authority: &str) -> Option<(String, u16)> {
@@ -72,9 +76,12 @@ pub fn parse_base_url(url: &str) -> Result<BaseUrl> {
         return Err(bad("scheme must be http or https"));
     }
     if !rest.is_empty() && rest != "/" {
-        return Err(bad("no path, query or fragment: endpoints are paths from the site root"));
+        return Err(bad(
+            "no path, query or fragment: endpoints are paths from the site root",
+        ));
     }
-    let (host, port) = parse_authority(&scheme, authority).ok_or_else(|| bad("bad host or port"))?;
+    let (host, port) =
+        parse_authority(&scheme, authority).ok_or_else(|| bad("bad host or port"))?;
     Ok(BaseUrl { scheme, host, port })
 }
 
@@ -88,7 +95,9 @@ fn is_path_byte(b: u8) -> bool {
 /// is kept); anything else that is not a plain path is refused.
 pub fn normalize_endpoint(endpoint: &str, base: Option<&BaseUrl>) -> Result<String> {
     if endpoint.is_empty() {
-        return Err(invalid!("endpoint is empty; use a path on this site such as '/worker.php'"));
+        return Err(invalid!(
+            "endpoint is empty; use a path on this site such as '/worker.php'"
+        ));
     }
     if endpoint.len() > MAX_ENDPOINT_LEN {
         return Err(invalid!(
@@ -102,7 +111,8 @@ pub fn normalize_endpoint(endpoint: &str, base: Option<&BaseUrl>) -> Result<Stri
             invalid!(
                 "endpoint '{endpoint}' is an absolute URL to another origin{}; \
                  tasks only run on this site: use a path such as '/worker.php'",
-                base.map(|b| format!(" (this site is {})", b.origin())).unwrap_or_default()
+                base.map(|b| format!(" (this site is {})", b.origin()))
+                    .unwrap_or_default()
             )
         };
         let (scheme, authority, rest) = split_absolute(endpoint).ok_or_else(other)?;
@@ -127,21 +137,31 @@ pub fn normalize_endpoint(endpoint: &str, base: Option<&BaseUrl>) -> Result<Stri
     }
     let bytes = path.as_bytes();
     if let Some(pos) = bytes.iter().position(|b| !is_path_byte(*b)) {
-        let shown: String = path[pos..].chars().next().map(|c| c.escape_default().to_string()).unwrap_or_default();
+        let shown: String = path[pos..]
+            .chars()
+            .next()
+            .map(|c| c.escape_default().to_string())
+            .unwrap_or_default();
         return Err(invalid!(
             "endpoint '{}' contains '{shown}', which is not allowed in a URL path (percent-encode it)",
             endpoint.escape_default()
         ));
     }
     for (i, _) in path.match_indices('%') {
-        let ok = bytes.len() > i + 2 && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit();
+        let ok = bytes.len() > i + 2
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit();
         if !ok {
-            return Err(invalid!("endpoint '{endpoint}' has a '%' that is not followed by two hex digits"));
+            return Err(invalid!(
+                "endpoint '{endpoint}' has a '%' that is not followed by two hex digits"
+            ));
         }
     }
     let only_path = path.split('?').next().unwrap_or(path);
     if only_path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(invalid!("endpoint '{endpoint}' contains a '.' or '..' segment; give the path as served"));
+        return Err(invalid!(
+            "endpoint '{endpoint}' contains a '.' or '..' segment; give the path as served"
+        ));
     }
     Ok(path.to_string())
 }
@@ -164,8 +184,14 @@ mod tests {
     #[test]
     fn same_origin_urls_become_paths() {
         let b = base();
-        assert_eq!(normalize_endpoint("https://example.com:443/w.php", Some(&b)).unwrap(), "/w.php");
-        assert_eq!(normalize_endpoint("HTTPS://EXAMPLE.COM", Some(&b)).unwrap(), "/");
+        assert_eq!(
+            normalize_endpoint("https://example.com:443/w.php", Some(&b)).unwrap(),
+            "/w.php"
+        );
+        assert_eq!(
+            normalize_endpoint("HTTPS://EXAMPLE.COM", Some(&b)).unwrap(),
+            "/"
+        );
     }
 
     #[test]
@@ -192,7 +218,10 @@ mod tests {
             assert!(err.message().contains(why), "{endpoint:?}: {err}");
         }
         let long = format!("/{}", "a".repeat(MAX_ENDPOINT_LEN));
-        assert!(normalize_endpoint(&long, None).unwrap_err().message().contains("limit"));
+        assert!(normalize_endpoint(&long, None)
+            .unwrap_err()
+            .message()
+            .contains("limit"));
         assert!(normalize_endpoint("https://example.com/x", None).is_err());
     }
 
@@ -204,7 +233,14 @@ mod tests {
         let v6 = parse_base_url("http://[::1]:81/").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("[::1]", 81));
         assert_eq!(base().origin(), "https://example.com");
-        for bad in ["example.com", "ftp://x", "http://", "http://x/app", "http://u@x", "http://x:port"] {
+        for bad in [
+            "example.com",
+            "ftp://x",
+            "http://",
+            "http://x/app",
+            "http://u@x",
+            "http://x:port",
+        ] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
     }

@@ -9,7 +9,9 @@ use crate::queue::{self, NewTask};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
 use crate::store::Store;
-use crate::task::{check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS};
+use crate::task::{
+    check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
+};
 
 /// Finished tasks purged per request end, so purging never delays a request much.
 const PURGE_PER_REQUEST: u32 = 100;
@@ -76,7 +78,9 @@ pub struct Engine {
 impl Engine {
     /// Opens the database the settings name.
     pub fn open(settings: &Settings) -> Result<Engine> {
-        Ok(Engine { store: Store::open(settings)? })
+        Ok(Engine {
+            store: Store::open(settings)?,
+        })
     }
 
     /// Whether this handle uses the database the settings name; applies a
@@ -94,12 +98,22 @@ impl Engine {
         &mut self.store
     }
 
-    fn sign(&mut self, settings: &Settings, r: Option<Reserved>, now: Millis) -> Result<Option<Dispatch>> {
+    fn sign(
+        &mut self,
+        settings: &Settings,
+        r: Option<Reserved>,
+        now: Millis,
+    ) -> Result<Option<Dispatch>> {
         let Some(r) = r else { return Ok(None) };
         let secret = self.store.secret(settings.secret.as_deref())?;
         let time = now.div_euclid(1000);
         let signature = protocol::sign(&secret, &r.slot, &r.endpoint, time);
-        Ok(Some(Dispatch { slot: r.slot, endpoint: r.endpoint, time, signature }))
+        Ok(Some(Dispatch {
+            slot: r.slot,
+            endpoint: r.endpoint,
+            time,
+            signature,
+        }))
     }
 
     /// Queues a task. `args` is its JSON text. When it is due now and a slot
@@ -139,7 +153,11 @@ impl Engine {
             Ok((id, created, reserved))
         })?;
         let dispatch = self.sign(settings, reserved, now)?;
-        Ok(Deferred { id, created, dispatch })
+        Ok(Deferred {
+            id,
+            created,
+            dispatch,
+        })
     }
 
     /// Verifies a self-request, consumes its slot once and claims the
@@ -159,12 +177,22 @@ impl Engine {
             }
         })?;
         let dispatch = self.sign(settings, reserved, now)?;
-        Ok(Accepted { slot, endpoint, task, dispatch })
+        Ok(Accepted {
+            slot,
+            endpoint,
+            task,
+            dispatch,
+        })
     }
 
     /// Claims the endpoint's next due task for a request that already holds
     /// `slot` (a batch in `serve()`).
-    pub fn claim_next(&mut self, slot: &str, endpoint: &str, now: Millis) -> Result<Option<Claimed>> {
+    pub fn claim_next(
+        &mut self,
+        slot: &str,
+        endpoint: &str,
+        now: Millis,
+    ) -> Result<Option<Claimed>> {
         self.store.write(|tx| {
             let held: bool = tx
                 .prepare_cached("SELECT count(*) FROM slots WHERE id = ?1 AND state = 'accepted'")?
@@ -184,9 +212,19 @@ impl Engine {
 
     /// Fails a task held under `lease`; it retries after `retry_in` seconds
     /// (default: backoff) or is dead when its attempts are spent.
-    pub fn fail(&mut self, id: &str, lease: &str, error: &str, retry_in: Option<f64>, now: Millis) -> Result<State> {
-        let retry_in = retry_in.map(|s| check_seconds("retryIn", s, false)).transpose()?;
-        self.store.write(|tx| queue::fail(tx, id, Some(lease), error, retry_in, now))
+    pub fn fail(
+        &mut self,
+        id: &str,
+        lease: &str,
+        error: &str,
+        retry_in: Option<f64>,
+        now: Millis,
+    ) -> Result<State> {
+        let retry_in = retry_in
+            .map(|s| check_seconds("retryIn", s, false))
+            .transpose()?;
+        self.store
+            .write(|tx| queue::fail(tx, id, Some(lease), error, retry_in, now))
     }
 
     /// Lengthens the lease of a task held under `lease` to `seconds` from now.
@@ -228,7 +266,12 @@ impl Engine {
     pub fn kick(&mut self, settings: &Settings, now: Millis) -> Result<Vec<Dispatch>> {
         let reserved = self.store.write(|tx| {
             slots::reap(tx, now)?;
-            queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_KICK)?;
+            queue::purge(
+                tx,
+                now - secs_to_ms(settings.retention),
+                false,
+                PURGE_PER_KICK,
+            )?;
             let mut out = vec![];
             while let Some(r) = slots::reserve(tx, settings.max_workers, now)? {
                 out.push(r);
@@ -237,7 +280,10 @@ impl Engine {
         })?;
         reserved
             .into_iter()
-            .map(|r| self.sign(settings, Some(r), now).map(|d| d.expect("reserved")))
+            .map(|r| {
+                self.sign(settings, Some(r), now)
+                    .map(|d| d.expect("reserved"))
+            })
             .collect()
     }
 
@@ -258,7 +304,12 @@ impl Engine {
 
     /// Requeues a dead task with fresh attempts; false if it is not dead.
     /// Returns the request to send when a slot was free.
-    pub fn retry(&mut self, settings: &Settings, id: &str, now: Millis) -> Result<(bool, Option<Dispatch>)> {
+    pub fn retry(
+        &mut self,
+        settings: &Settings,
+        id: &str,
+        now: Millis,
+    ) -> Result<(bool, Option<Dispatch>)> {
         let (requeued, reserved) = self.store.write(|tx| {
             if queue::retry(tx, id, now)?.is_none() {
                 return Ok((false, None));
@@ -272,7 +323,8 @@ impl Engine {
     /// when `dead`); returns how many.
     pub fn purge(&mut self, older_than: f64, dead: bool, now: Millis) -> Result<usize> {
         let before = now - check_seconds("olderThan", older_than, false)?;
-        self.store.write(|tx| queue::purge(tx, before, dead, u32::MAX))
+        self.store
+            .write(|tx| queue::purge(tx, before, dead, u32::MAX))
     }
 
     /// Counts per state, slots in flight, next due time, age of the oldest due task.
@@ -293,10 +345,18 @@ impl Engine {
 
 /// Checks a duration argument in seconds and converts it to milliseconds.
 fn check_seconds(name: &str, seconds: f64, positive: bool) -> Result<Millis> {
-    if !seconds.is_finite() || seconds < 0.0 || (positive && seconds == 0.0) || seconds > MAX_SECONDS {
+    if !seconds.is_finite()
+        || seconds < 0.0
+        || (positive && seconds == 0.0)
+        || seconds > MAX_SECONDS
+    {
         return Err(Error::InvalidTask(format!(
             "{name} must be a number of seconds {} and at most ten years, got {seconds}",
-            if positive { "greater than 0" } else { "0 or more" }
+            if positive {
+                "greater than 0"
+            } else {
+                "0 or more"
+            }
         )));
     }
     Ok(secs_to_ms(seconds))

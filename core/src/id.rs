@@ -74,7 +74,9 @@ mod tests {
 
     #[test]
     fn ids_sort_in_creation_order_even_within_a_millisecond() {
-        let ids: Vec<String> = (0..1000).map(|i| new_task_id(1_700_000_000_000 + i / 100)).collect();
+        let ids: Vec<String> = (0..1000)
+            .map(|i| new_task_id(1_700_000_000_000 + i / 100))
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);

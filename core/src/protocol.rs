@@ -44,7 +44,7 @@ pub fn sign(secret: &[u8], slot: &str, endpoint: &str, time: i64) -> String {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -109,19 +109,64 @@ mod tests {
         let key = b"secret-secret-16";
         let good = signed(key, "/w.php", 1000);
         let mut cases: Vec<(Incoming, &str)> = vec![];
-        cases.push((Incoming { uri: "/other.php".into(), ..good.clone() }, "bad signature"));
-        cases.push((Incoming { slot: Some("abc124".into()), ..good.clone() }, "bad signature"));
-        cases.push((Incoming { time: Some("1001".into()), ..good.clone() }, "bad signature"));
-        cases.push((Incoming { method: "GET".into(), ..good.clone() }, "not POST"));
-        cases.push((Incoming { signature: Some("zz".into()), ..good.clone() }, "malformed"));
-        cases.push((Incoming { slot: None, ..good.clone() }, "missing"));
-        cases.push((Incoming { slot: Some("a b".into()), ..good.clone() }, "malformed slot"));
+        cases.push((
+            Incoming {
+                uri: "/other.php".into(),
+                ..good.clone()
+            },
+            "bad signature",
+        ));
+        cases.push((
+            Incoming {
+                slot: Some("abc124".into()),
+                ..good.clone()
+            },
+            "bad signature",
+        ));
+        cases.push((
+            Incoming {
+                time: Some("1001".into()),
+                ..good.clone()
+            },
+            "bad signature",
+        ));
+        cases.push((
+            Incoming {
+                method: "GET".into(),
+                ..good.clone()
+            },
+            "not POST",
+        ));
+        cases.push((
+            Incoming {
+                signature: Some("zz".into()),
+                ..good.clone()
+            },
+            "malformed",
+        ));
+        cases.push((
+            Incoming {
+                slot: None,
+                ..good.clone()
+            },
+            "missing",
+        ));
+        cases.push((
+            Incoming {
+                slot: Some("a b".into()),
+                ..good.clone()
+            },
+            "malformed slot",
+        ));
         for (req, why) in cases {
             let err = verify(key, &req, 1000).unwrap_err();
             assert!(matches!(err, Error::Rejected(_)));
             assert!(err.message().contains(why), "{err}");
         }
-        assert!(verify(key, &good, 1000 + WINDOW_SECS + 1).unwrap_err().message().contains("expired"));
+        assert!(verify(key, &good, 1000 + WINDOW_SECS + 1)
+            .unwrap_err()
+            .message()
+            .contains("expired"));
         assert!(verify(b"another-secret-x", &good, 1000).is_err());
     }
 }

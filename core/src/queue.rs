@@ -30,7 +30,12 @@ pub struct NewTask<'a> {
 
 /// Inserts a task (or finds the live one with its unique key); returns its
 /// id and whether it was created (false: the live task with that key).
-pub(crate) fn insert(tx: &Transaction<'_>, id: &str, t: &NewTask<'_>, now: Millis) -> Result<(String, bool)> {
+pub(crate) fn insert(
+    tx: &Transaction<'_>,
+    id: &str,
+    t: &NewTask<'_>,
+    now: Millis,
+) -> Result<(String, bool)> {
     if let Some(key) = t.unique {
         let existing: Option<String> = tx
             .prepare_cached(
@@ -48,7 +53,16 @@ pub(crate) fn insert(tx: &Transaction<'_>, id: &str, t: &NewTask<'_>, now: Milli
          VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
     )?
     .execute(params![
-        id, t.endpoint, t.name, t.args, t.priority, t.due_at, t.max_attempts, t.timeout, t.unique, now
+        id,
+        t.endpoint,
+        t.name,
+        t.args,
+        t.priority,
+        t.due_at,
+        t.max_attempts,
+        t.timeout,
+        t.unique,
+        now
     ])?;
     lower_next_due(tx, t.endpoint, t.due_at)?;
     Ok((id.to_string(), true))
@@ -78,7 +92,12 @@ pub(crate) fn recompute_next_due(tx: &Transaction<'_>, endpoint: &str) -> Result
 
 /// Claims the endpoint's next due task (priority first, then due time) for
 /// the request holding `slot`, under a lease.
-pub(crate) fn claim(tx: &Transaction<'_>, endpoint: &str, slot: &str, now: Millis) -> Result<Option<Claimed>> {
+pub(crate) fn claim(
+    tx: &Transaction<'_>,
+    endpoint: &str,
+    slot: &str,
+    now: Millis,
+) -> Result<Option<Claimed>> {
     let row = tx
         .prepare_cached(
             "SELECT id, name, args, attempt, timeout FROM tasks
@@ -166,7 +185,11 @@ pub(crate) fn fail(
              WHERE id = ?1 AND state = 'running' AND (?2 IS NULL OR lease = ?2)",
         )?
         .query_row(params![id, lease], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
         })
         .optional()?;
     let Some((endpoint, attempt, max_attempts)) = row else {
@@ -195,7 +218,13 @@ pub(crate) fn fail(
 
 /// Lengthens the lease of a running task held under `lease` to end
 /// `seconds_ms` from now (a lease is never shortened).
-pub(crate) fn extend(tx: &Transaction<'_>, id: &str, lease: &str, ms: Millis, now: Millis) -> Result<()> {
+pub(crate) fn extend(
+    tx: &Transaction<'_>,
+    id: &str,
+    lease: &str,
+    ms: Millis,
+    now: Millis,
+) -> Result<()> {
     let until = now + ms;
     let slot: Option<Option<String>> = tx
         .prepare_cached(
@@ -314,7 +343,10 @@ fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
 /// One task's record.
 pub(crate) fn status(tx: &Transaction<'_>, id: &str) -> Result<Option<TaskInfo>> {
     let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1");
-    Ok(tx.prepare_cached(&sql)?.query_row([id], info_from_row).optional()?)
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row([id], info_from_row)
+        .optional()?)
 }
 
 /// Tasks in `state`, oldest first, at most `limit`.
@@ -327,8 +359,11 @@ pub(crate) fn list(tx: &Transaction<'_>, state: State, limit: u32) -> Result<Vec
     Ok(rows)
 }
 
+/// Task counts per state.
+pub(crate) type Counts = Vec<(State, i64)>;
+
 /// Task counts per state, the earliest due time of any queued task.
-pub(crate) fn counts(tx: &Transaction<'_>) -> Result<(Vec<(State, i64)>, Option<Millis>)> {
+pub(crate) fn counts(tx: &Transaction<'_>) -> Result<(Counts, Option<Millis>)> {
     let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
     let mut stmt = tx.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;

@@ -59,7 +59,10 @@ impl Default for Settings {
 }
 
 fn usage(name: &str, expected: &str, got: &SettingValue) -> Error {
-    Error::Usage(format!("setting '{name}' must be {expected}, got {}", got.describe()))
+    Error::Usage(format!(
+        "setting '{name}' must be {expected}, got {}",
+        got.describe()
+    ))
 }
 
 fn number(name: &str, value: &SettingValue, expected: &str) -> Result<f64> {
@@ -184,15 +187,21 @@ mod tests {
     #[test]
     fn parses_ini_strings_and_typed_values() {
         let mut s = Settings::default();
-        s.set("max_workers", &SettingValue::Str("8".into())).unwrap();
+        s.set("max_workers", &SettingValue::Str("8".into()))
+            .unwrap();
         s.set("timeout", &SettingValue::Float(2.5)).unwrap();
         s.set("retention", &SettingValue::Int(0)).unwrap();
-        s.set("base_url", &SettingValue::Str("http://127.0.0.1:8080/".into())).unwrap();
+        s.set(
+            "base_url",
+            &SettingValue::Str("http://127.0.0.1:8080/".into()),
+        )
+        .unwrap();
         assert_eq!(s.max_workers, 8);
         assert_eq!(s.timeout, 2.5);
         assert_eq!(s.retention, 0.0);
         assert_eq!(s.base_url.as_deref(), Some("http://127.0.0.1:8080"));
-        s.set("max_workers", &SettingValue::Str(String::new())).unwrap();
+        s.set("max_workers", &SettingValue::Str(String::new()))
+            .unwrap();
         assert_eq!(s.max_workers, 4);
     }
 

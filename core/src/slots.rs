@@ -28,7 +28,11 @@ pub(crate) fn in_flight(tx: &Transaction<'_>) -> Result<i64> {
 
 /// Reserves a slot for the endpoint due earliest (at or before `now`), if a
 /// slot is free; the endpoint stops being due until its request arrives.
-pub(crate) fn reserve(tx: &Transaction<'_>, max_workers: u32, now: Millis) -> Result<Option<Reserved>> {
+pub(crate) fn reserve(
+    tx: &Transaction<'_>,
+    max_workers: u32,
+    now: Millis,
+) -> Result<Option<Reserved>> {
     let max = i64::from(max_workers);
     if in_flight(tx)? >= max {
         // Full: expired slots may be what holds them.

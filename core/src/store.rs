@@ -125,14 +125,16 @@ impl Store {
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Storage(format!("cannot switch to WAL mode (got {mode})")));
+            return Err(Error::Storage(format!(
+                "cannot switch to WAL mode (got {mode})"
+            )));
         }
         self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
         let version = self.schema_version()?;
         if version == SCHEMA_VERSION {
             return Ok(());
         }
-        if version > SCHEMA_VERSION || version < 0 {
+        if !(0..=SCHEMA_VERSION).contains(&version) {
             return Err(Error::Storage(format!(
                 "has schema version {version}, newer than this extension supports \
                  ({SCHEMA_VERSION}); upgrade the extension"
@@ -167,7 +169,9 @@ impl Store {
     }
 
     fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// The database file's path.
@@ -183,8 +187,7 @@ impl Store {
     /// Applies a changed busy timeout to the open connection.
     pub fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
         if seconds != self.busy_timeout {
-            self.conn
-                .busy_timeout(Duration::from_secs_f64(seconds))?;
+            self.conn.busy_timeout(Duration::from_secs_f64(seconds))?;
             self.busy_timeout = seconds;
         }
         Ok(())
@@ -230,7 +233,11 @@ impl Store {
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?1)",
                 [&fresh],
             )?;
-            Ok(tx.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| r.get(0))?)
+            Ok(
+                tx.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })?;
         self.secret = Some(secret.into_bytes());
         Ok(self.secret.clone().unwrap_or_default())
@@ -280,7 +287,11 @@ fn check_location(path: &Path) -> Result<()> {
 /// Whether this process may create files in `dir`.
 fn writable(dir: &Path) -> bool {
     let probe = dir.join(format!(".async-engine-probe-{}", crate::id::random_hex(6)));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             true

@@ -33,7 +33,13 @@ pub enum State {
 
 impl State {
     /// All states, in life order.
-    pub const ALL: [State; 5] = [State::Queued, State::Running, State::Done, State::Dead, State::Cancelled];
+    pub const ALL: [State; 5] = [
+        State::Queued,
+        State::Running,
+        State::Done,
+        State::Dead,
+        State::Cancelled,
+    ];
 
     /// The state's name as stored and as PHP sees it.
     pub fn as_str(self) -> &'static str {
@@ -58,10 +64,16 @@ pub fn check_name(name: &str) -> Result<()> {
         return Err(invalid!("task name is empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(invalid!("task name is {} bytes long; the limit is {MAX_NAME_LEN}", name.len()));
+        return Err(invalid!(
+            "task name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(invalid!("task name '{}' contains a control character", name.escape_default()));
+        return Err(invalid!(
+            "task name '{}' contains a control character",
+            name.escape_default()
+        ));
     }
     Ok(())
 }
@@ -96,7 +108,14 @@ pub struct DeferOptions {
 }
 
 /// The option names `defer()` knows.
-pub const OPTION_NAMES: [&str; 6] = ["delay", "at", "priority", "max_attempts", "timeout", "unique"];
+pub const OPTION_NAMES: [&str; 6] = [
+    "delay",
+    "at",
+    "priority",
+    "max_attempts",
+    "timeout",
+    "unique",
+];
 
 fn option_error(name: &str, expected: &str, got: &Scalar) -> Error {
     invalid!("option '{name}' must be {expected}, got {}", got.describe())
@@ -126,7 +145,7 @@ impl DeferOptions {
         match name {
             "delay" => self.delay = Some(seconds_option(name, value, false)?),
             "at" => match value.as_number() {
-                Some(t) if t >= 0.0 && t < 1e12 => self.at = Some(t),
+                Some(t) if (0.0..1e12).contains(&t) => self.at = Some(t),
                 _ => return Err(option_error(name, "a Unix time in seconds", value)),
             },
             "priority" => match value {
@@ -142,7 +161,13 @@ impl DeferOptions {
                 Scalar::Str(s) if !s.is_empty() && s.len() <= MAX_UNIQUE_LEN => {
                     self.unique = Some(s.clone())
                 }
-                _ => return Err(option_error(name, "a non-empty string of at most 255 bytes", value)),
+                _ => {
+                    return Err(option_error(
+                        name,
+                        "a non-empty string of at most 255 bytes",
+                        value,
+                    ))
+                }
             },
             _ => {
                 return Err(invalid!(
@@ -153,7 +178,9 @@ impl DeferOptions {
             }
         }
         if self.delay.is_some() && self.at.is_some() {
-            return Err(invalid!("give either option 'delay' or option 'at', not both"));
+            return Err(invalid!(
+                "give either option 'delay' or option 'at', not both"
+            ));
         }
         Ok(())
     }
@@ -244,8 +271,14 @@ mod tests {
     fn names() {
         assert!(check_name("send-email").is_ok());
         assert!(check_name("").unwrap_err().message().contains("empty"));
-        assert!(check_name(&"x".repeat(256)).unwrap_err().message().contains("limit"));
-        assert!(check_name("a\0b").unwrap_err().message().contains("control"));
+        assert!(check_name(&"x".repeat(256))
+            .unwrap_err()
+            .message()
+            .contains("limit"));
+        assert!(check_name("a\0b")
+            .unwrap_err()
+            .message()
+            .contains("control"));
     }
 
     #[test]

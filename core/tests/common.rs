@@ -51,6 +51,13 @@ pub fn received(d: &Dispatch) -> Incoming {
     }
 }
 
-pub fn defer(e: &mut Engine, s: &Settings, endpoint: &str, name: &str, now: i64) -> async_engine_core::Deferred {
-    e.defer(s, None, endpoint, name, "[]", &DeferOptions::default(), now).unwrap()
+pub fn defer(
+    e: &mut Engine,
+    s: &Settings,
+    endpoint: &str,
+    name: &str,
+    now: i64,
+) -> async_engine_core::Deferred {
+    e.defer(s, None, endpoint, name, "[]", &DeferOptions::default(), now)
+        .unwrap()
 }

@@ -41,7 +41,10 @@ fn work(db: &str) -> Vec<String> {
                 next = e.claim_next(&acc.slot, &acc.endpoint, now_ms()).unwrap();
             }
             pending.extend(acc.dispatch);
-            pending.extend(e.end_request(&s, Some(&acc.slot), &[], "", now_ms()).unwrap());
+            pending.extend(
+                e.end_request(&s, Some(&acc.slot), &[], "", now_ms())
+                    .unwrap(),
+            );
         }
         let stats = e.stats(&s, now_ms()).unwrap();
         let left: i64 = stats
@@ -76,11 +79,18 @@ fn threads_and_processes_claim_every_task_exactly_once() {
     // Queue everything before any worker starts, with no slot taken.
     let mut queued = s.clone();
     queued.max_workers = 1;
-    let opts = DeferOptions { delay: Some(0.5), ..DeferOptions::default() };
+    let opts = DeferOptions {
+        delay: Some(0.5),
+        ..DeferOptions::default()
+    };
     let mut ids = vec![];
     for i in 0..TASKS {
         let endpoint = format!("/endpoint-{}.php", i % ENDPOINTS);
-        ids.push(e.defer(&queued, None, &endpoint, "t", "[]", &opts, now_ms()).unwrap().id);
+        ids.push(
+            e.defer(&queued, None, &endpoint, "t", "[]", &opts, now_ms())
+                .unwrap()
+                .id,
+        );
     }
     std::thread::sleep(Duration::from_millis(600));
     let exe = std::env::current_exe().unwrap();

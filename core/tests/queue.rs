@@ -19,14 +19,25 @@ fn defer_stores_the_task_and_reserves_a_slot_when_due() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let d = e
-        .defer(&s, None, "/w.php", "send", r#"{"to":"a@b"}"#, &DeferOptions::default(), T0)
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "send",
+            r#"{"to":"a@b"}"#,
+            &DeferOptions::default(),
+            T0,
+        )
         .unwrap();
     assert!(d.created);
     assert_eq!(d.id.len(), 26);
     let disp = d.dispatch.expect("due now with free slots: dispatched");
     assert_eq!(disp.endpoint, "/w.php");
     let info = e.status(&d.id).unwrap().unwrap();
-    assert_eq!((info.state, info.attempt, info.name.as_str()), (State::Queued, 0, "send"));
+    assert_eq!(
+        (info.state, info.attempt, info.name.as_str()),
+        (State::Queued, 0, "send")
+    );
     assert_eq!(info.args, r#"{"to":"a@b"}"#);
     assert_eq!(info.max_attempts, 5);
     assert_eq!(info.timeout, 300_000);
@@ -44,7 +55,17 @@ fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
     let mut s = settings(&dir.db());
     s.max_workers = 2;
     let mut e = Engine::open(&s).unwrap();
-    let late = e.defer(&s, None, "/w.php", "later", "[]", &opts(&[("delay", Scalar::Int(10))]), T0).unwrap();
+    let late = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "later",
+            "[]",
+            &opts(&[("delay", Scalar::Int(10))]),
+            T0,
+        )
+        .unwrap();
     assert!(late.dispatch.is_none());
     assert_eq!(e.status(&late.id).unwrap().unwrap().due_at, T0 + 10_000);
     let dispatched: Vec<bool> = ["/a", "/b", "/c", "/d"]
@@ -64,8 +85,28 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     let dir = TempDir::new("accept");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    let low = e.defer(&s, None, "/w.php", "low", "[]", &DeferOptions::default(), T0).unwrap();
-    let high = e.defer(&s, None, "/w.php", "high", "[]", &opts(&[("priority", Scalar::Int(5))]), T0 + 1).unwrap();
+    let low = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "low",
+            "[]",
+            &DeferOptions::default(),
+            T0,
+        )
+        .unwrap();
+    let high = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "high",
+            "[]",
+            &opts(&[("priority", Scalar::Int(5))]),
+            T0 + 1,
+        )
+        .unwrap();
     let first = low.dispatch.expect("dispatched");
     let acc = e.accept(&s, &received(&first), T0 + 2).unwrap();
     let task = acc.task.expect("a task was due");
@@ -82,13 +123,19 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     e.complete(&task.id, &task.lease, T0 + 4).unwrap();
     assert_eq!(e.status(&high.id).unwrap().unwrap().state, State::Done);
     // Completing twice is refused.
-    assert!(matches!(e.complete(&task.id, &task.lease, T0 + 5), Err(Error::Usage(_))));
+    assert!(matches!(
+        e.complete(&task.id, &task.lease, T0 + 5),
+        Err(Error::Usage(_))
+    ));
     // Same slot, next task of the batch.
     let next = e.claim_next(&acc.slot, "/w.php", T0 + 6).unwrap().unwrap();
     assert_eq!(next.id, low.id);
     e.complete(&next.id, &next.lease, T0 + 7).unwrap();
     assert!(e.claim_next(&acc.slot, "/w.php", T0 + 8).unwrap().is_none());
-    assert!(e.end_request(&s, Some(&acc.slot), &[], "ended", T0 + 9).unwrap().is_none());
+    assert!(e
+        .end_request(&s, Some(&acc.slot), &[], "ended", T0 + 9)
+        .unwrap()
+        .is_none());
     // Only the request sent when `high` was deferred is still in flight.
     assert!(high.dispatch.is_some());
     assert_eq!(e.stats(&s, T0 + 9).unwrap().in_flight, 1);
@@ -119,7 +166,15 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let id = e
-        .defer(&s, None, "/w.php", "flaky", "[]", &opts(&[("max_attempts", Scalar::Int(3))]), T0)
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "flaky",
+            "[]",
+            &opts(&[("max_attempts", Scalar::Int(3))]),
+            T0,
+        )
         .unwrap()
         .id;
     let mut now = T0;
@@ -130,10 +185,15 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
         let acc = e.accept(&s, &received(&d[0]), now).unwrap();
         let task = acc.task.unwrap();
         assert_eq!(task.attempt, attempt);
-        let state = e.fail(&task.id, &task.lease, &format!("boom {attempt}"), None, now).unwrap();
+        let state = e
+            .fail(&task.id, &task.lease, &format!("boom {attempt}"), None, now)
+            .unwrap();
         e.end_request(&s, Some(&acc.slot), &[], "", now).unwrap();
         let info = e.status(&id).unwrap().unwrap();
-        assert_eq!(info.last_error.as_deref(), Some(format!("boom {attempt}").as_str()));
+        assert_eq!(
+            info.last_error.as_deref(),
+            Some(format!("boom {attempt}").as_str())
+        );
         if attempt < 3 {
             assert_eq!(state, State::Queued);
             dues.push(info.due_at - now);
@@ -149,7 +209,10 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     assert!(requeued);
     let info = e.status(&id).unwrap().unwrap();
     assert_eq!((info.state, info.attempt), (State::Queued, 0));
-    assert!(!e.retry(&s, &id, now).unwrap().0, "only dead tasks are retried");
+    assert!(
+        !e.retry(&s, &id, now).unwrap().0,
+        "only dead tasks are retried"
+    );
 }
 
 #[test]
@@ -158,11 +221,25 @@ fn explicit_retry_in_and_unknown_tasks() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let d = defer(&mut e, &s, "/w.php", "t", T0);
-    let task = e.accept(&s, &received(&d.dispatch.unwrap()), T0).unwrap().task.unwrap();
-    assert_eq!(e.fail(&task.id, &task.lease, "later", Some(30.0), T0).unwrap(), State::Queued);
+    let task = e
+        .accept(&s, &received(&d.dispatch.unwrap()), T0)
+        .unwrap()
+        .task
+        .unwrap();
+    assert_eq!(
+        e.fail(&task.id, &task.lease, "later", Some(30.0), T0)
+            .unwrap(),
+        State::Queued
+    );
     assert_eq!(e.status(&task.id).unwrap().unwrap().due_at, T0 + 30_000);
-    assert!(matches!(e.fail(&task.id, &task.lease, "x", Some(-1.0), T0), Err(Error::InvalidTask(_))));
-    assert!(matches!(e.complete("missing", "lease", T0), Err(Error::Usage(_))));
+    assert!(matches!(
+        e.fail(&task.id, &task.lease, "x", Some(-1.0), T0),
+        Err(Error::InvalidTask(_))
+    ));
+    assert!(matches!(
+        e.complete("missing", "lease", T0),
+        Err(Error::Usage(_))
+    ));
 }
 
 #[test]
@@ -172,14 +249,21 @@ fn cancel_only_queued_and_unique_returns_the_live_task() {
     let mut e = Engine::open(&s).unwrap();
     let u = opts(&[("unique", Scalar::Str("report-7".into()))]);
     let a = e.defer(&s, None, "/w.php", "report", "[]", &u, T0).unwrap();
-    let b = e.defer(&s, None, "/w.php", "report", "[]", &u, T0 + 1).unwrap();
+    let b = e
+        .defer(&s, None, "/w.php", "report", "[]", &u, T0 + 1)
+        .unwrap();
     assert_eq!(a.id, b.id);
     assert!(!b.created && b.dispatch.is_none());
     assert!(e.cancel(&a.id, T0 + 2).unwrap());
     assert!(!e.cancel(&a.id, T0 + 3).unwrap());
     assert_eq!(e.status(&a.id).unwrap().unwrap().state, State::Cancelled);
-    let c = e.defer(&s, None, "/w.php", "report", "[]", &u, T0 + 4).unwrap();
-    assert!(c.created && c.id != a.id, "the key is free once the task is cancelled");
+    let c = e
+        .defer(&s, None, "/w.php", "report", "[]", &u, T0 + 4)
+        .unwrap();
+    assert!(
+        c.created && c.id != a.id,
+        "the key is free once the task is cancelled"
+    );
 }
 
 #[test]
@@ -187,21 +271,46 @@ fn expired_leases_are_reaped_and_retried() {
     let dir = TempDir::new("lease");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    let d = e.defer(&s, None, "/w.php", "slow", "[]", &opts(&[("timeout", Scalar::Int(10))]), T0).unwrap();
+    let d = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "slow",
+            "[]",
+            &opts(&[("timeout", Scalar::Int(10))]),
+            T0,
+        )
+        .unwrap();
     let acc = e.accept(&s, &received(&d.dispatch.unwrap()), T0).unwrap();
     let task = acc.task.unwrap();
     e.extend(&task.id, &task.lease, 20.0, T0 + 5_000).unwrap();
-    assert_eq!(e.status(&task.id).unwrap().unwrap().lease_until, Some(T0 + 25_000));
-    assert!(e.kick(&s, T0 + 24_000).unwrap().is_empty(), "lease still held");
+    assert_eq!(
+        e.status(&task.id).unwrap().unwrap().lease_until,
+        Some(T0 + 25_000)
+    );
+    assert!(
+        e.kick(&s, T0 + 24_000).unwrap().is_empty(),
+        "lease still held"
+    );
     // The worker died (kill -9): nothing calls complete or end_request.
     let resent = e.kick(&s, T0 + 25_001 + GRACE_MS).unwrap();
     let info = e.status(&task.id).unwrap().unwrap();
     assert_eq!(info.state, State::Queued);
     assert!(info.last_error.unwrap().contains("lease expired"));
-    assert_eq!(e.stats(&s, T0 + 25_001 + GRACE_MS).unwrap().in_flight as usize, resent.len());
+    assert_eq!(
+        e.stats(&s, T0 + 25_001 + GRACE_MS).unwrap().in_flight as usize,
+        resent.len()
+    );
     // The old holder can no longer complete it.
-    assert!(matches!(e.complete(&task.id, &task.lease, T0 + 30_000), Err(Error::Usage(_))));
-    assert!(matches!(e.extend(&task.id, &task.lease, 5.0, T0), Err(Error::Usage(_))));
+    assert!(matches!(
+        e.complete(&task.id, &task.lease, T0 + 30_000),
+        Err(Error::Usage(_))
+    ));
+    assert!(matches!(
+        e.extend(&task.id, &task.lease, 5.0, T0),
+        Err(Error::Usage(_))
+    ));
 }
 
 #[test]
@@ -214,10 +323,18 @@ fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
     s1.max_workers = 1;
     let second = defer(&mut e, &s1, "/b.php", "t", T0);
     assert!(second.dispatch.is_none(), "one worker, busy");
-    let acc = e.accept(&s1, &received(&first.dispatch.unwrap()), T0).unwrap();
+    let acc = e
+        .accept(&s1, &received(&first.dispatch.unwrap()), T0)
+        .unwrap();
     let task = acc.task.unwrap();
     let next = e
-        .end_request(&s1, Some(&acc.slot), &[(task.id.clone(), task.lease.clone())], "request ended: exit", T0 + 1)
+        .end_request(
+            &s1,
+            Some(&acc.slot),
+            &[(task.id.clone(), task.lease.clone())],
+            "request ended: exit",
+            T0 + 1,
+        )
         .unwrap()
         .expect("the freed slot goes to the next due endpoint");
     assert_eq!(next.endpoint, "/b.php");
@@ -233,17 +350,38 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
     s.retention = 10.0;
     let mut e = Engine::open(&s).unwrap();
     let done = defer(&mut e, &s, "/w.php", "t", T0);
-    let acc = e.accept(&s, &received(&done.dispatch.unwrap()), T0).unwrap();
+    let acc = e
+        .accept(&s, &received(&done.dispatch.unwrap()), T0)
+        .unwrap();
     let t = acc.task.unwrap();
     e.complete(&t.id, &t.lease, T0).unwrap();
-    let dead = e.defer(&s, None, "/w.php", "d", "[]", &opts(&[("max_attempts", Scalar::Int(1))]), T0).unwrap();
+    let dead = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "d",
+            "[]",
+            &opts(&[("max_attempts", Scalar::Int(1))]),
+            T0,
+        )
+        .unwrap();
     let t2 = e.claim_next(&acc.slot, "/w.php", T0).unwrap().unwrap();
-    assert_eq!(e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(), State::Dead);
+    assert_eq!(
+        e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(),
+        State::Dead
+    );
     e.end_request(&s, Some(&acc.slot), &[], "", T0).unwrap();
     e.kick(&s, T0 + 9_000).unwrap();
-    assert!(e.status(&done.id).unwrap().is_some(), "kept within retention");
+    assert!(
+        e.status(&done.id).unwrap().is_some(),
+        "kept within retention"
+    );
     e.kick(&s, T0 + 10_001).unwrap();
-    assert!(e.status(&done.id).unwrap().is_none(), "purged after retention");
+    assert!(
+        e.status(&done.id).unwrap().is_none(),
+        "purged after retention"
+    );
     assert_eq!(e.status(&dead.id).unwrap().unwrap().state, State::Dead);
     assert_eq!(e.list(State::Dead, 10).unwrap().len(), 1);
     assert_eq!(e.purge(0.0, true, T0 + 10_001).unwrap(), 1);
@@ -264,7 +402,9 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("/w.php", "t", &huge, "limit is 1048576"),
     ];
     for (endpoint, name, args, why) in cases {
-        let err = e.defer(&s, None, endpoint, name, args, &DeferOptions::default(), T0).unwrap_err();
+        let err = e
+            .defer(&s, None, endpoint, name, args, &DeferOptions::default(), T0)
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidTask(_)), "{err}");
         assert!(err.message().contains(why), "{err}");
     }

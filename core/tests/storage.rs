@@ -19,8 +19,12 @@ fn creates_a_wal_database_with_the_current_schema() {
     let dir = TempDir::new("create");
     Engine::open(&settings(&dir.db())).unwrap();
     let c = Connection::open(dir.db()).unwrap();
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(version, async_engine_core::store::SCHEMA_VERSION);
     // Opening again (another process) leaves it as it is.
@@ -32,7 +36,10 @@ fn a_missing_directory_is_named() {
     let dir = TempDir::new("missing");
     let path = dir.0.join("no/such/dir/e.sqlite");
     let m = open_err(&settings(path.to_str().unwrap()));
-    assert!(m.contains("does not exist") && m.contains("no/such/dir"), "{m}");
+    assert!(
+        m.contains("does not exist") && m.contains("no/such/dir"),
+        "{m}"
+    );
     let m = open_err(&settings(dir.0.to_str().unwrap()));
     assert!(m.contains("is a directory"), "{m}");
 }
@@ -40,7 +47,8 @@ fn a_missing_directory_is_named() {
 #[test]
 fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
     let dir = TempDir::new("garbage");
-    let garbage = b"this is not a database, it is a text file with some length to it.....".repeat(20);
+    let garbage =
+        b"this is not a database, it is a text file with some length to it.....".repeat(20);
     std::fs::write(dir.db(), &garbage).unwrap();
     let m = open_err(&settings(&dir.db()));
     assert!(m.contains("is not a SQLite database"), "{m}");
@@ -50,13 +58,22 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
 #[test]
 fn another_applications_database_and_a_future_schema_are_refused() {
     let dir = TempDir::new("foreign");
-    Connection::open(dir.db()).unwrap().execute_batch("CREATE TABLE users (id INTEGER);").unwrap();
+    Connection::open(dir.db())
+        .unwrap()
+        .execute_batch("CREATE TABLE users (id INTEGER);")
+        .unwrap();
     assert!(open_err(&settings(&dir.db())).contains("another application"));
     let dir = TempDir::new("future");
     Engine::open(&settings(&dir.db())).unwrap();
-    Connection::open(dir.db()).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
+    Connection::open(dir.db())
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99;")
+        .unwrap();
     let m = open_err(&settings(&dir.db()));
-    assert!(m.contains("schema version 99") && m.contains("upgrade"), "{m}");
+    assert!(
+        m.contains("schema version 99") && m.contains("upgrade"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -68,7 +85,9 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
     let holder = Connection::open(dir.db()).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
-    let err = e.defer(&s, None, "/w.php", "t", "[]", &DeferOptions::default(), T0).unwrap_err();
+    let err = e
+        .defer(&s, None, "/w.php", "t", "[]", &DeferOptions::default(), T0)
+        .unwrap_err();
     assert!(started.elapsed().as_secs_f64() >= 0.19);
     match &err {
         Error::Storage(m) => assert!(m.contains("locked") && m.contains("busy_timeout"), "{m}"),
@@ -76,7 +95,10 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
     }
     holder.execute_batch("ROLLBACK").unwrap();
     let stats = e.stats(&s, T0).unwrap();
-    assert!(stats.counts.iter().all(|(_, n)| *n == 0), "nothing half-written");
+    assert!(
+        stats.counts.iter().all(|(_, n)| *n == 0),
+        "nothing half-written"
+    );
     assert_eq!(stats.in_flight, 0);
 }
 

@@ -1,0 +1,314 @@
+//! The `AsyncEngine\Engine` class: the static API of DESIGN.md, each method
+//! converting its PHP arguments and delegating to the core.
+
+use crate::convert::{
+    args_to_json, json_to_array, key_name, scalar, type_name, ArrayArg, Bytes, EmptyArray,
+};
+use crate::errors::{invalid, OrThrow};
+use crate::process;
+use crate::request;
+use crate::task::Task;
+use async_engine_core::clock::{ms_to_secs, now_ms, Millis};
+use async_engine_core::{DeferOptions, Scalar, Settings, TaskInfo};
+use ext_php_rs::boxed::ZBox;
+use ext_php_rs::convert::IntoZval;
+use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendCallable, ZendClassObject, ZendHashTable, ZendObject, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
+use std::time::{Duration, Instant};
+
+/// Background and delayed tasks, run as signed requests the server sends to itself.
+#[php_class]
+#[php(name = "AsyncEngine\\Engine")]
+#[php(flags = ClassFlags::Final)]
+pub struct Engine;
+
+fn settings() -> PhpResult<Settings> {
+    process::settings().or_throw()
+}
+
+fn secs(ms: Millis) -> f64 {
+    ms_to_secs(ms)
+}
+
+/// A task record as `status()` returns it.
+fn info_array(t: TaskInfo) -> PhpResult<ZBox<ZendHashTable>> {
+    let mut a = ZendHashTable::new();
+    a.insert("id", t.id)?;
+    a.insert("endpoint", t.endpoint)?;
+    a.insert("task", t.name)?;
+    a.insert("args", json_to_array(&t.args)?)?;
+    a.insert("state", t.state.as_str())?;
+    a.insert("priority", t.priority)?;
+    a.insert("attempt", i64::from(t.attempt))?;
+    a.insert("max_attempts", i64::from(t.max_attempts))?;
+    a.insert("timeout", secs(t.timeout))?;
+    a.insert("unique", t.unique)?;
+    a.insert("due_at", secs(t.due_at))?;
+    a.insert("created_at", secs(t.created_at))?;
+    a.insert("updated_at", secs(t.updated_at))?;
+    a.insert("started_at", t.started_at.map(secs))?;
+    a.insert("finished_at", t.finished_at.map(secs))?;
+    a.insert("lease_until", t.lease_until.map(secs))?;
+    a.insert("last_error", t.last_error)?;
+    Ok(a)
+}
+
+/// Claims the next task for this request: through the signed request on the
+/// first call, then from the same slot for the rest of the batch.
+fn accept_next() -> PhpResult<Option<Task>> {
+    let settings = settings()?;
+    let now = now_ms();
+    let held_slot = process::request(|r| r.accepted.clone());
+    let claimed = match held_slot {
+        Some((slot, endpoint)) => {
+            process::engine(&settings, |e| e.claim_next(&slot, &endpoint, now)).or_throw()?
+        }
+        None => {
+            let incoming = request::incoming();
+            let accepted =
+                process::engine(&settings, |e| e.accept(&settings, &incoming, now)).or_throw()?;
+            if accepted.task.is_some() {
+                process::request(|r| {
+                    r.accepted = Some((accepted.slot.clone(), accepted.endpoint.clone()))
+                });
+            }
+            accepted.task
+        }
+    };
+    Ok(claimed.map(Task::hold))
+}
+
+/// Whether the pending exception is PHP's own way of ending the request (`exit`).
+fn exiting() -> bool {
+    matches!(
+        ExecutorGlobals::pending_exception_class().as_deref(),
+        Some("UnwindExit") | Some("GracefulExit")
+    )
+}
+
+/// Takes the pending exception and describes it: "Class: message in file:line".
+fn take_exception_message() -> String {
+    let Some(e) = ExecutorGlobals::take_exception() else {
+        return "the handler failed".into();
+    };
+    describe_exception(&e)
+}
+
+fn describe_exception(e: &ZendObject) -> String {
+    let call = |m: &str| e.try_call_method(m, vec![]).ok();
+    let class = e.get_class_name().unwrap_or_else(|_| "Exception".into());
+    let message = call("getMessage")
+        .and_then(|z| z.string())
+        .unwrap_or_default();
+    let file = call("getFile").and_then(|z| z.string()).unwrap_or_default();
+    let line = call("getLine").and_then(|z| z.long()).unwrap_or_default();
+    format!("{class}: {message} in {file}:{line}")
+}
+
+/// Options of `serve()`.
+struct ServeOptions {
+    batch_time: f64,
+    max_tasks: i64,
+}
+
+fn serve_options(options: &ArrayArg<'_>) -> PhpResult<ServeOptions> {
+    let mut out = ServeOptions {
+        batch_time: 5.0,
+        max_tasks: 100,
+    };
+    for (key, value) in options.iter() {
+        let name = key_name(&key);
+        match (name.as_str(), scalar(value)) {
+            ("batch_time", v) => match v.as_number() {
+                Some(t) if t > 0.0 && t <= 86400.0 => out.batch_time = t,
+                _ => {
+                    return Err(invalid(format!(
+                        "option 'batch_time' must be a number of seconds greater than 0, got {}",
+                        v.describe()
+                    )))
+                }
+            },
+            ("max_tasks", Scalar::Int(n)) if n >= 1 => out.max_tasks = n,
+            ("max_tasks", v) => {
+                return Err(invalid(format!(
+                    "option 'max_tasks' must be an integer of 1 or more, got {}",
+                    v.describe()
+                )))
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "unknown option '{name}' for serve(); known options: batch_time, max_tasks"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[php_impl]
+impl Engine {
+    /// Queues a task for `$endpoint` (a path on this site) and returns its id.
+    /// Options: delay, at, priority, max_attempts, timeout, unique.
+    #[php(defaults(args = EmptyArray, options = EmptyArray))]
+    pub fn defer(
+        endpoint: Bytes,
+        task: Bytes,
+        args: ArrayArg,
+        options: ArrayArg,
+    ) -> PhpResult<String> {
+        let endpoint = endpoint.utf8("endpoint")?;
+        let name = task.utf8("task name")?;
+        let mut opts = DeferOptions::default();
+        for (key, value) in options.iter() {
+            opts.set(&key_name(&key), &scalar(value)).or_throw()?;
+        }
+        let json = args_to_json(&args)?;
+        let settings = settings()?;
+        let base = request::base_url(&settings);
+        let deferred = process::engine(&settings, |e| {
+            e.defer(
+                &settings,
+                base.as_ref(),
+                endpoint,
+                name,
+                &json,
+                &opts,
+                now_ms(),
+            )
+        })
+        .or_throw()?;
+        // deferred.dispatch is the signed request for a free slot; sending it
+        // over HTTP arrives with the dispatcher. Until then its slot expires
+        // and kick() hands it out again: the task itself stays queued.
+        Ok(deferred.id)
+    }
+
+    /// In an endpoint: verifies the signed self-request and claims this
+    /// endpoint's next due task; later calls in the same request claim the
+    /// next one. `null` when nothing is due.
+    pub fn accept() -> PhpResult<Option<Task>> {
+        accept_next()
+    }
+
+    /// Accepts and runs tasks through `$handlers` (task name => callable(array
+    /// $args, Task $task)) until none is due or the batch is spent; returns
+    /// how many ran. Options: batch_time (seconds, 5), max_tasks (100).
+    #[php(defaults(options = EmptyArray))]
+    pub fn serve(handlers: &ZendHashTable, options: ArrayArg) -> PhpResult<i64> {
+        let options = serve_options(&options)?;
+        for (key, handler) in handlers.iter() {
+            if !handler.is_callable() {
+                return Err(invalid(format!(
+                    "handler for task '{key}' is {}, not a callable",
+                    type_name(handler)
+                )));
+            }
+        }
+        let started = Instant::now();
+        let budget = Duration::from_secs_f64(options.batch_time);
+        let mut ran = 0;
+        while ran < options.max_tasks && started.elapsed() < budget {
+            let Some(task) = accept_next()? else { break };
+            let (id, name, args_json) = {
+                let c = task.claimed();
+                (c.id.clone(), c.name.clone(), c.args.clone())
+            };
+            ran += 1;
+            let Some(handler) = handlers.get(name.as_str()) else {
+                let known: Vec<String> = handlers.iter().map(|(k, _)| k.to_string()).collect();
+                let endpoint = task.claimed().endpoint.clone();
+                task.fail(
+                    format!(
+                        "no handler for task '{name}' at {endpoint} (handlers: {})",
+                        known.join(", ")
+                    ),
+                    None,
+                )?;
+                continue;
+            };
+            let args = json_to_array(&args_json)?.into_zval(false)?;
+            let task_obj: Zval = ZendClassObject::new(task).into_zval(false)?;
+            let callable = ZendCallable::new(handler).map_err(|e| invalid(e.to_string()))?;
+            let result = callable.try_call(vec![&args, &task_obj]);
+            if result.is_err() && exiting() {
+                // exit() in a handler: the request ends now; its shutdown
+                // fails the task if the handler did not finish it.
+                return Ok(ran);
+            }
+            let failure = result.err().map(|_| take_exception_message());
+            let still_held = process::request(|r| r.held.iter().any(|(h, _)| *h == id));
+            if still_held {
+                let Some(obj) = task_obj
+                    .object()
+                    .and_then(ZendClassObject::<Task>::from_zend_obj)
+                else {
+                    continue;
+                };
+                match failure {
+                    None => obj.complete()?,
+                    Some(error) => obj.fail(error, None)?,
+                }
+            }
+        }
+        Ok(ran)
+    }
+
+    /// The cron entry point: reaps expired leases and slots, purges old
+    /// finished tasks, dispatches whatever is due. Returns the dispatches.
+    pub fn kick() -> PhpResult<i64> {
+        let settings = settings()?;
+        let dispatches = process::engine(&settings, |e| e.kick(&settings, now_ms())).or_throw()?;
+        Ok(dispatches.len() as i64)
+    }
+
+    /// A task's record, or `null` for an unknown (or purged) id.
+    pub fn status(id: String) -> PhpResult<Option<ZBox<ZendHashTable>>> {
+        let settings = settings()?;
+        let info = process::engine(&settings, |e| e.status(&id)).or_throw()?;
+        info.map(info_array).transpose()
+    }
+
+    /// Cancels a queued task; false if it is not queued.
+    pub fn cancel(id: String) -> PhpResult<bool> {
+        let settings = settings()?;
+        process::engine(&settings, |e| e.cancel(&id, now_ms())).or_throw()
+    }
+
+    /// Puts a dead task back in the queue with fresh attempts; false if it is not dead.
+    pub fn retry(id: String) -> PhpResult<bool> {
+        let settings = settings()?;
+        let (requeued, _dispatch) =
+            process::engine(&settings, |e| e.retry(&settings, &id, now_ms())).or_throw()?;
+        Ok(requeued)
+    }
+
+    /// Task counts per state, in_flight, max_workers, next_due and oldest_due_age.
+    pub fn stats() -> PhpResult<ZBox<ZendHashTable>> {
+        let settings = settings()?;
+        let now = now_ms();
+        let stats = process::engine(&settings, |e| e.stats(&settings, now)).or_throw()?;
+        let mut a = ZendHashTable::new();
+        for (state, n) in stats.counts {
+            a.insert(state.as_str(), n)?;
+        }
+        a.insert("in_flight", stats.in_flight)?;
+        a.insert("max_workers", i64::from(stats.max_workers))?;
+        a.insert("next_due", stats.next_due.map(secs))?;
+        a.insert("oldest_due_age", stats.oldest_due_age.map(secs))?;
+        Ok(a)
+    }
+
+    /// Overrides `async_engine.*` ini settings for the rest of this request.
+    pub fn configure(settings: &ZendHashTable) -> PhpResult<()> {
+        let mut overrides = process::request(|r| r.overrides.clone());
+        for (key, value) in settings.iter() {
+            overrides.push((key_name(&key), scalar(value)));
+        }
+        // Refuse the whole call if any value is bad: nothing changes.
+        crate::ini::settings(&overrides).or_throw()?;
+        process::request(|r| r.overrides = overrides);
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! Conversions between PHP values and what the core takes: JSON args,
+//! settings and options, task records.
+
+use crate::errors::invalid;
+use async_engine_core::task::MAX_ARGS_DEPTH;
+use async_engine_core::Scalar;
+use ext_php_rs::boxed::ZBox;
+use ext_php_rs::convert::{FromZval, IntoZval, StubLiteral};
+use ext_php_rs::error::Result as ZResult;
+use ext_php_rs::exception::PhpResult;
+use ext_php_rs::flags::DataType;
+use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
+use serde_json::Value;
+
+/// A PHP `string` parameter as raw bytes, so invalid UTF-8 gets our own
+/// precise error instead of a generic type error.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl<'a> FromZval<'a> for Bytes<'a> {
+    const TYPE: DataType = DataType::String;
+
+    fn from_zval(zval: &'a Zval) -> Option<Self> {
+        zval.zend_str().map(|s| Bytes(s.as_bytes()))
+    }
+}
+
+impl Bytes<'_> {
+    /// The string as UTF-8, or an `InvalidTask` naming the parameter.
+    pub fn utf8(&self, what: &str) -> PhpResult<&str> {
+        std::str::from_utf8(self.0).map_err(|e| {
+            invalid(format!(
+                "{what} is not valid UTF-8 (bad byte at offset {})",
+                e.valid_up_to()
+            ))
+        })
+    }
+}
+
+/// A PHP `array` parameter that defaults to `[]`.
+pub struct ArrayArg<'a>(pub Option<&'a ZendHashTable>);
+
+/// The `[]` default of an [`ArrayArg`].
+pub struct EmptyArray;
+
+impl From<EmptyArray> for ArrayArg<'_> {
+    fn from(_: EmptyArray) -> Self {
+        ArrayArg(None)
+    }
+}
+
+impl StubLiteral for ArrayArg<'_> {
+    fn stub_literal(&self) -> String {
+        "[]".into()
+    }
+}
+
+impl<'a> FromZval<'a> for ArrayArg<'a> {
+    const TYPE: DataType = DataType::Array;
+
+    fn from_zval(zval: &'a Zval) -> Option<Self> {
+        zval.array().map(|a| ArrayArg(Some(a)))
+    }
+}
+
+impl<'a> ArrayArg<'a> {
+    /// The entries, none for the default.
+    pub fn iter(&self) -> impl Iterator<Item = (ArrayKey<'a>, &'a Zval)> {
+        self.0.into_iter().flat_map(|a| a.iter())
+    }
+}
+
+/// The PHP type name of a value, as error messages show it.
+pub fn type_name(z: &Zval) -> String {
+    let z = z.dereference();
+    if let Some(obj) = z.object() {
+        let class = obj.get_class_name().unwrap_or_else(|_| "object".into());
+        return if class == "Closure" {
+            "a closure".into()
+        } else {
+            format!("an object of class {class}")
+        };
+    }
+    match z.get_type() {
+        DataType::Resource => "a resource".into(),
+        DataType::Array => "array".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// A setting's or option's value.
+pub fn scalar(z: &Zval) -> Scalar {
+    let z = z.dereference();
+    if z.is_null() {
+        Scalar::Null
+    } else if let Some(b) = z.bool() {
+        Scalar::Bool(b)
+    } else if let Some(i) = z.long() {
+        Scalar::Int(i)
+    } else if let Some(f) = z.double() {
+        Scalar::Float(f)
+    } else if let Some(s) = z.zend_str() {
+        Scalar::Str(String::from_utf8_lossy(s.as_bytes()).into_owned())
+    } else {
+        Scalar::Other(type_name(z))
+    }
+}
+
+/// An array key as an option or setting name.
+pub fn key_name(key: &ArrayKey<'_>) -> String {
+    key.to_string()
+}
+
+/// Encodes task args as JSON text, refusing anything JSON cannot carry back
+/// to PHP as it was: objects, closures, resources, NAN/INF, invalid UTF-8,
+/// nesting deeper than the limit.
+pub fn args_to_json(args: &ArrayArg<'_>) -> PhpResult<String> {
+    let mut out = Vec::with_capacity(64);
+    match args.0 {
+        None => out.extend_from_slice(b"[]"),
+        Some(a) => write_array(a, &mut out, 1, &mut String::from("$args"))?,
+    }
+    // Every piece written is valid UTF-8.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+fn write_array(
+    a: &ZendHashTable,
+    out: &mut Vec<u8>,
+    depth: usize,
+    path: &mut String,
+) -> PhpResult<()> {
+    if depth > MAX_ARGS_DEPTH {
+        return Err(invalid(format!(
+            "args are nested deeper than {MAX_ARGS_DEPTH} levels at {path} (or refer to themselves)"
+        )));
+    }
+    let list = a
+        .iter()
+        .enumerate()
+        .all(|(i, (k, _))| matches!(k, ArrayKey::Long(n) if n == i as i64));
+    out.push(if list { b'[' } else { b'{' });
+    for (i, (key, value)) in a.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let len = path.len();
+        match &key {
+            ArrayKey::Long(n) => path.push_str(&format!("[{n}]")),
+            other => path.push_str(&format!("['{other}']")),
+        }
+        if !list {
+            let name = match &key {
+                ArrayKey::Long(n) => n.to_string(),
+                ArrayKey::String(s) => s.clone(),
+                ArrayKey::Str(s) => s.to_string(),
+                ArrayKey::ZendString(s) => std::str::from_utf8(s.as_bytes())
+                    .map_err(|_| invalid(format!("args key at {path} is not valid UTF-8")))?
+                    .to_string(),
+            };
+            serde_json::to_writer(&mut *out, &name).map_err(|e| invalid(e.to_string()))?;
+            out.push(b':');
+        }
+        write_value(value, out, depth, path)?;
+        path.truncate(len);
+    }
+    out.push(if list { b']' } else { b'}' });
+    Ok(())
+}
+
+fn write_value(z: &Zval, out: &mut Vec<u8>, depth: usize, path: &mut String) -> PhpResult<()> {
+    let z = z.dereference();
+    if z.is_null() {
+        out.extend_from_slice(b"null");
+    } else if let Some(b) = z.bool() {
+        out.extend_from_slice(if b { b"true" } else { b"false" });
+    } else if let Some(i) = z.long() {
+        out.extend_from_slice(i.to_string().as_bytes());
+    } else if let Some(f) = z.double() {
+        if !f.is_finite() {
+            return Err(invalid(format!(
+                "args hold {f} at {path}; JSON has no NAN or INF"
+            )));
+        }
+        serde_json::to_writer(&mut *out, &f).map_err(|e| invalid(e.to_string()))?;
+    } else if let Some(s) = z.zend_str() {
+        let s = std::str::from_utf8(s.as_bytes()).map_err(|e| {
+            invalid(format!(
+                "args hold a string that is not valid UTF-8 at {path} (bad byte at offset {})",
+                e.valid_up_to()
+            ))
+        })?;
+        serde_json::to_writer(&mut *out, s).map_err(|e| invalid(e.to_string()))?;
+    } else if let Some(a) = z.array() {
+        write_array(a, out, depth + 1, path)?;
+    } else {
+        return Err(invalid(format!(
+            "args hold {} at {path}; only null, bool, int, float, string and arrays of them can be stored",
+            type_name(z)
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes stored JSON args into a PHP array.
+pub fn json_to_array(json: &str) -> PhpResult<ZBox<ZendHashTable>> {
+    let value: Value = serde_json::from_str(json).map_err(|e| {
+        crate::errors::to_php(async_engine_core::Error::Storage(format!(
+            "stored args are not valid JSON: {e}"
+        )))
+    })?;
+    match value_to_zval(value)?.array() {
+        Some(a) => Ok(a.to_owned()),
+        None => Ok(ZendHashTable::new()),
+    }
+}
+
+fn value_to_zval(v: Value) -> ZResult<Zval> {
+    Ok(match v {
+        Value::Null => Zval::null(),
+        Value::Bool(b) => b.into_zval(false)?,
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into_zval(false)?,
+            None => n.as_f64().unwrap_or(0.0).into_zval(false)?,
+        },
+        Value::String(s) => s.into_zval(false)?,
+        Value::Array(items) => {
+            let mut a = ZendHashTable::with_capacity(items.len() as u32);
+            for item in items {
+                a.push(value_to_zval(item)?)?;
+            }
+            a.into_zval(false)?
+        }
+        Value::Object(map) => {
+            let mut a = ZendHashTable::with_capacity(map.len() as u32);
+            for (k, item) in map {
+                a.insert(ArrayKey::from(k), value_to_zval(item)?)?;
+            }
+            a.into_zval(false)?
+        }
+    })
+}

@@ -1,0 +1,57 @@
+//! The `async_engine.*` php.ini settings.
+
+use async_engine_core::settings::SETTING_NAMES;
+use async_engine_core::{Scalar, Settings};
+use ext_php_rs::ffi::zend_ini_entry;
+use ext_php_rs::flags::IniEntryPermission;
+use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
+
+/// One entry per setting, all empty: an empty value means the built-in default.
+static INI_ENTRIES: IniEntryDefs<10> = IniEntryDefs::new([
+    IniEntryDef::new(c"async_engine.database", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.base_url", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.secret", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.max_workers", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.timeout", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.max_attempts", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.retention", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.busy_timeout", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.max_args_size", c"", IniEntryPermission::All),
+    IniEntryDef::end(),
+]);
+
+/// Registers the ini entries (module startup).
+pub fn register(module_number: i32) {
+    IniEntryDef::register(INI_ENTRIES.as_slice(), module_number);
+}
+
+/// The current value of `async_engine.<name>`, if set and not empty.
+fn ini_value(globals: &ExecutorGlobals, name: &str) -> Option<String> {
+    // SAFETY: EG(ini_directives) is valid while a request runs; entries are
+    // zend_ini_entry pointers owned by the table.
+    let table = unsafe { globals.ini_directives.as_ref() }?;
+    let zval = table.get(format!("async_engine.{name}").as_str())?;
+    let entry = unsafe { zval.ptr::<zend_ini_entry>().and_then(|e| e.as_ref()) }?;
+    let value = unsafe { entry.value.as_ref() }?;
+    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The settings in effect: ini values, then `overrides` from `Engine::configure()`.
+pub fn settings(overrides: &[(String, Scalar)]) -> async_engine_core::Result<Settings> {
+    let mut settings = Settings::default();
+    {
+        let globals = ExecutorGlobals::get();
+        for name in SETTING_NAMES {
+            if let Some(value) = ini_value(&globals, name) {
+                settings.set(name, &Scalar::Str(value)).map_err(|e| {
+                    async_engine_core::Error::Usage(format!("php.ini async_engine.{name}: {e}"))
+                })?;
+            }
+        }
+    }
+    for (name, value) in overrides {
+        settings.set(name, value)?;
+    }
+    Ok(settings)
+}

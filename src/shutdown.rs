@@ -1,0 +1,56 @@
+//! End of a request: tasks this request claimed but did not finish are
+//! failed, and its slot is freed for the next due endpoint.
+
+use crate::process;
+use async_engine_core::clock::now_ms;
+use ext_php_rs::zend::ProcessGlobals;
+
+/// Error types that end a request (E_ERROR, E_PARSE, E_CORE_ERROR,
+/// E_COMPILE_ERROR, E_USER_ERROR, E_RECOVERABLE_ERROR).
+const FATAL: i32 = 1 | 4 | 16 | 64 | 256 | 4096;
+
+/// Why the request ended without finishing its task.
+fn reason() -> String {
+    let base = "the request ended without complete() or fail()";
+    let globals = ProcessGlobals::get();
+    let fatal = (globals.last_error_type & FATAL) != 0;
+    // SAFETY: PG(last_error_message) is null or a live zend_string.
+    let message = unsafe { globals.last_error_message.as_ref() }
+        .filter(|_| fatal)
+        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned());
+    let file = unsafe { globals.last_error_file.as_ref() }
+        .map(|f| String::from_utf8_lossy(f.as_bytes()).into_owned())
+        .unwrap_or_default();
+    match message {
+        Some(m) => format!(
+            "{base}: fatal error: {m} in {file}:{}",
+            globals.last_error_lineno
+        ),
+        None => format!(
+            "{base} (uncaught exception, exit, or a handler that returned without finishing it)"
+        ),
+    }
+}
+
+/// Request shutdown hook (RSHUTDOWN). Never panics into PHP.
+pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
+    let _ = std::panic::catch_unwind(|| {
+        if process::request_is_idle() {
+            return;
+        }
+        let state = process::take_request();
+        if state.accepted.is_none() && state.held.is_empty() {
+            return;
+        }
+        let reason = reason();
+        let Ok(settings) = crate::ini::settings(&state.overrides) else {
+            return;
+        };
+        let slot = state.accepted.as_ref().map(|(s, _)| s.as_str());
+        // A failure here leaves the tasks to lease expiry, which retries them.
+        let _ = process::engine(&settings, |e| {
+            e.end_request(&settings, slot, &state.held, &reason, now_ms())
+        });
+    });
+    0
+}

@@ -1,0 +1,100 @@
+//! The `AsyncEngine\Task` class: a task claimed by this request.
+#![allow(non_snake_case)] // the PHP parameter is $retryIn, as DESIGN.md names it
+
+use crate::convert::json_to_array;
+use crate::errors::OrThrow;
+use crate::process;
+use async_engine_core::clock::now_ms;
+use async_engine_core::Claimed;
+use ext_php_rs::boxed::ZBox;
+use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::ZendHashTable;
+
+/// A task this request claimed; its properties are read-only.
+#[php_class]
+#[php(name = "AsyncEngine\\Task")]
+#[php(flags = ClassFlags::Final)]
+pub struct Task {
+    claimed: Claimed,
+}
+
+impl Task {
+    /// Wraps a claimed task and records that this request holds it.
+    pub fn hold(claimed: Claimed) -> Task {
+        process::request(|r| r.held.push((claimed.id.clone(), claimed.lease.clone())));
+        Task { claimed }
+    }
+
+    /// The claimed task.
+    pub fn claimed(&self) -> &Claimed {
+        &self.claimed
+    }
+
+    fn release(&self) {
+        let id = &self.claimed.id;
+        process::request(|r| r.held.retain(|(held, _)| held != id));
+    }
+}
+
+#[php_impl]
+impl Task {
+    /// The task id.
+    #[php(getter)]
+    pub fn get_id(&self) -> String {
+        self.claimed.id.clone()
+    }
+
+    /// The endpoint path that runs it.
+    #[php(getter)]
+    pub fn get_endpoint(&self) -> String {
+        self.claimed.endpoint.clone()
+    }
+
+    /// The task name given to `defer()`.
+    #[php(getter)]
+    pub fn get_name(&self) -> String {
+        self.claimed.name.clone()
+    }
+
+    /// The args given to `defer()`.
+    #[php(getter)]
+    pub fn get_args(&self) -> PhpResult<ZBox<ZendHashTable>> {
+        json_to_array(&self.claimed.args)
+    }
+
+    /// This attempt's number, from 1.
+    #[php(getter)]
+    pub fn get_attempt(&self) -> i64 {
+        i64::from(self.claimed.attempt)
+    }
+
+    /// Marks the task done.
+    pub fn complete(&self) -> PhpResult<()> {
+        let settings = process::settings().or_throw()?;
+        let c = &self.claimed;
+        process::engine(&settings, |e| e.complete(&c.id, &c.lease, now_ms())).or_throw()?;
+        self.release();
+        Ok(())
+    }
+
+    /// Fails this attempt with `error`; the task retries after `retryIn`
+    /// seconds (default: exponential backoff) or is dead when its attempts are spent.
+    pub fn fail(&self, error: String, retryIn: Option<f64>) -> PhpResult<()> {
+        let settings = process::settings().or_throw()?;
+        let c = &self.claimed;
+        process::engine(&settings, |e| {
+            e.fail(&c.id, &c.lease, &error, retryIn, now_ms())
+        })
+        .or_throw()?;
+        self.release();
+        Ok(())
+    }
+
+    /// Lengthens the lease so it ends `seconds` from now.
+    pub fn extend(&self, seconds: f64) -> PhpResult<()> {
+        let settings = process::settings().or_throw()?;
+        let c = &self.claimed;
+        process::engine(&settings, |e| e.extend(&c.id, &c.lease, seconds, now_ms())).or_throw()
+    }
+}
