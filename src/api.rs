@@ -2,7 +2,7 @@
 //! converting its PHP arguments and delegating to the core.
 
 use crate::convert::{
-    args_to_json, json_to_array, key_name, scalar, type_name, ArrayArg, Bytes, EmptyArray,
+    args_to_json, entries, json_to_array, scalar, type_name, ArrayArg, Bytes, EmptyArray,
 };
 use crate::errors::{invalid, OrThrow};
 use crate::process;
@@ -119,7 +119,7 @@ fn serve_options(options: &ArrayArg<'_>) -> PhpResult<ServeOptions> {
         max_tasks: 100,
     };
     for (key, value) in options.iter() {
-        let name = key_name(&key);
+        let name = key.name();
         match (name.as_str(), scalar(value)) {
             ("batch_time", v) => match v.as_number() {
                 Some(t) if t > 0.0 && t <= 86400.0 => out.batch_time = t,
@@ -162,7 +162,7 @@ impl Engine {
         let name = task.utf8("task name")?;
         let mut opts = DeferOptions::default();
         for (key, value) in options.iter() {
-            opts.set(&key_name(&key), &scalar(value)).or_throw()?;
+            opts.set(&key.name(), &scalar(value)).or_throw()?;
         }
         let json = args_to_json(&args)?;
         let settings = settings()?;
@@ -198,10 +198,11 @@ impl Engine {
     #[php(defaults(options = EmptyArray))]
     pub fn serve(handlers: &ZendHashTable, options: ArrayArg) -> PhpResult<i64> {
         let options = serve_options(&options)?;
-        for (key, handler) in handlers.iter() {
+        for (key, handler) in entries(handlers) {
             if !handler.is_callable() {
                 return Err(invalid(format!(
-                    "handler for task '{key}' is {}, not a callable",
+                    "handler for task '{}' is {}, not a callable",
+                    key.name(),
                     type_name(handler)
                 )));
             }
@@ -217,7 +218,7 @@ impl Engine {
             };
             ran += 1;
             let Some(handler) = handlers.get(name.as_str()) else {
-                let known: Vec<String> = handlers.iter().map(|(k, _)| k.to_string()).collect();
+                let known: Vec<String> = entries(handlers).map(|(k, _)| k.name()).collect();
                 let endpoint = task.claimed().endpoint.clone();
                 task.fail(
                     format!(
@@ -303,8 +304,8 @@ impl Engine {
     /// Overrides `async_engine.*` ini settings for the rest of this request.
     pub fn configure(settings: &ZendHashTable) -> PhpResult<()> {
         let mut overrides = process::request(|r| r.overrides.clone());
-        for (key, value) in settings.iter() {
-            overrides.push((key_name(&key), scalar(value)));
+        for (key, value) in entries(settings) {
+            overrides.push((key.name(), scalar(value)));
         }
         // Refuse the whole call if any value is bad: nothing changes.
         crate::ini::settings(&overrides).or_throw()?;

@@ -9,6 +9,7 @@ use ext_php_rs::convert::{FromZval, IntoZval, StubLiteral};
 use ext_php_rs::error::Result as ZResult;
 use ext_php_rs::exception::PhpResult;
 use ext_php_rs::flags::DataType;
+use ext_php_rs::types::array::Iter;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 use serde_json::Value;
 
@@ -64,9 +65,48 @@ impl<'a> FromZval<'a> for ArrayArg<'a> {
 
 impl<'a> ArrayArg<'a> {
     /// The entries, none for the default.
-    pub fn iter(&self) -> impl Iterator<Item = (ArrayKey<'a>, &'a Zval)> {
-        self.0.into_iter().flat_map(|a| a.iter())
+    pub fn iter(&self) -> impl Iterator<Item = (Key, &'a Zval)> {
+        self.0.into_iter().flat_map(entries)
     }
+}
+
+/// An array key as PHP holds it: an integer, or a string of any bytes.
+pub enum Key {
+    /// An integer key.
+    Int(i64),
+    /// A string key (not necessarily UTF-8).
+    Bytes(Vec<u8>),
+}
+
+impl Key {
+    /// The key as messages and names show it (invalid UTF-8 replaced).
+    pub fn name(&self) -> String {
+        match self {
+            Key::Int(i) => i.to_string(),
+            Key::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        }
+    }
+}
+
+/// Iterates an array's entries without assuming its string keys are UTF-8.
+pub struct Entries<'a>(Iter<'a>);
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (Key, &'a Zval);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, value) = self.0.next_zval()?;
+        let key = match key.long() {
+            Some(i) => Key::Int(i),
+            None => Key::Bytes(key.zend_str().map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
+        };
+        Some((key, value))
+    }
+}
+
+/// The entries of `table`.
+pub fn entries(table: &ZendHashTable) -> Entries<'_> {
+    Entries(table.iter())
 }
 
 /// The PHP type name of a value, as error messages show it.
@@ -81,10 +121,16 @@ pub fn type_name(z: &Zval) -> String {
         };
     }
     match z.get_type() {
-        DataType::Resource => "a resource".into(),
-        DataType::Array => "array".into(),
-        other => other.to_string().to_lowercase(),
+        DataType::Resource => "a resource",
+        DataType::Array => "array",
+        DataType::Long => "int",
+        DataType::Double => "float",
+        DataType::String => "string",
+        DataType::Null => "null",
+        DataType::True | DataType::False | DataType::Bool => "bool",
+        _ => "a value of another type",
     }
+    .into()
 }
 
 /// A setting's or option's value.
@@ -103,11 +149,6 @@ pub fn scalar(z: &Zval) -> Scalar {
     } else {
         Scalar::Other(type_name(z))
     }
-}
-
-/// An array key as an option or setting name.
-pub fn key_name(key: &ArrayKey<'_>) -> String {
-    key.to_string()
 }
 
 /// Encodes task args as JSON text, refusing anything JSON cannot carry back
@@ -134,27 +175,24 @@ fn write_array(
             "args are nested deeper than {MAX_ARGS_DEPTH} levels at {path} (or refer to themselves)"
         )));
     }
-    let list = a
-        .iter()
+    let list = entries(a)
         .enumerate()
-        .all(|(i, (k, _))| matches!(k, ArrayKey::Long(n) if n == i as i64));
+        .all(|(i, (k, _))| matches!(k, Key::Int(n) if n == i as i64));
     out.push(if list { b'[' } else { b'{' });
-    for (i, (key, value)) in a.iter().enumerate() {
+    for (i, (key, value)) in entries(a).enumerate() {
         if i > 0 {
             out.push(b',');
         }
         let len = path.len();
         match &key {
-            ArrayKey::Long(n) => path.push_str(&format!("[{n}]")),
-            other => path.push_str(&format!("['{other}']")),
+            Key::Int(n) => path.push_str(&format!("[{n}]")),
+            other => path.push_str(&format!("['{}']", other.name())),
         }
         if !list {
             let name = match &key {
-                ArrayKey::Long(n) => n.to_string(),
-                ArrayKey::String(s) => s.clone(),
-                ArrayKey::Str(s) => s.to_string(),
-                ArrayKey::ZendString(s) => std::str::from_utf8(s.as_bytes())
-                    .map_err(|_| invalid(format!("args key at {path} is not valid UTF-8")))?
+                Key::Int(n) => n.to_string(),
+                Key::Bytes(b) => std::str::from_utf8(b)
+                    .map_err(|_| invalid(format!("args hold a key that is not valid UTF-8 at {path}")))?
                     .to_string(),
             };
             serde_json::to_writer(&mut *out, &name).map_err(|e| invalid(e.to_string()))?;

@@ -32,14 +32,11 @@ fn with<T>(f: impl FnOnce(&mut Process) -> T) -> T {
     match guard.as_mut() {
         Some(p) if p.pid == pid => {}
         Some(p) => {
-            // A forked child: the parent's connection must not be used or
-            // closed here (closing could disturb the parent's locks).
+            // A forked child goes on with the same request (and its
+            // configure() overrides), but must not use or close the parent's
+            // connection (closing could disturb the parent's locks).
             std::mem::forget(p.engine.take());
-            *guard = Some(Process {
-                pid,
-                engine: None,
-                request: RequestState::default(),
-            });
+            p.pid = pid;
         }
         None => {
             *guard = Some(Process {

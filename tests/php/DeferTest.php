@@ -1,0 +1,150 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests;
+
+use AsyncEngine\Engine;
+
+final class DeferTest extends EngineTestCase
+{
+    public function testDeferStoresTheTaskWithItsArgsAndOptions(): void
+    {
+        $args = ['to' => 'ann@example.com', 'n' => [1, 2.5, -0.0, null, true, false], 7 => 'seven',
+            'nested' => ['é' => ['deep' => 'ü€😀']], 'empty' => [], 'float' => 1.0];
+        $before = microtime(true);
+        $id = Engine::defer('/worker.php', 'send-mail', $args, ['priority' => 3, 'max_attempts' => 2, 'timeout' => 30]);
+        $this->assertMatchesRegularExpression('/^[0-9A-HJKMNP-TV-Z]{26}$/', $id);
+        $status = Engine::status($id);
+        $this->assertSame($args, $status['args']);
+        $this->assertSame('/worker.php', $status['endpoint']);
+        $this->assertSame('send-mail', $status['task']);
+        $this->assertSame('queued', $status['state']);
+        $this->assertSame(3, $status['priority']);
+        $this->assertSame(0, $status['attempt']);
+        $this->assertSame(2, $status['max_attempts']);
+        $this->assertSame(30.0, $status['timeout']);
+        $this->assertNull($status['last_error']);
+        $this->assertEqualsWithDelta($before, $status['due_at'], 1.0);
+        $this->assertSame(['id', 'endpoint', 'task', 'args', 'state', 'priority', 'attempt', 'max_attempts',
+            'timeout', 'unique', 'due_at', 'created_at', 'updated_at', 'started_at', 'finished_at',
+            'lease_until', 'last_error'], array_keys($status));
+        $this->assertNull(Engine::status('01NOSUCHTASK0000000000000'));
+    }
+
+    public function testIdsSortByCreationTime(): void
+    {
+        $ids = [];
+        for ($i = 0; $i < 50; $i++) {
+            $ids[] = Engine::defer('/w.php', 't', ['i' => $i], ['delay' => 60]);
+        }
+        $sorted = $ids;
+        sort($sorted, SORT_STRING);
+        $this->assertSame($ids, $sorted);
+    }
+
+    public function testDelayAndAtSetTheDueTime(): void
+    {
+        $now = microtime(true);
+        $delayed = Engine::status(Engine::defer('/w.php', 't', [], ['delay' => 90.5]));
+        $this->assertEqualsWithDelta($now + 90.5, $delayed['due_at'], 1.0);
+        $at = Engine::status(Engine::defer('/w.php', 't', [], ['at' => 2000000000]));
+        $this->assertSame(2000000000.0, $at['due_at']);
+        $stats = Engine::stats();
+        $this->assertSame(2, $stats['queued']);
+        $this->assertSame(0, $stats['in_flight'], 'nothing due: nothing dispatched');
+        $this->assertEqualsWithDelta($now + 90.5, $stats['next_due'], 1.0);
+        $this->assertNull($stats['oldest_due_age']);
+    }
+
+    public function testUniqueReturnsTheLiveTask(): void
+    {
+        $a = Engine::defer('/w.php', 'report', ['v' => 1], ['unique' => 'report-42']);
+        $b = Engine::defer('/w.php', 'report', ['v' => 2], ['unique' => 'report-42']);
+        $this->assertSame($a, $b);
+        $this->assertSame(['v' => 1], Engine::status($a)['args']);
+        $this->assertTrue(Engine::cancel($a));
+        $c = Engine::defer('/w.php', 'report', ['v' => 3], ['unique' => 'report-42']);
+        $this->assertNotSame($a, $c, 'a cancelled task frees its key');
+    }
+
+    public function testDueTasksTakeSlotsUpToMaxWorkers(): void
+    {
+        Engine::configure(['max_workers' => 2]);
+        foreach (['/a.php', '/b.php', '/c.php'] as $endpoint) {
+            Engine::defer($endpoint, 't');
+        }
+        $stats = Engine::stats();
+        $this->assertSame(2, $stats['in_flight']);
+        $this->assertSame(2, $stats['max_workers']);
+        $this->assertSame(3, $stats['queued']);
+        $this->assertIsFloat($stats['oldest_due_age']);
+        $this->assertCount(2, $this->sentSlots());
+    }
+
+    public function testCancelOnlyQueuedTasks(): void
+    {
+        $id = Engine::defer('/w.php', 't', [], ['delay' => 10]);
+        $this->assertTrue(Engine::cancel($id));
+        $this->assertSame('cancelled', Engine::status($id)['state']);
+        $this->assertNotNull(Engine::status($id)['finished_at']);
+        $this->assertFalse(Engine::cancel($id));
+        $this->assertFalse(Engine::cancel('unknown'));
+        $this->assertFalse(Engine::retry($id), 'only dead tasks are retried');
+    }
+
+    public function testSettingsComeFromIniAndConfigureOverridesThem(): void
+    {
+        [$code, $out, $err] = $this->runPhp(<<<'PHP'
+            <?php
+            use AsyncEngine\Engine;
+            echo Engine::stats()['max_workers'], "\n";
+            Engine::configure(['max_workers' => 9]);
+            echo Engine::stats()['max_workers'], "\n";
+            Engine::configure(['max_workers' => null]);
+            echo Engine::stats()['max_workers'], "\n";
+            PHP, [], []);
+        $this->assertSame(0, $code, $err);
+        $this->assertSame("4\n9\n4\n", $out);
+        [$code, $out, $err] = $this->runPhp('<?php echo AsyncEngine\Engine::stats()["max_workers"];', [], []);
+        $this->assertSame('4', $out, $err);
+    }
+
+    public function testIniValuesAreUsed(): void
+    {
+        $script = $this->dir . '/ini.php';
+        file_put_contents($script, '<?php echo json_encode(AsyncEngine\Engine::stats()["max_workers"]);');
+        $out = shell_exec(escapeshellarg(PHP_BINARY)
+            . ' -d async_engine.max_workers=7 -d async_engine.database=' . escapeshellarg($this->db) . ' ' . escapeshellarg($script));
+        $this->assertSame('7', $out);
+        $out = shell_exec(escapeshellarg(PHP_BINARY)
+            . ' -d async_engine.max_workers=lots -d async_engine.database=' . escapeshellarg($this->db) . ' ' . escapeshellarg($script) . ' 2>&1');
+        $this->assertStringContainsString("php.ini async_engine.max_workers: setting 'max_workers' must be an integer", (string) $out);
+    }
+
+    public function testTheDefaultDatabaseIsInTheTempDir(): void
+    {
+        $script = $this->dir . '/default.php';
+        file_put_contents($script, '<?php AsyncEngine\Engine::stats(); echo "ok";');
+        $cmd = 'TMPDIR=' . escapeshellarg($this->dir) . ' ' . escapeshellarg(PHP_BINARY) . ' ' . escapeshellarg($script);
+        $this->assertSame('ok', shell_exec($cmd));
+        $this->assertFileExists($this->dir . '/async-engine.sqlite');
+    }
+
+    public function testAForkedChildReopensItsOwnConnection(): void
+    {
+        Engine::defer('/w.php', 'parent-before', [], ['delay' => 60]);
+        $pid = pcntl_fork();
+        if ($pid === 0) {
+            try {
+                Engine::defer('/w.php', 'child', [], ['delay' => 60]);
+            } finally {
+                posix_kill(posix_getpid(), SIGKILL); // skip PHPUnit's shutdown in the child
+            }
+        }
+        pcntl_waitpid($pid, $status);
+        Engine::defer('/w.php', 'parent-after', [], ['delay' => 60]);
+        $names = $this->pdo()->query('SELECT name FROM tasks ORDER BY id')->fetchAll(\PDO::FETCH_COLUMN);
+        $this->assertSame(['parent-before', 'child', 'parent-after'], $names);
+    }
+}

@@ -1,0 +1,18 @@
+<?php
+
+declare(strict_types=1);
+
+if (!extension_loaded('async_engine')) {
+    fwrite(STDERR, "The async_engine extension is not loaded: run the tests through bin/test.\n");
+    exit(1);
+}
+
+/** The built extension, for child processes the tests start. */
+$so = getenv('ASYNC_ENGINE_SO');
+if (!$so || !is_file($so)) {
+    fwrite(STDERR, "Set ASYNC_ENGINE_SO to the built extension (bin/test does).\n");
+    exit(1);
+}
+define('ASYNC_ENGINE_SO', $so);
+
+require __DIR__ . '/EngineTestCase.php';
