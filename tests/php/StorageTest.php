@@ -1,0 +1,77 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests;
+
+use AsyncEngine\Engine;
+use AsyncEngine\StorageError;
+
+final class StorageTest extends EngineTestCase
+{
+    private function assertStorageError(string $message, callable $call): void
+    {
+        try {
+            $call();
+            $this->fail('no StorageError');
+        } catch (StorageError $e) {
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+    }
+
+    public function testAMissingDirectoryIsNamed(): void
+    {
+        Engine::configure(['database' => $this->dir . '/missing/engine.sqlite']);
+        $this->assertStorageError("database directory '{$this->dir}/missing' does not exist", fn () => Engine::defer('/w.php', 't'));
+        $this->assertDirectoryDoesNotExist($this->dir . '/missing');
+    }
+
+    public function testAFileThatIsNotSqliteIsRefusedAndLeftAlone(): void
+    {
+        $garbage = str_repeat("not a database\n", 300);
+        file_put_contents($this->db, $garbage);
+        $this->assertStorageError("database '{$this->db}' is not a SQLite database", fn () => Engine::defer('/w.php', 't'));
+        $this->assertStorageError('is not a SQLite database', fn () => Engine::stats());
+        $this->assertSame($garbage, file_get_contents($this->db));
+    }
+
+    public function testAFutureSchemaIsRefused(): void
+    {
+        Engine::stats();
+        $this->pdo()->exec('PRAGMA user_version = 42');
+        // A new process opens it (this one keeps its connection).
+        [$code, $out] = $this->runPhp('<?php try { AsyncEngine\Engine::stats(); } catch (AsyncEngine\StorageError $e) { echo $e->getMessage(); }');
+        $this->assertStringContainsString('has schema version 42, newer than this extension supports', $out);
+    }
+
+    public function testALockHeldPastTheBusyTimeoutIsAStorageErrorAndChangesNothing(): void
+    {
+        Engine::configure(['busy_timeout' => 0.3]);
+        Engine::defer('/w.php', 'before');
+        $before = $this->snapshot();
+        $holder = $this->pdo();
+        $holder->exec('BEGIN IMMEDIATE');
+        $started = microtime(true);
+        $this->assertStorageError('is locked by another writer for longer than the busy timeout (0.3 s; setting busy_timeout)',
+            fn () => Engine::defer('/w.php', 'blocked'));
+        $this->assertGreaterThanOrEqual(0.25, microtime(true) - $started);
+        $holder->exec('ROLLBACK');
+        $this->assertSame($before, $this->snapshot());
+        Engine::defer('/w.php', 'after');
+        $this->assertSame(2, Engine::stats()['queued']);
+    }
+
+    public function testAnUnwritableDirectoryIsNamed(): void
+    {
+        $ro = $this->dir . '/readonly';
+        mkdir($ro, 0555);
+        $code = '<?php AsyncEngine\Engine::configure(["database" => ' . var_export($ro . '/engine.sqlite', true) . ']);'
+            . 'try { AsyncEngine\Engine::defer("/w.php", "t"); echo "written"; } catch (AsyncEngine\StorageError $e) { echo $e->getMessage(); }';
+        // root may write anywhere: run as nobody then.
+        $prefix = posix_geteuid() === 0 ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] : [];
+        chmod($this->dir, 0755);
+        [$status, $out, $err] = $this->runPhp($code, [], $prefix);
+        $this->assertSame(0, $status, $err);
+        $this->assertStringContainsString("database directory '$ro' is not writable", $out);
+    }
+}
