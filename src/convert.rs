@@ -98,7 +98,11 @@ impl<'a> Iterator for Entries<'a> {
         let (key, value) = self.0.next_zval()?;
         let key = match key.long() {
             Some(i) => Key::Int(i),
-            None => Key::Bytes(key.zend_str().map(|s| s.as_bytes().to_vec()).unwrap_or_default()),
+            None => Key::Bytes(
+                key.zend_str()
+                    .map(|s| s.as_bytes().to_vec())
+                    .unwrap_or_default(),
+            ),
         };
         Some((key, value))
     }
@@ -192,7 +196,9 @@ fn write_array(
             let name = match &key {
                 Key::Int(n) => n.to_string(),
                 Key::Bytes(b) => std::str::from_utf8(b)
-                    .map_err(|_| invalid(format!("args hold a key that is not valid UTF-8 at {path}")))?
+                    .map_err(|_| {
+                        invalid(format!("args hold a key that is not valid UTF-8 at {path}"))
+                    })?
                     .to_string(),
             };
             serde_json::to_writer(&mut *out, &name).map_err(|e| invalid(e.to_string()))?;

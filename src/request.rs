@@ -4,7 +4,8 @@
 use async_engine_core::endpoint::{parse_base_url, BaseUrl};
 use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
 use async_engine_core::Settings;
-use ext_php_rs::types::ZendHashTable;
+use ext_php_rs::ffi::zend_is_auto_global;
+use ext_php_rs::types::{ZendHashTable, ZendStr};
 use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals};
 
 /// `$_SERVER` key of a request header.
@@ -12,22 +13,24 @@ fn server_key(header: &str) -> String {
     format!("HTTP_{}", header.to_ascii_uppercase().replace('-', "_"))
 }
 
-/// Calls `f` with the request's `$_SERVER`: the script's own array when it
-/// has one (so CLI scripts and tests see their changes), else the SAPI's.
+/// Calls `f` with the request's `$_SERVER`, as the script sees it (so CLI
+/// scripts and tests that set entries are heard).
 fn with_server<T>(f: impl FnOnce(Option<&ZendHashTable>) -> T) -> T {
+    // $_SERVER is created on first use (auto_globals_jit): make sure it exists.
+    let mut name = ZendStr::new("_SERVER", false);
+    // SAFETY: `name` outlives the call; the engine only reads it.
+    unsafe { zend_is_auto_global(name.as_mut_ptr()) };
     let globals = ExecutorGlobals::get();
     let own = globals
         .symbol_table
         .get("_SERVER")
-        .and_then(|z| z.indirect().or(Some(z)))
-        .map(|z| z.dereference())
+        .map(|z| z.indirect().unwrap_or(z).dereference())
         .and_then(|z| z.array());
     if own.is_some() {
         return f(own);
     }
     drop(globals);
-    let process = ProcessGlobals::get();
-    f(process.http_server_vars())
+    f(ProcessGlobals::get().http_server_vars())
 }
 
 fn text(server: Option<&ZendHashTable>, key: &str) -> Option<String> {
