@@ -32,7 +32,9 @@ abstract class EngineTestCase extends TestCase
     protected function tearDown(): void
     {
         $_SERVER = $this->server;
-        Engine::configure(['database' => null, 'secret' => null, 'max_workers' => null]);
+        // Back to the ini values for every setting, whatever the test changed.
+        Engine::configure(array_fill_keys(['database', 'base_url', 'secret', 'max_workers', 'timeout',
+            'max_attempts', 'retention', 'busy_timeout', 'max_args_size'], null));
         exec('rm -rf ' . escapeshellarg($this->dir));
     }
 
