@@ -196,26 +196,32 @@ impl Store {
     /// Runs `f` in one short `BEGIN IMMEDIATE` transaction; commits if it
     /// returns `Ok`, rolls back otherwise.
     pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let (path, busy) = (self.path.clone(), self.busy_timeout);
-        let run = |conn: &mut Connection| -> Result<T> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run(&mut self.conn).map_err(|e| contextualize(e, &path, busy))
+        self.transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs read-only queries in `f` against one consistent snapshot.
     pub fn read<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let (path, busy) = (self.path.clone(), self.busy_timeout);
-        let run = |conn: &mut Connection| -> Result<T> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<T>(
+        &mut self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let Store {
+            conn,
+            path,
+            busy_timeout,
+            ..
+        } = self;
+        let run = || -> Result<T> {
+            let tx = conn.transaction_with_behavior(behavior)?;
             let out = f(&tx)?;
             tx.commit()?;
             Ok(out)
         };
-        run(&mut self.conn).map_err(|e| contextualize(e, &path, busy))
+        run().map_err(|e| contextualize(e, path, *busy_timeout))
     }
 
     /// The HMAC secret: `configured` if given, else the one stored in the
