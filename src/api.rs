@@ -4,15 +4,17 @@
 use crate::convert::{
     args_to_json, entries, json_to_array, scalar, type_name, ArrayArg, Bytes, EmptyArray,
 };
-use crate::errors::{invalid, OrThrow};
+use crate::errors::{invalid, to_php, OrThrow};
 use crate::process;
 use crate::request;
 use crate::task::Task;
 use async_engine_core::clock::{ms_to_secs, now_ms, Millis};
-use async_engine_core::{DeferOptions, Scalar, Settings, TaskInfo};
+use async_engine_core::{DeferOptions, Error, Scalar, Settings, TaskInfo};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::IntoZval;
+use ext_php_rs::error::php_error;
 use ext_php_rs::flags::ClassFlags;
+use ext_php_rs::flags::ErrorType;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendCallable, ZendClassObject, ZendHashTable, ZendObject, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
@@ -67,17 +69,45 @@ fn accept_next() -> PhpResult<Option<Task>> {
         }
         None => {
             let incoming = request::incoming();
-            let accepted =
-                process::engine(&settings, |e| e.accept(&settings, &incoming, now)).or_throw()?;
+            let target = process::target(&settings);
+            let accepted = process::engine(&settings, |e| {
+                e.accept(&settings, &incoming, target.is_some(), now)
+            })
+            .or_throw()?;
+            // The task keeps running if the sender hangs up.
+            ignore_user_abort();
             if accepted.task.is_some() {
                 process::request(|r| {
                     r.accepted = Some((accepted.slot.clone(), accepted.endpoint.clone()))
                 });
             }
+            if let (Some(d), Some(t)) = (accepted.dispatch, &target) {
+                process::send(&settings, t, [d]);
+            }
             accepted.task
         }
     };
     Ok(claimed.map(Task::hold))
+}
+
+/// `ignore_user_abort(true)`: a task request runs to its end even when the
+/// sender stops waiting for the answer.
+fn ignore_user_abort() {
+    if let Ok(f) = ZendCallable::try_from_name("ignore_user_abort") {
+        let _ = f.try_call(vec![&true]);
+    }
+}
+
+/// A warning, once per process, that tasks cannot be sent from here.
+fn warn_no_target() {
+    if process::first_no_target_warning() {
+        php_error(
+            &ErrorType::Warning,
+            "async_engine: tasks are queued but cannot be sent: no base URL is known in this CLI \
+             process. Set async_engine.base_url (or let a web request run first), or run \
+             Engine::kick() where it is known.",
+        );
+    }
 }
 
 /// Whether the pending exception is PHP's own way of ending the request (`exit`).
@@ -166,22 +196,31 @@ impl Engine {
         }
         let json = args_to_json(&args)?;
         let settings = settings()?;
-        let base = request::base_url(&settings);
+        let target = process::target(&settings);
+        let now = now_ms();
         let deferred = process::engine(&settings, |e| {
             e.defer(
                 &settings,
-                base.as_ref(),
+                target.as_ref().map(|t| &t.base),
                 endpoint,
                 name,
                 &json,
                 &opts,
-                now_ms(),
+                target.is_some(),
+                now,
             )
         })
         .or_throw()?;
-        // deferred.dispatch is the signed request for a free slot; sending it
-        // over HTTP arrives with the dispatcher. Until then its slot expires
-        // and kick() hands it out again: the task itself stays queued.
+        let due = opts.due_at(now);
+        match &target {
+            Some(t) if deferred.created => match deferred.dispatch {
+                Some(d) => process::send(&settings, t, [d]),
+                None if due > now => process::wake_at(&settings, t, due),
+                None => {}
+            },
+            Some(_) => {}
+            None => warn_no_target(),
+        }
         Ok(deferred.id)
     }
 
@@ -260,8 +299,24 @@ impl Engine {
     /// finished tasks, dispatches whatever is due. Returns the dispatches.
     pub fn kick() -> PhpResult<i64> {
         let settings = settings()?;
-        let dispatches = process::engine(&settings, |e| e.kick(&settings, now_ms())).or_throw()?;
-        Ok(dispatches.len() as i64)
+        let Some(target) = process::target(&settings) else {
+            return Err(to_php(Error::Usage(
+                "kick() cannot send tasks: no base URL is known in this CLI process; set \
+                 async_engine.base_url (e.g. https://example.com), or let a web request run first"
+                    .into(),
+            )));
+        };
+        let now = now_ms();
+        let (dispatches, next) = process::engine(&settings, |e| {
+            Ok((e.kick(&settings, now)?, e.next_wake(now)?))
+        })
+        .or_throw()?;
+        let sent = dispatches.len() as i64;
+        process::send(&settings, &target, dispatches);
+        if let Some(next) = next {
+            process::wake_at(&settings, &target, next);
+        }
+        Ok(sent)
     }
 
     /// A task's record, or `null` for an unknown (or purged) id.
@@ -280,8 +335,14 @@ impl Engine {
     /// Puts a dead task back in the queue with fresh attempts; false if it is not dead.
     pub fn retry(id: String) -> PhpResult<bool> {
         let settings = settings()?;
-        let (requeued, _dispatch) =
-            process::engine(&settings, |e| e.retry(&settings, &id, now_ms())).or_throw()?;
+        let target = process::target(&settings);
+        let (requeued, dispatch) = process::engine(&settings, |e| {
+            e.retry(&settings, &id, target.is_some(), now_ms())
+        })
+        .or_throw()?;
+        if let (Some(d), Some(t)) = (dispatch, &target) {
+            process::send(&settings, t, [d]);
+        }
         Ok(requeued)
     }
 

@@ -1,8 +1,10 @@
 //! Per-process state: one database connection, kept across requests and
 //! reopened after `fork()`, and what the current request holds.
 
-use async_engine_core::{Engine, Scalar, Settings};
+use async_engine_core::dispatch::{Sender, Target};
+use async_engine_core::{Dispatch, Engine, Scalar, Settings};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// What the current request holds, released when it ends.
 #[derive(Default)]
@@ -13,12 +15,19 @@ pub struct RequestState {
     pub accepted: Option<(String, String)>,
     /// Tasks claimed by this request and not yet completed or failed: (id, lease).
     pub held: Vec<(String, String)>,
+    /// Where this request's self-requests go, once worked out, with the
+    /// base_url setting it was worked out for.
+    pub target: Option<(Option<String>, Option<Target>)>,
 }
 
 /// Everything the extension keeps in one PHP process.
 struct Process {
     pid: u32,
     engine: Option<Engine>,
+    sender: Option<Sender>,
+    /// The base URL last stored for CLI scripts to use.
+    learned: Option<String>,
+    warned_no_target: bool,
     request: RequestState,
 }
 
@@ -36,12 +45,17 @@ fn with<T>(f: impl FnOnce(&mut Process) -> T) -> T {
             // configure() overrides), but must not use or close the parent's
             // connection (closing could disturb the parent's locks).
             std::mem::forget(p.engine.take());
+            // Its sender thread did not survive the fork either.
+            std::mem::forget(p.sender.take());
             p.pid = pid;
         }
         None => {
             *guard = Some(Process {
                 pid,
                 engine: None,
+                sender: None,
+                learned: None,
+                warned_no_target: false,
                 request: RequestState::default(),
             })
         }
@@ -87,6 +101,94 @@ pub fn take_request() -> RequestState {
 /// Whether the current request holds anything that must be released.
 pub fn request_is_idle() -> bool {
     with(|p| {
-        p.request.accepted.is_none() && p.request.held.is_empty() && p.request.overrides.is_empty()
+        p.request.accepted.is_none()
+            && p.request.held.is_empty()
+            && p.request.overrides.is_empty()
+            && p.request.target.is_none()
+            && p.sender.as_ref().is_none_or(|s| s.pending() == 0)
     })
+}
+
+/// Key of the learned base URL in the database's meta table.
+const LEARNED_BASE_URL: &str = "base_url";
+
+/// Where this request's self-requests go (see [`crate::request::target`]);
+/// a CLI script without a configured base URL uses the one web requests
+/// stored. Web requests store theirs for the CLI.
+pub fn target(settings: &Settings) -> Option<Target> {
+    let cached = request(|r| r.target.clone());
+    if let Some((setting, t)) = cached {
+        if setting == settings.base_url {
+            return t;
+        }
+    }
+    let found = crate::request::target(settings);
+    let target = match &found {
+        Some(t) if t.connect_to.is_some() => {
+            let url = t.base.origin();
+            let known = with(|p| p.learned.as_deref() == Some(url.as_str()));
+            if !known && engine(settings, |e| e.set_meta(LEARNED_BASE_URL, &url)).is_ok() {
+                with(|p| p.learned = Some(url));
+            }
+            found
+        }
+        Some(_) => found,
+        None => engine(settings, |e| e.meta(LEARNED_BASE_URL))
+            .ok()
+            .flatten()
+            .and_then(|url| async_engine_core::endpoint::parse_base_url(&url).ok())
+            .map(|base| Target {
+                base,
+                connect_to: None,
+            }),
+    };
+    request(|r| r.target = Some((settings.base_url.clone(), target.clone())));
+    target
+}
+
+/// Hands signed requests to this process's sender (started on first use).
+pub fn send(settings: &Settings, target: &Target, dispatches: impl IntoIterator<Item = Dispatch>) {
+    with(|p| {
+        for d in dispatches {
+            if p.sender.is_none() {
+                // Without a sender the slot expires and its task is retried.
+                p.sender = Sender::start().ok();
+            }
+            if let Some(sender) = &p.sender {
+                sender.send(d, target, settings);
+            }
+        }
+    })
+}
+
+/// Asks this process's sender to dispatch what is due at `at` (persistent
+/// web workers only: a CLI script does not stay to wait).
+pub fn wake_at(settings: &Settings, target: &Target, at: i64) {
+    if !crate::request::persistent_sapi() {
+        return;
+    }
+    with(|p| {
+        if p.sender.is_none() {
+            p.sender = Sender::start().ok();
+        }
+        if let Some(sender) = &p.sender {
+            sender.wake_at(at, target, settings);
+        }
+    })
+}
+
+/// Waits (at most `limit`) until the requests this process handed over are
+/// answered or failed.
+pub fn drain(limit: Duration) {
+    with(|p| {
+        if let Some(sender) = &p.sender {
+            sender.drain(limit);
+        }
+    })
+}
+
+/// True the first time in this process: whether to warn that a task cannot
+/// be sent for lack of a base URL.
+pub fn first_no_target_warning() -> bool {
+    with(|p| !std::mem::replace(&mut p.warned_no_target, true))
 }

@@ -1,12 +1,14 @@
 //! What the current web request says: `$_SERVER` values for `accept()` and
 //! for the base URL of self-requests.
 
-use async_engine_core::endpoint::{parse_base_url, BaseUrl};
+use async_engine_core::dispatch::Target;
+use async_engine_core::endpoint::parse_base_url;
 use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
 use async_engine_core::Settings;
 use ext_php_rs::ffi::zend_is_auto_global;
 use ext_php_rs::types::{ZendHashTable, ZendStr};
 use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals};
+use std::net::{IpAddr, SocketAddr};
 
 /// `$_SERVER` key of a request header.
 fn server_key(header: &str) -> String {
@@ -51,27 +53,52 @@ pub fn incoming() -> Incoming {
     })
 }
 
-/// The base URL: the setting, else this web request's scheme, server name
-/// and port (never the client's Host header). `None` on the CLI.
-pub fn base_url(settings: &Settings) -> Option<BaseUrl> {
+/// Where this request's self-requests go: the configured base URL, else the
+/// web request's scheme, server name and port, connecting to the server's
+/// own address (`SERVER_ADDR`), never to a host the client's Host header
+/// named. `None` outside a web request when no base URL is configured.
+pub fn target(settings: &Settings) -> Option<Target> {
     if let Some(url) = &settings.base_url {
-        return parse_base_url(url).ok();
+        return parse_base_url(url).ok().map(|base| Target {
+            base,
+            connect_to: None,
+        });
     }
     with_server(|server| {
-        let name = text(server, "SERVER_NAME").filter(|n| !n.is_empty())?;
-        let port = text(server, "SERVER_PORT").unwrap_or_default();
+        let port: u16 = text(server, "SERVER_PORT")?.parse().ok()?;
         let https = text(server, "HTTPS").is_some_and(|h| !h.is_empty() && h != "off");
         let scheme = if https { "https" } else { "http" };
-        let host = if name.contains(':') && !name.starts_with('[') {
-            format!("[{name}]")
+        let ip =
+            |v: Option<String>| v.and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok());
+        // SERVER_NAME is the server's configured name (nginx "_" and the
+        // like are no host name); php -S gives its bind address there and
+        // no SERVER_ADDR.
+        let name = text(server, "SERVER_NAME").filter(|n| !n.is_empty() && n != "_");
+        let addr = ip(text(server, "SERVER_ADDR")).or_else(|| ip(name.clone()))?;
+        let host = name.unwrap_or_else(|| addr.to_string());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
         } else {
-            name
+            host
         };
-        let url = if port.is_empty() {
-            format!("{scheme}://{host}")
-        } else {
-            format!("{scheme}://{host}:{port}")
-        };
-        parse_base_url(&url).ok()
+        let base = parse_base_url(&format!("{scheme}://{host}:{port}"))
+            .or_else(|_| parse_base_url(&format!("{scheme}://{}", SocketAddr::new(addr, port))))
+            .ok()?;
+        Some(Target {
+            base,
+            connect_to: Some(SocketAddr::new(addr, port)),
+        })
     })
+}
+
+/// Whether this process serves web requests and outlives them (php-fpm,
+/// mod_php, `php -S`), rather than running one CLI script.
+pub fn persistent_sapi() -> bool {
+    let globals = ExecutorGlobals::get();
+    let sapi = globals
+        .constants()
+        .and_then(|c| c.get("PHP_SAPI"))
+        .and_then(|z| z.string())
+        .unwrap_or_default();
+    sapi != "cli" && sapi != "phpdbg" && sapi != "embed"
 }

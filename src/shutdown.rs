@@ -4,6 +4,10 @@
 use crate::process;
 use async_engine_core::clock::now_ms;
 use ext_php_rs::zend::ProcessGlobals;
+use std::time::Duration;
+
+/// How long a CLI script waits at its end for its requests to be answered.
+const CLI_DRAIN: Duration = Duration::from_secs(2);
 
 /// Error types that end a request (E_ERROR, E_PARSE, E_CORE_ERROR,
 /// E_COMPILE_ERROR, E_USER_ERROR, E_RECOVERABLE_ERROR).
@@ -34,23 +38,39 @@ fn reason() -> String {
 
 /// Request shutdown hook (RSHUTDOWN). Never panics into PHP.
 pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
-    let _ = std::panic::catch_unwind(|| {
-        if process::request_is_idle() {
-            return;
-        }
-        let state = process::take_request();
-        if state.accepted.is_none() && state.held.is_empty() {
-            return;
-        }
+    let _ = std::panic::catch_unwind(end_request);
+    0
+}
+
+fn end_request() {
+    if process::request_is_idle() {
+        return;
+    }
+    let state = process::take_request();
+    let persistent = crate::request::persistent_sapi();
+    let target = state.target.and_then(|(_, t)| t);
+    if state.accepted.is_some() || !state.held.is_empty() {
         let reason = reason();
         let Ok(settings) = crate::ini::settings(&state.overrides) else {
             return;
         };
         let slot = state.accepted.as_ref().map(|(s, _)| s.as_str());
+        let now = now_ms();
         // A failure here leaves the tasks to lease expiry, which retries them.
-        let _ = process::engine(&settings, |e| {
-            e.end_request(&settings, slot, &state.held, &reason, now_ms())
+        let ended = process::engine(&settings, |e| {
+            let next =
+                e.end_request(&settings, slot, &state.held, &reason, target.is_some(), now)?;
+            Ok((next, if persistent { e.next_wake(now)? } else { None }))
         });
-    });
-    0
+        if let (Ok((next, wake)), Some(t)) = (ended, &target) {
+            process::send(&settings, t, next);
+            if let Some(at) = wake {
+                process::wake_at(&settings, t, at);
+            }
+        }
+    }
+    if !persistent {
+        // A CLI script waits (briefly) for its requests to go out.
+        process::drain(CLI_DRAIN);
+    }
 }

@@ -6,7 +6,7 @@ use crate::error::{invalid, Error, Result};
 pub const MAX_ENDPOINT_LEN: usize = 2048;
 
 /// A base URL split into its parts: `scheme://host[:port]`, no path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BaseUrl {
     /// `http` or `https`, lowercase.
     pub scheme: String,

@@ -12,6 +12,7 @@ use crate::store::Store;
 use crate::task::{
     check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
 };
+use rusqlite::OptionalExtension;
 
 /// Finished tasks purged per request end, so purging never delays a request much.
 const PURGE_PER_REQUEST: u32 = 100;
@@ -116,8 +117,9 @@ impl Engine {
         }))
     }
 
-    /// Queues a task. `args` is its JSON text. When it is due now and a slot
-    /// is free, reserves the slot and returns the request to send.
+    /// Queues a task. `args` is its JSON text. When it is due now, a slot is
+    /// free and `send` (a sender and a base URL exist), reserves the slot and
+    /// returns the request to send.
     #[allow(clippy::too_many_arguments)]
     pub fn defer(
         &mut self,
@@ -127,6 +129,7 @@ impl Engine {
         name: &str,
         args: &str,
         options: &DeferOptions,
+        send: bool,
         now: Millis,
     ) -> Result<Deferred> {
         let endpoint = normalize_endpoint(endpoint, base)?;
@@ -145,7 +148,7 @@ impl Engine {
         };
         let (id, created, reserved) = self.store.write(|tx| {
             let (id, created) = queue::insert(tx, &id, &task, now)?;
-            let reserved = if created && task.due_at <= now {
+            let reserved = if send && created && task.due_at <= now {
                 slots::reserve(tx, settings.max_workers, now)?
             } else {
                 None
@@ -161,8 +164,15 @@ impl Engine {
     }
 
     /// Verifies a self-request, consumes its slot once and claims the
-    /// endpoint's next due task. A rejected request changes nothing.
-    pub fn accept(&mut self, settings: &Settings, req: &Incoming, now: Millis) -> Result<Accepted> {
+    /// endpoint's next due task. A rejected request changes nothing. When
+    /// nothing is due the slot is freed, and handed on if `send`.
+    pub fn accept(
+        &mut self,
+        settings: &Settings,
+        req: &Incoming,
+        send: bool,
+        now: Millis,
+    ) -> Result<Accepted> {
         let secret = self.store.secret(settings.secret.as_deref())?;
         let slot = protocol::verify(&secret, req, now.div_euclid(1000))?;
         let endpoint = req.uri.clone();
@@ -172,7 +182,12 @@ impl Engine {
                 Some(task) => Ok((Some(task), None)),
                 None => {
                     slots::release(tx, &slot)?;
-                    Ok((None, slots::reserve(tx, settings.max_workers, now)?))
+                    let next = if send {
+                        slots::reserve(tx, settings.max_workers, now)?
+                    } else {
+                        None
+                    };
+                    Ok((None, next))
                 }
             }
         })?;
@@ -234,13 +249,14 @@ impl Engine {
     }
 
     /// Ends a request: fails the tasks it still holds with `reason`, frees
-    /// its slot and hands the slot to the next due endpoint.
+    /// its slot and, if `send`, hands the slot to the next due endpoint.
     pub fn end_request(
         &mut self,
         settings: &Settings,
         slot: Option<&str>,
         held: &[(String, String)],
         reason: &str,
+        send: bool,
         now: Millis,
     ) -> Result<Option<Dispatch>> {
         let reserved = self.store.write(|tx| {
@@ -256,6 +272,9 @@ impl Engine {
             let Some(slot) = slot else { return Ok(None) };
             slots::release(tx, slot)?;
             queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_REQUEST)?;
+            if !send {
+                return Ok(None);
+            }
             slots::reserve(tx, settings.max_workers, now)
         })?;
         self.sign(settings, reserved, now)
@@ -287,6 +306,56 @@ impl Engine {
             .collect()
     }
 
+    /// Records what became of a sent request whose slot was never accepted
+    /// (connection refused, timeout, an HTTP answer without `accept()`): the
+    /// slot is freed, the endpoint's next due task is charged an attempt with
+    /// `reason`, and the slot goes to whatever is due next. Nothing happens
+    /// when the endpoint already accepted the slot.
+    pub fn dispatch_failed(
+        &mut self,
+        settings: &Settings,
+        slot: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<Dispatch>> {
+        let reserved = self.store.write(|tx| {
+            if !slots::abandon(tx, slot, reason, now)? {
+                return Ok(None);
+            }
+            slots::reserve(tx, settings.max_workers, now)
+        })?;
+        self.sign(settings, reserved, now)
+    }
+
+    /// The earliest time after `now` at which an endpoint becomes due.
+    pub fn next_wake(&mut self, now: Millis) -> Result<Option<Millis>> {
+        self.store.read(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT min(next_due) FROM endpoints WHERE next_due > ?1")?
+                .query_row([now], |r| r.get(0))?)
+        })
+    }
+
+    /// A value kept in the database's `meta` table (such as the base URL
+    /// learned from web requests, for the CLI).
+    pub fn meta(&mut self, key: &str) -> Result<Option<String>> {
+        self.store.read(|tx| {
+            Ok(tx
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    /// Stores a value in the `meta` table.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.store.write(|tx| {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute([key, value])?;
+            Ok(())
+        })
+    }
+
     /// A task's record.
     pub fn status(&mut self, id: &str) -> Result<Option<TaskInfo>> {
         self.store.read(|tx| queue::status(tx, id))
@@ -308,13 +377,19 @@ impl Engine {
         &mut self,
         settings: &Settings,
         id: &str,
+        send: bool,
         now: Millis,
     ) -> Result<(bool, Option<Dispatch>)> {
         let (requeued, reserved) = self.store.write(|tx| {
             if queue::retry(tx, id, now)?.is_none() {
                 return Ok((false, None));
             }
-            Ok((true, slots::reserve(tx, settings.max_workers, now)?))
+            let reserved = if send {
+                slots::reserve(tx, settings.max_workers, now)?
+            } else {
+                None
+            };
+            Ok((true, reserved))
         })?;
         Ok((requeued, self.sign(settings, reserved, now)?))
     }

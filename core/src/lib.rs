@@ -6,6 +6,7 @@
 //! `BEGIN IMMEDIATE` transaction.
 
 pub mod clock;
+pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

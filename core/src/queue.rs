@@ -216,6 +216,51 @@ pub(crate) fn fail(
     Ok(State::Queued)
 }
 
+/// Records a failed delivery on the endpoint's next due task: the request
+/// meant to run it never reached `accept()`. The attempt counts; the task
+/// retries after a backoff, or is dead once its attempts are spent.
+/// Returns the task's id, if one was due.
+pub(crate) fn fail_delivery(
+    tx: &Transaction<'_>,
+    endpoint: &str,
+    reason: &str,
+    now: Millis,
+) -> Result<Option<String>> {
+    let row = tx
+        .prepare_cached(
+            "SELECT id, attempt, max_attempts FROM tasks
+             WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
+             ORDER BY priority DESC, due_at, id LIMIT 1",
+        )?
+        .query_row(params![endpoint, now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)? + 1,
+                r.get::<_, u32>(2)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, attempt, max_attempts)) = row else {
+        return Ok(None);
+    };
+    let error = clip_error(reason);
+    if attempt >= max_attempts {
+        tx.prepare_cached(
+            "UPDATE tasks SET state = 'dead', attempt = ?2, last_error = ?3, finished_at = ?4,
+                              updated_at = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![id, attempt, error, now])?;
+    } else {
+        let due = now + backoff_ms(attempt, crate::id::random_unit());
+        tx.prepare_cached(
+            "UPDATE tasks SET attempt = ?2, last_error = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
+        )?
+        .execute(params![id, attempt, error, due, now])?;
+    }
+    Ok(Some(id))
+}
+
 /// Lengthens the lease of a running task held under `lease` to end
 /// `seconds_ms` from now (a lease is never shortened).
 pub(crate) fn extend(

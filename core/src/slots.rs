@@ -100,16 +100,40 @@ pub(crate) fn release(tx: &Transaction<'_>, slot: &str) -> Result<bool> {
     Ok(endpoint.is_some())
 }
 
-/// Frees slots past their deadline (their endpoints become due again) and
-/// fails tasks whose lease expired; returns how many slots were freed.
+/// Gives up on a sent request that did not reach `accept()`: frees its slot
+/// and records the failed delivery on its endpoint's next due task. False
+/// when the slot is not a sent one (accepted, or already freed).
+pub(crate) fn abandon(tx: &Transaction<'_>, slot: &str, reason: &str, now: Millis) -> Result<bool> {
+    let endpoint: Option<String> = tx
+        .prepare_cached("DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING endpoint")?
+        .query_row([slot], |r| r.get(0))
+        .optional()?;
+    let Some(endpoint) = endpoint else {
+        return Ok(false);
+    };
+    crate::queue::fail_delivery(tx, &endpoint, reason, now)?;
+    crate::queue::recompute_next_due(tx, &endpoint)?;
+    Ok(true)
+}
+
+/// Frees slots past their deadline (a sent request that never arrived counts
+/// as a failed attempt of its endpoint's next task) and fails tasks whose
+/// lease expired; returns how many slots were freed.
 pub(crate) fn reap(tx: &Transaction<'_>, now: Millis) -> Result<usize> {
     crate::queue::reap_leases(tx, now)?;
-    let expired: Vec<String> = tx
-        .prepare_cached("SELECT id FROM slots WHERE deadline < ?1")?
-        .query_map([now], |r| r.get(0))?
+    let expired: Vec<(String, String)> = tx
+        .prepare_cached("SELECT id, endpoint FROM slots WHERE deadline < ?1")?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for slot in &expired {
-        release(tx, slot)?;
+    for (slot, endpoint) in &expired {
+        let reason = format!(
+            "the request to {endpoint} did not reach accept() within {} s (endpoint down, \
+             overloaded, or not calling accept())",
+            SENT_TTL_MS / 1000
+        );
+        if !abandon(tx, slot, &reason, now)? {
+            release(tx, slot)?;
+        }
     }
     Ok(expired.len())
 }

@@ -58,6 +58,15 @@ pub fn defer(
     name: &str,
     now: i64,
 ) -> async_engine_core::Deferred {
-    e.defer(s, None, endpoint, name, "[]", &DeferOptions::default(), now)
-        .unwrap()
+    e.defer(
+        s,
+        None,
+        endpoint,
+        name,
+        "[]",
+        &DeferOptions::default(),
+        true,
+        now,
+    )
+    .unwrap()
 }

@@ -33,7 +33,7 @@ fn work(db: &str) -> Vec<String> {
         assert!(Instant::now() < deadline, "queue did not drain");
         let mut pending = e.kick(&s, now_ms()).unwrap();
         while let Some(d) = pending.pop() {
-            let acc = e.accept(&s, &received(&d), now_ms()).unwrap();
+            let acc = e.accept(&s, &received(&d), true, now_ms()).unwrap();
             let mut next = acc.task;
             while let Some(task) = next {
                 claimed.push(task.id.clone());
@@ -42,7 +42,7 @@ fn work(db: &str) -> Vec<String> {
             }
             pending.extend(acc.dispatch);
             pending.extend(
-                e.end_request(&s, Some(&acc.slot), &[], "", now_ms())
+                e.end_request(&s, Some(&acc.slot), &[], "", true, now_ms())
                     .unwrap(),
             );
         }
@@ -87,7 +87,7 @@ fn threads_and_processes_claim_every_task_exactly_once() {
     for i in 0..TASKS {
         let endpoint = format!("/endpoint-{}.php", i % ENDPOINTS);
         ids.push(
-            e.defer(&queued, None, &endpoint, "t", "[]", &opts, now_ms())
+            e.defer(&queued, None, &endpoint, "t", "[]", &opts, true, now_ms())
                 .unwrap()
                 .id,
         );

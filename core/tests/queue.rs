@@ -26,6 +26,7 @@ fn defer_stores_the_task_and_reserves_a_slot_when_due() {
             "send",
             r#"{"to":"a@b"}"#,
             &DeferOptions::default(),
+            true,
             T0,
         )
         .unwrap();
@@ -63,21 +64,38 @@ fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
             "later",
             "[]",
             &opts(&[("delay", Scalar::Int(10))]),
+            true,
             T0,
         )
         .unwrap();
     assert!(late.dispatch.is_none());
     assert_eq!(e.status(&late.id).unwrap().unwrap().due_at, T0 + 10_000);
-    let dispatched: Vec<bool> = ["/a", "/b", "/c", "/d"]
+    let deferred: Vec<_> = ["/a", "/b", "/c", "/d"]
         .iter()
-        .map(|ep| defer(&mut e, &s, ep, "t", T0).dispatch.is_some())
+        .map(|ep| defer(&mut e, &s, ep, "t", T0))
         .collect();
+    let dispatched: Vec<bool> = deferred.iter().map(|d| d.dispatch.is_some()).collect();
     assert_eq!(dispatched, [true, true, false, false]);
     assert_eq!(e.stats(&s, T0).unwrap().in_flight, 2);
     // The sent requests never arrive: their slots expire and kick re-sends.
     let later = T0 + SENT_TTL_MS + 1;
     let again = e.kick(&s, later).unwrap();
-    assert_eq!(again.len(), 2);
+    let endpoints: Vec<&str> = again.iter().map(|d| d.endpoint.as_str()).collect();
+    assert_eq!(endpoints.len(), 2);
+    assert!(
+        endpoints.contains(&"/c") && endpoints.contains(&"/d"),
+        "{endpoints:?}"
+    );
+    // The lost requests count as failed attempts of the tasks they were for.
+    for d in &deferred[..2] {
+        let info = e.status(&d.id).unwrap().unwrap();
+        assert_eq!((info.state, info.attempt), (State::Queued, 1));
+        assert!(info
+            .last_error
+            .unwrap()
+            .contains("did not reach accept() within 60 s"));
+        assert!(info.due_at > later, "retried after a backoff");
+    }
 }
 
 #[test]
@@ -93,6 +111,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
             "low",
             "[]",
             &DeferOptions::default(),
+            true,
             T0,
         )
         .unwrap();
@@ -104,11 +123,12 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
             "high",
             "[]",
             &opts(&[("priority", Scalar::Int(5))]),
+            true,
             T0 + 1,
         )
         .unwrap();
     let first = low.dispatch.expect("dispatched");
-    let acc = e.accept(&s, &received(&first), T0 + 2).unwrap();
+    let acc = e.accept(&s, &received(&first), true, T0 + 2).unwrap();
     let task = acc.task.expect("a task was due");
     assert_eq!(task.id, high.id, "higher priority first");
     assert_eq!(task.attempt, 1);
@@ -116,7 +136,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     assert_eq!(info.state, State::Running);
     assert_eq!(info.lease_until, Some(T0 + 2 + 300_000));
     // A replay of the same request claims nothing.
-    let replay = e.accept(&s, &received(&first), T0 + 3).unwrap_err();
+    let replay = e.accept(&s, &received(&first), true, T0 + 3).unwrap_err();
     assert!(matches!(replay, Error::Rejected(_)), "{replay}");
     assert!(replay.message().contains("already used"));
     assert_eq!(e.status(&low.id).unwrap().unwrap().state, State::Queued);
@@ -133,7 +153,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     e.complete(&next.id, &next.lease, T0 + 7).unwrap();
     assert!(e.claim_next(&acc.slot, "/w.php", T0 + 8).unwrap().is_none());
     assert!(e
-        .end_request(&s, Some(&acc.slot), &[], "ended", T0 + 9)
+        .end_request(&s, Some(&acc.slot), &[], "ended", true, T0 + 9)
         .unwrap()
         .is_none());
     // Only the request sent when `high` was deferred is still in flight.
@@ -154,10 +174,17 @@ fn forged_and_misrouted_requests_change_nothing() {
     let mut other_key = settings(&dir.db());
     other_key.secret = Some("a-different-secret-value".into());
     for (req, st) in [(&forged, &s), (&elsewhere, &s), (&received(&d), &other_key)] {
-        assert!(matches!(e.accept(st, req, T0), Err(Error::Rejected(_))));
+        assert!(matches!(
+            e.accept(st, req, true, T0),
+            Err(Error::Rejected(_))
+        ));
     }
     // The genuine request still works: nothing was consumed.
-    assert!(e.accept(&s, &received(&d), T0).unwrap().task.is_some());
+    assert!(e
+        .accept(&s, &received(&d), true, T0)
+        .unwrap()
+        .task
+        .is_some());
 }
 
 #[test]
@@ -173,6 +200,7 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
             "flaky",
             "[]",
             &opts(&[("max_attempts", Scalar::Int(3))]),
+            false,
             T0,
         )
         .unwrap()
@@ -182,13 +210,14 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     for attempt in 1..=3u32 {
         let d = e.kick(&s, now + SENT_TTL_MS + 1).unwrap();
         now += SENT_TTL_MS + 1;
-        let acc = e.accept(&s, &received(&d[0]), now).unwrap();
+        let acc = e.accept(&s, &received(&d[0]), true, now).unwrap();
         let task = acc.task.unwrap();
         assert_eq!(task.attempt, attempt);
         let state = e
             .fail(&task.id, &task.lease, &format!("boom {attempt}"), None, now)
             .unwrap();
-        e.end_request(&s, Some(&acc.slot), &[], "", now).unwrap();
+        e.end_request(&s, Some(&acc.slot), &[], "", true, now)
+            .unwrap();
         let info = e.status(&id).unwrap().unwrap();
         assert_eq!(
             info.last_error.as_deref(),
@@ -205,12 +234,12 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     assert!((1000..=1250).contains(&dues[0]), "{dues:?}");
     assert!((2000..=2500).contains(&dues[1]), "{dues:?}");
     assert!(!e.cancel(&id, now).unwrap(), "dead is not cancellable");
-    let (requeued, _) = e.retry(&s, &id, now).unwrap();
+    let (requeued, _) = e.retry(&s, &id, true, now).unwrap();
     assert!(requeued);
     let info = e.status(&id).unwrap().unwrap();
     assert_eq!((info.state, info.attempt), (State::Queued, 0));
     assert!(
-        !e.retry(&s, &id, now).unwrap().0,
+        !e.retry(&s, &id, true, now).unwrap().0,
         "only dead tasks are retried"
     );
 }
@@ -222,7 +251,7 @@ fn explicit_retry_in_and_unknown_tasks() {
     let mut e = Engine::open(&s).unwrap();
     let d = defer(&mut e, &s, "/w.php", "t", T0);
     let task = e
-        .accept(&s, &received(&d.dispatch.unwrap()), T0)
+        .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
         .unwrap()
         .task
         .unwrap();
@@ -248,9 +277,11 @@ fn cancel_only_queued_and_unique_returns_the_live_task() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let u = opts(&[("unique", Scalar::Str("report-7".into()))]);
-    let a = e.defer(&s, None, "/w.php", "report", "[]", &u, T0).unwrap();
+    let a = e
+        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0)
+        .unwrap();
     let b = e
-        .defer(&s, None, "/w.php", "report", "[]", &u, T0 + 1)
+        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0 + 1)
         .unwrap();
     assert_eq!(a.id, b.id);
     assert!(!b.created && b.dispatch.is_none());
@@ -258,7 +289,7 @@ fn cancel_only_queued_and_unique_returns_the_live_task() {
     assert!(!e.cancel(&a.id, T0 + 3).unwrap());
     assert_eq!(e.status(&a.id).unwrap().unwrap().state, State::Cancelled);
     let c = e
-        .defer(&s, None, "/w.php", "report", "[]", &u, T0 + 4)
+        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0 + 4)
         .unwrap();
     assert!(
         c.created && c.id != a.id,
@@ -279,10 +310,13 @@ fn expired_leases_are_reaped_and_retried() {
             "slow",
             "[]",
             &opts(&[("timeout", Scalar::Int(10))]),
+            true,
             T0,
         )
         .unwrap();
-    let acc = e.accept(&s, &received(&d.dispatch.unwrap()), T0).unwrap();
+    let acc = e
+        .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
+        .unwrap();
     let task = acc.task.unwrap();
     e.extend(&task.id, &task.lease, 20.0, T0 + 5_000).unwrap();
     assert_eq!(
@@ -324,7 +358,7 @@ fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
     let second = defer(&mut e, &s1, "/b.php", "t", T0);
     assert!(second.dispatch.is_none(), "one worker, busy");
     let acc = e
-        .accept(&s1, &received(&first.dispatch.unwrap()), T0)
+        .accept(&s1, &received(&first.dispatch.unwrap()), true, T0)
         .unwrap();
     let task = acc.task.unwrap();
     let next = e
@@ -333,6 +367,7 @@ fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
             Some(&acc.slot),
             &[(task.id.clone(), task.lease.clone())],
             "request ended: exit",
+            true,
             T0 + 1,
         )
         .unwrap()
@@ -351,7 +386,7 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
     let mut e = Engine::open(&s).unwrap();
     let done = defer(&mut e, &s, "/w.php", "t", T0);
     let acc = e
-        .accept(&s, &received(&done.dispatch.unwrap()), T0)
+        .accept(&s, &received(&done.dispatch.unwrap()), true, T0)
         .unwrap();
     let t = acc.task.unwrap();
     e.complete(&t.id, &t.lease, T0).unwrap();
@@ -363,6 +398,7 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
             "d",
             "[]",
             &opts(&[("max_attempts", Scalar::Int(1))]),
+            true,
             T0,
         )
         .unwrap();
@@ -371,7 +407,8 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
         e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(),
         State::Dead
     );
-    e.end_request(&s, Some(&acc.slot), &[], "", T0).unwrap();
+    e.end_request(&s, Some(&acc.slot), &[], "", true, T0)
+        .unwrap();
     e.kick(&s, T0 + 9_000).unwrap();
     assert!(
         e.status(&done.id).unwrap().is_some(),
@@ -403,7 +440,16 @@ fn bad_input_is_refused_and_changes_nothing() {
     ];
     for (endpoint, name, args, why) in cases {
         let err = e
-            .defer(&s, None, endpoint, name, args, &DeferOptions::default(), T0)
+            .defer(
+                &s,
+                None,
+                endpoint,
+                name,
+                args,
+                &DeferOptions::default(),
+                true,
+                T0,
+            )
             .unwrap_err();
         assert!(matches!(err, Error::InvalidTask(_)), "{err}");
         assert!(err.message().contains(why), "{err}");

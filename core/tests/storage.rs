@@ -86,7 +86,16 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
     let err = e
-        .defer(&s, None, "/w.php", "t", "[]", &DeferOptions::default(), T0)
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "t",
+            "[]",
+            &DeferOptions::default(),
+            true,
+            T0,
+        )
         .unwrap_err();
     assert!(started.elapsed().as_secs_f64() >= 0.19);
     match &err {

@@ -18,6 +18,10 @@ abstract class EngineTestCase extends TestCase
 
     protected string $dir;
     protected string $db;
+    /** Where the engine sends self-requests in these tests: a port that takes connections and never answers. */
+    protected string $baseUrl;
+    /** @var resource */
+    private $blackHole;
     private array $server;
 
     protected function setUp(): void
@@ -26,11 +30,17 @@ abstract class EngineTestCase extends TestCase
         $this->dir = sys_get_temp_dir() . '/async-engine-phpunit-' . bin2hex(random_bytes(6));
         mkdir($this->dir);
         $this->db = $this->dir . '/engine.sqlite';
-        Engine::configure(['database' => $this->db, 'secret' => self::SECRET, 'max_workers' => 4]);
+        // Requests sent there wait unanswered, so their slots stay "sent" until
+        // a test makes the request arrive (or the port closes in tearDown).
+        $this->blackHole = stream_socket_server('tcp://127.0.0.1:0');
+        $this->baseUrl = 'http://' . stream_socket_get_name($this->blackHole, false);
+        Engine::configure(['database' => $this->db, 'secret' => self::SECRET, 'max_workers' => 4,
+            'base_url' => $this->baseUrl]);
     }
 
     protected function tearDown(): void
     {
+        fclose($this->blackHole);
         $_SERVER = $this->server;
         // Back to the ini values for every setting, whatever the test changed.
         Engine::configure(array_fill_keys(['database', 'base_url', 'secret', 'max_workers', 'timeout',
@@ -107,6 +117,7 @@ abstract class EngineTestCase extends TestCase
             PHP_BINARY,
             '-d', 'async_engine.database=' . $this->db,
             '-d', 'async_engine.secret=' . self::SECRET,
+            '-d', 'async_engine.base_url=' . $this->baseUrl,
             $script,
         ]);
         $proc = proc_open($cmd, [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, null, $env + getenv());

@@ -1,0 +1,253 @@
+//! Sending signed self-requests without blocking the page: one background
+//! thread per process runs a tokio runtime with reqwest clients, delivers
+//! each request, records failed deliveries, and keeps a timer for the
+//! earliest future due time.
+
+use crate::clock::{now_ms, Millis};
+use crate::endpoint::BaseUrl;
+use crate::engine::{Dispatch, Engine};
+use crate::protocol::{HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
+use crate::settings::Settings;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long the sender waits for a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the sender waits for an answer; a task still running by then
+/// has long accepted its slot, so giving up changes nothing.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where self-requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The site's base URL: scheme, host (for the Host header and TLS) and port.
+    pub base: BaseUrl,
+    /// The address to connect to instead of resolving the host: this
+    /// server's own address, so a forged Host header cannot send signed
+    /// requests elsewhere. `None` for a configured base URL.
+    pub connect_to: Option<SocketAddr>,
+}
+
+enum Command {
+    Send(Dispatch, Target, Settings),
+    WakeAt(Millis, Target, Settings),
+}
+
+/// One process's sender. Create it in the process that sends (after any
+/// fork): its thread does not survive `fork()`.
+pub struct Sender {
+    commands: mpsc::UnboundedSender<Command>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// Shared by the sender's tasks: the database connection they record
+/// outcomes with, opened on first need.
+type SharedEngine = Arc<Mutex<Option<Engine>>>;
+
+impl Sender {
+    /// Starts the background thread and its runtime.
+    pub fn start() -> std::io::Result<Sender> {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let counter = pending.clone();
+        std::thread::Builder::new()
+            .name("async-engine".into())
+            .spawn(move || runtime.block_on(run(rx, counter)))?;
+        Ok(Sender { commands, pending })
+    }
+
+    /// Hands a signed request to the background thread; returns at once.
+    pub fn send(&self, dispatch: Dispatch, target: &Target, settings: &Settings) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let command = Command::Send(dispatch, target.clone(), settings.clone());
+        if self.commands.send(command).is_err() {
+            // The thread is gone: the slot expires and its task is retried.
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Asks the background thread to dispatch what is due at `at` (the
+    /// earliest wake-up asked for wins).
+    pub fn wake_at(&self, at: Millis, target: &Target, settings: &Settings) {
+        let _ = self
+            .commands
+            .send(Command::WakeAt(at, target.clone(), settings.clone()));
+    }
+
+    /// Requests handed over and not yet answered or failed.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every request handed over was answered or failed, at
+    /// most `limit`; true if none is left.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.pending() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+}
+
+fn client_for(
+    clients: &mut HashMap<Target, reqwest::Client>,
+    target: &Target,
+) -> Option<reqwest::Client> {
+    if let Some(c) = clients.get(target) {
+        return Some(c.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(ANSWER_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(30));
+    if let Some(addr) = target.connect_to {
+        let host = target
+            .base
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        builder = builder.resolve(host, addr);
+    }
+    let client = builder.build().ok()?;
+    clients.insert(target.clone(), client.clone());
+    Some(client)
+}
+
+/// Runs `f` with the sender's own engine for `settings`' database.
+fn with_engine<T>(
+    shared: &SharedEngine,
+    settings: &Settings,
+    f: impl FnOnce(&mut Engine) -> crate::Result<T>,
+) -> crate::Result<T> {
+    let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let reusable = match guard.as_mut() {
+        Some(e) => e.serves(settings)?,
+        None => false,
+    };
+    if !reusable {
+        *guard = Some(Engine::open(settings)?);
+    }
+    f(guard.as_mut().expect("opened above"))
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Command>, pending: Arc<AtomicUsize>) {
+    let mut clients = HashMap::new();
+    let engine: SharedEngine = Arc::default();
+    let mut wake: Option<(Millis, Target, Settings)> = None;
+    loop {
+        let sleep = wake
+            .as_ref()
+            .map(|(at, ..)| Duration::from_millis((at - now_ms()).max(0) as u64));
+        tokio::select! {
+            command = rx.recv() => match command {
+                None => break,
+                Some(Command::Send(dispatch, target, settings)) => {
+                    match client_for(&mut clients, &target) {
+                        Some(client) => {
+                            tokio::spawn(deliver(client, dispatch, target, settings, engine.clone(), pending.clone()));
+                        }
+                        None => {
+                            pending.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                Some(Command::WakeAt(at, target, settings)) => {
+                    if wake.as_ref().is_none_or(|(w, ..)| at < *w) {
+                        wake = Some((at, target, settings));
+                    }
+                }
+            },
+            _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
+                let Some((_, target, settings)) = wake.take() else { continue };
+                let now = now_ms();
+                let due = with_engine(&engine, &settings, |e| Ok((e.kick(&settings, now)?, e.next_wake(now)?)));
+                if let Ok((dispatches, next)) = due {
+                    if let Some(client) = client_for(&mut clients, &target) {
+                        for d in dispatches {
+                            pending.fetch_add(1, Ordering::SeqCst);
+                            tokio::spawn(deliver(client.clone(), d, target.clone(), settings.clone(), engine.clone(), pending.clone()));
+                        }
+                    }
+                    if let Some(next) = next {
+                        wake = Some((next, target, settings));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Delivers a request; when it did not reach `accept()`, records the failed
+/// delivery and delivers whatever the freed slot goes to next.
+async fn deliver(
+    client: reqwest::Client,
+    mut dispatch: Dispatch,
+    target: Target,
+    settings: Settings,
+    engine: SharedEngine,
+    pending: Arc<AtomicUsize>,
+) {
+    loop {
+        let reason = post(&client, &dispatch, &target).await;
+        // A no-op when the endpoint accepted the slot (the usual case).
+        let next = with_engine(&engine, &settings, |e| {
+            e.dispatch_failed(&settings, &dispatch.slot, &reason, now_ms())
+        });
+        match next {
+            Ok(Some(d)) => dispatch = d,
+            _ => break,
+        }
+    }
+    pending.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Sends one request; returns what to record if its slot was never accepted.
+async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> String {
+    let url = format!("{}{}", target.base.origin(), d.endpoint);
+    let answer = client
+        .post(&url)
+        .header(HEADER_SLOT, &d.slot)
+        .header(HEADER_TIME, d.time.to_string())
+        .header(HEADER_SIGNATURE, &d.signature)
+        .header("Cache-Control", "no-store")
+        .header("Content-Length", "0")
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            format!(
+                "{url} answered HTTP {} without calling accept()",
+                r.status().as_u16()
+            )
+        }
+        Ok(r) => format!("{url} answered HTTP {}", r.status().as_u16()),
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "failed"
+            };
+            let mut cause = String::new();
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            while let Some(s) = source {
+                cause = s.to_string();
+                source = s.source();
+            }
+            format!("request to {url} {what}: {cause}")
+        }
+    }
+}
