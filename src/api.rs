@@ -8,7 +8,7 @@ use crate::errors::{invalid, to_php, OrThrow};
 use crate::process;
 use crate::request;
 use crate::task::Task;
-use async_engine_core::clock::{ms_to_secs, now_ms, Millis};
+use async_engine_core::clock::{ms_to_secs, now_ms, secs_to_ms, Millis};
 use async_engine_core::{DeferOptions, Error, Scalar, Settings, TaskInfo};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::IntoZval;
@@ -214,7 +214,15 @@ impl Engine {
         let due = opts.due_at(now);
         match &target {
             Some(t) if deferred.created => match deferred.dispatch {
-                Some(d) => process::send(&settings, t, [d]),
+                Some(d) => {
+                    process::send(&settings, t, [d]);
+                    // Check back when the task's lease (or the request's
+                    // slot) could first expire: a worker killed while
+                    // running it is reaped then, without traffic.
+                    let lease = opts.timeout.map_or(settings.timeout, |t| t);
+                    let check = secs_to_ms(lease).min(async_engine_core::SENT_TTL_MS);
+                    process::wake_at(&settings, t, now + check + 1);
+                }
                 None if due > now => process::wake_at(&settings, t, due),
                 None => {}
             },

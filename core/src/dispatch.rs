@@ -21,6 +21,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// has long accepted its slot, so giving up changes nothing.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Shortest pause between two timer runs, in milliseconds.
+const MIN_WAKE_MS: Millis = 50;
+
 /// Where self-requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -59,7 +62,10 @@ impl Sender {
         let counter = pending.clone();
         std::thread::Builder::new()
             .name("async-engine".into())
-            .spawn(move || runtime.block_on(run(rx, counter)))?;
+            .spawn({
+                let commands = commands.clone();
+                move || runtime.block_on(run(rx, commands, counter))
+            })?;
         Ok(Sender { commands, pending })
     }
 
@@ -142,7 +148,11 @@ fn with_engine<T>(
     f(guard.as_mut().expect("opened above"))
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Command>, pending: Arc<AtomicUsize>) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedSender<Command>,
+    pending: Arc<AtomicUsize>,
+) {
     let mut clients = HashMap::new();
     let engine: SharedEngine = Arc::default();
     let mut wake: Option<(Millis, Target, Settings)> = None;
@@ -156,7 +166,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, pending: Arc<AtomicUsize>
                 Some(Command::Send(dispatch, target, settings)) => {
                     match client_for(&mut clients, &target) {
                         Some(client) => {
-                            tokio::spawn(deliver(client, dispatch, target, settings, engine.clone(), pending.clone()));
+                            tokio::spawn(deliver(client, dispatch, target, settings, engine.clone(), pending.clone(), commands.clone()));
                         }
                         None => {
                             pending.fetch_sub(1, Ordering::SeqCst);
@@ -177,11 +187,12 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, pending: Arc<AtomicUsize>
                     if let Some(client) = client_for(&mut clients, &target) {
                         for d in dispatches {
                             pending.fetch_add(1, Ordering::SeqCst);
-                            tokio::spawn(deliver(client.clone(), d, target.clone(), settings.clone(), engine.clone(), pending.clone()));
+                            tokio::spawn(deliver(client.clone(), d, target.clone(), settings.clone(), engine.clone(), pending.clone(), commands.clone()));
                         }
                     }
                     if let Some(next) = next {
-                        wake = Some((next, target, settings));
+                        // Never spin on a deadline that could not be reaped.
+                        wake = Some((next.max(now + MIN_WAKE_MS), target, settings));
                     }
                 }
             }
@@ -198,16 +209,25 @@ async fn deliver(
     settings: Settings,
     engine: SharedEngine,
     pending: Arc<AtomicUsize>,
+    commands: mpsc::UnboundedSender<Command>,
 ) {
     loop {
         let reason = post(&client, &dispatch, &target).await;
         // A no-op when the endpoint accepted the slot (the usual case).
-        let next = with_engine(&engine, &settings, |e| {
-            e.dispatch_failed(&settings, &dispatch.slot, &reason, now_ms())
+        let now = now_ms();
+        let failed = with_engine(&engine, &settings, |e| {
+            let (abandoned, next) = e.dispatch_failed(&settings, &dispatch.slot, &reason, now)?;
+            // A failed task retries after its backoff: be there.
+            let wake = if abandoned { e.next_wake(now)? } else { None };
+            Ok((next, wake))
         });
+        let Ok((next, wake)) = failed else { break };
+        if let Some(at) = wake {
+            let _ = commands.send(Command::WakeAt(at, target.clone(), settings.clone()));
+        }
         match next {
-            Ok(Some(d)) => dispatch = d,
-            _ => break,
+            Some(d) => dispatch = d,
+            None => break,
         }
     }
     pending.fetch_sub(1, Ordering::SeqCst);

@@ -310,28 +310,35 @@ impl Engine {
     /// (connection refused, timeout, an HTTP answer without `accept()`): the
     /// slot is freed, the endpoint's next due task is charged an attempt with
     /// `reason`, and the slot goes to whatever is due next. Nothing happens
-    /// when the endpoint already accepted the slot.
+    /// (false) when the endpoint already accepted the slot.
     pub fn dispatch_failed(
         &mut self,
         settings: &Settings,
         slot: &str,
         reason: &str,
         now: Millis,
-    ) -> Result<Option<Dispatch>> {
-        let reserved = self.store.write(|tx| {
+    ) -> Result<(bool, Option<Dispatch>)> {
+        let (abandoned, reserved) = self.store.write(|tx| {
             if !slots::abandon(tx, slot, reason, now)? {
-                return Ok(None);
+                return Ok((false, None));
             }
-            slots::reserve(tx, settings.max_workers, now)
+            Ok((true, slots::reserve(tx, settings.max_workers, now)?))
         })?;
-        self.sign(settings, reserved, now)
+        Ok((abandoned, self.sign(settings, reserved, now)?))
     }
 
-    /// The earliest time after `now` at which an endpoint becomes due.
+    /// When `kick()` next has work: the earliest future due time of an
+    /// endpoint, or the first slot deadline or lease to expire (so that a
+    /// killed worker's task is retried without waiting for traffic).
     pub fn next_wake(&mut self, now: Millis) -> Result<Option<Millis>> {
         self.store.read(|tx| {
             Ok(tx
-                .prepare_cached("SELECT min(next_due) FROM endpoints WHERE next_due > ?1")?
+                .prepare_cached(
+                    "SELECT min(t) FROM (
+                        SELECT min(next_due) AS t FROM endpoints WHERE next_due > ?1
+                        UNION ALL SELECT min(deadline) + 1 FROM slots
+                        UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running')",
+                )?
                 .query_row([now], |r| r.get(0))?)
         })
     }

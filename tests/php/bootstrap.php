@@ -16,3 +16,6 @@ if (!$so || !is_file($so)) {
 define('ASYNC_ENGINE_SO', $so);
 
 require __DIR__ . '/EngineTestCase.php';
+require __DIR__ . '/DispatchTestCase.php';
+require __DIR__ . '/Servers/WebServer.php';
+require __DIR__ . '/Servers/PhpServer.php';

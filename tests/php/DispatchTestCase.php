@@ -1,0 +1,188 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests;
+
+use AsyncEngine\Engine;
+use AsyncEngine\Tests\Servers\WebServer;
+
+/**
+ * Tasks run by themselves through a real web server: deferred from pages
+ * and from the CLI, sent as signed self-requests, with no cron and no
+ * traffic. Each server kind extends this with its own server.
+ */
+abstract class DispatchTestCase extends EngineTestCase
+{
+    protected WebServer $server;
+    protected string $effects;
+
+    abstract protected function newServer(?int $port = null): WebServer;
+
+    protected function setUp(): void
+    {
+        parent::setUp();
+        $this->server = $this->newServer();
+        $this->server->start();
+        $this->effects = $this->dir . '/effects.txt';
+        // This CLI process and its children send to the server too.
+        $this->baseUrl = $this->server->url();
+        Engine::configure(['base_url' => $this->baseUrl]);
+    }
+
+    protected function tearDown(): void
+    {
+        $this->server->stop();
+        parent::tearDown();
+    }
+
+    /** Defers from a page: returns the ids. */
+    protected function deferFromPage(array $query): array
+    {
+        [$status, $body] = $this->server->request('/defer.php?' . http_build_query($query + ['file' => $this->effects]));
+        $this->assertSame(200, $status, $body . $this->server->log());
+        return json_decode($body, true);
+    }
+
+    /** Waits (bounded) until no task is queued or running; returns the stats. */
+    protected function waitUntilSettled(float $seconds): array
+    {
+        $deadline = microtime(true) + $seconds;
+        do {
+            $stats = Engine::stats();
+            if ($stats['queued'] + $stats['running'] === 0) {
+                return $stats;
+            }
+            usleep(50000);
+        } while (microtime(true) < $deadline);
+        $this->fail('tasks still pending after ' . $seconds . ' s: ' . json_encode($stats) . "\n" . $this->server->log());
+    }
+
+    /** Effect lines: [line => [deferred_at, started_at]]. */
+    protected function effects(): array
+    {
+        $out = [];
+        foreach (is_file($this->effects) ? file($this->effects, FILE_IGNORE_NEW_LINES) : [] as $line) {
+            $parts = explode(' ', $line);
+            $started = (float) array_pop($parts);
+            $deferred = (float) array_pop($parts);
+            $key = implode(' ', $parts);
+            $this->assertArrayNotHasKey($key, $out, "task '$key' ran twice");
+            $out[$key] = [$deferred, $started];
+        }
+        return $out;
+    }
+
+    public function testTasksDeferredFromPagesAndTheCliEachRunExactlyOnce(): void
+    {
+        $ids = [];
+        for ($page = 0; $page < 10; $page++) {
+            $ids = array_merge($ids, $this->deferFromPage(['n' => 50, 'prefix' => "web$page"]));
+        }
+        [$code, $out, $err] = $this->runPhp(sprintf(<<<'PHP'
+            <?php
+            for ($i = 0; $i < 500; $i++) {
+                $ids[] = AsyncEngine\Engine::defer('/worker.php', 'append',
+                    ['file' => %s, 'line' => "cli $i", 'deferred_at' => microtime(true)]);
+            }
+            echo json_encode($ids);
+            PHP, var_export($this->effects, true)), [], []);
+        $this->assertSame(0, $code, $err);
+        $ids = array_merge($ids, json_decode($out, true));
+        $this->assertCount(1000, array_unique($ids));
+        $stats = $this->waitUntilSettled(120);
+        $this->assertSame(1000, $stats['done'], json_encode($stats));
+        $this->assertSame(0, $stats['dead']);
+        $this->assertCount(1000, $this->effects());
+        foreach (array_rand(array_flip($ids), 20) as $id) {
+            $this->assertSame(1, Engine::status($id)['attempt']);
+        }
+    }
+
+    public function testAPageDoesNotWaitForTheTasksItDefers(): void
+    {
+        $this->server->request('/defer.php?n=0');
+        [, , $none] = $this->server->request('/defer.php?n=0');
+        [$status, $body, $fifty] = $this->server->request('/defer.php?' . http_build_query(
+            ['n' => 50, 'sleep' => 2, 'file' => $this->effects]
+        ));
+        $this->assertSame(200, $status, $body);
+        fwrite(STDERR, sprintf("\n[%s] page deferring 0 tasks: %.1f ms; 50 tasks that sleep 2 s: %.1f ms\n",
+            static::class, $none * 1000, $fifty * 1000));
+        $this->assertLessThan(1.0, $fifty, 'the page waited for its tasks');
+        $this->assertCount(0, $this->effects(), 'no task had finished when the page answered');
+        // The tasks do run (the rest stop with the server).
+        usleep(2500000);
+        $this->assertGreaterThanOrEqual(4, count($this->effects()));
+    }
+
+    public function testDelayedTasksStartOnTimeWithoutTraffic(): void
+    {
+        foreach ([1, 2, 3] as $delay) {
+            $this->deferFromPage(['n' => 2, 'delay' => $delay, 'prefix' => "delay$delay"]);
+        }
+        usleep(4500000); // no requests from the test meanwhile
+        $effects = $this->effects();
+        $this->assertCount(6, $effects);
+        foreach ($effects as $line => [$deferred, $started]) {
+            $delay = (int) substr($line, 5, 1);
+            $late = $started - $deferred - $delay;
+            $this->assertGreaterThanOrEqual(-0.01, $late, "$line started early");
+            $this->assertLessThan(1.0, $late, "$line started {$late} s late");
+        }
+    }
+
+    public function testKickFromTheCliStartsTasksAfterARestart(): void
+    {
+        $ids = $this->deferFromPage(['n' => 3, 'delay' => 1]);
+        $this->server->stop();
+        usleep(1200000);
+        $this->server->start();
+        usleep(1000000);
+        $this->assertSame(3, Engine::stats()['queued'], 'a new server has no timer for them');
+        [$code, $out, $err] = $this->runPhp('<?php echo AsyncEngine\Engine::kick();');
+        $this->assertSame(0, $code, $err);
+        $this->assertSame('1', $out, 'one request for the one due endpoint');
+        $this->waitUntilSettled(30);
+        foreach ($ids as $id) {
+            $this->assertSame('done', Engine::status($id)['state']);
+        }
+    }
+
+    public function testAClosedPortLeavesTasksQueuedWithTheErrorUntilTheServerIsBack(): void
+    {
+        $this->server->stop();
+        $id = Engine::defer('/worker.php', 'append', ['file' => $this->effects, 'line' => 'x', 'deferred_at' => 0]);
+        $deadline = microtime(true) + 5;
+        while (Engine::status($id)['last_error'] === null && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+        $status = Engine::status($id);
+        $this->assertSame('queued', $status['state']);
+        $this->assertSame(1, $status['attempt']);
+        $this->assertStringContainsString('could not connect', $status['last_error']);
+        $this->server->start();
+        usleep(1300000); // past the backoff
+        Engine::kick();
+        $this->waitUntilSettled(30);
+        $this->assertSame('done', Engine::status($id)['state']);
+    }
+
+    public function testFailingEndpointsAndTasksRetryThenDieWithTheirError(): void
+    {
+        $broken = Engine::defer('/status500.php', 't', [], ['max_attempts' => 2]);
+        $fatal = Engine::defer('/worker.php', 'fatal', [], ['max_attempts' => 2]);
+        // Retries come from the servers' own timers: no traffic from here.
+        $deadline = microtime(true) + 20;
+        while (microtime(true) < $deadline && (Engine::status($broken)['state'] !== 'dead' || Engine::status($fatal)['state'] !== 'dead')) {
+            usleep(100000);
+            Engine::kick(); // the CLI has no timer; the 500 case needs a sender to retry
+        }
+        $b = Engine::status($broken);
+        $this->assertSame(['dead', 2], [$b['state'], $b['attempt']], json_encode($b));
+        $this->assertStringContainsString('answered HTTP 500', $b['last_error']);
+        $f = Engine::status($fatal);
+        $this->assertSame(['dead', 2], [$f['state'], $f['attempt']], json_encode($f));
+        $this->assertStringContainsString('Call to undefined function undefined_function_in_a_task()', $f['last_error']);
+    }
+}
