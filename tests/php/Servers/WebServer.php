@@ -12,8 +12,8 @@ namespace AsyncEngine\Tests\Servers;
 abstract class WebServer
 {
     public int $port;
-    /** @var resource|null */
-    protected $process = null;
+    /** @var resource[] one per command, in start order */
+    protected array $processes = [];
     protected string $dir;
 
     public function __construct(protected string $database, protected string $secret, string $dir, ?int $port = null)
@@ -35,18 +35,24 @@ abstract class WebServer
         return "http://127.0.0.1:{$this->port}$path";
     }
 
-    /** The command that runs the server in the foreground. */
-    abstract protected function command(): array;
+    /** The commands that run the server in the foreground, in start order. */
+    abstract protected function commands(): array;
 
     public function start(): void
     {
-        $this->process = proc_open(array_merge(['setsid'], $this->command()), [
-            0 => ['file', '/dev/null', 'r'],
-            1 => ['file', $this->dir . '/' . static::class . '.out', 'a'],
-            2 => ['file', $this->dir . '/' . basename(str_replace('\\', '/', static::class)) . '.log', 'a'],
-        ], $pipes, $this->dir);
+        foreach ($this->commands() as $command) {
+            $this->processes[] = proc_open(array_merge(['setsid'], $command), [
+                0 => ['file', '/dev/null', 'r'],
+                1 => ['file', $this->logFile(), 'a'],
+                2 => ['file', $this->logFile(), 'a'],
+            ], $pipes, $this->dir);
+        }
         $deadline = microtime(true) + 15;
         while (microtime(true) < $deadline) {
+            if (!$this->ready()) {
+                usleep(20000);
+                continue;
+            }
             $c = @fsockopen('127.0.0.1', $this->port, $errno, $error, 0.2);
             if ($c) {
                 fclose($c);
@@ -59,18 +65,20 @@ abstract class WebServer
 
     public function stop(): void
     {
-        if ($this->process === null) {
+        if (!$this->processes) {
             return;
         }
-        $pid = proc_get_status($this->process)['pid'];
-        posix_kill(-$pid, SIGTERM);
-        $deadline = microtime(true) + 10;
-        while (proc_get_status($this->process)['running'] && microtime(true) < $deadline) {
-            usleep(20000);
+        foreach (array_reverse($this->processes) as $process) {
+            $pid = proc_get_status($process)['pid'];
+            posix_kill(-$pid, SIGTERM);
+            $deadline = microtime(true) + 10;
+            while (proc_get_status($process)['running'] && microtime(true) < $deadline) {
+                usleep(20000);
+            }
+            posix_kill(-$pid, SIGKILL);
+            proc_close($process);
         }
-        posix_kill(-$pid, SIGKILL);
-        proc_close($this->process);
-        $this->process = null;
+        $this->processes = [];
         // Wait until the port is free again.
         $deadline = microtime(true) + 5;
         while (($c = @fsockopen('127.0.0.1', $this->port, $errno, $error, 0.1)) && microtime(true) < $deadline) {
@@ -79,10 +87,20 @@ abstract class WebServer
         }
     }
 
+    protected function logFile(): string
+    {
+        return $this->dir . '/' . basename(str_replace('\\', '/', static::class)) . '.log';
+    }
+
     public function log(): string
     {
-        $file = $this->dir . '/' . basename(str_replace('\\', '/', static::class)) . '.log';
-        return is_file($file) ? (string) file_get_contents($file) : '';
+        return is_file($this->logFile()) ? (string) file_get_contents($this->logFile()) : '';
+    }
+
+    /** Whether the parts behind the listening port are up. */
+    protected function ready(): bool
+    {
+        return true;
     }
 
     /** The pids of this server's processes that run PHP requests. */
@@ -124,8 +142,15 @@ abstract class WebServer
         return $out;
     }
 
-    protected function pid(): int
+    /** The pid of the process started by command $i. */
+    protected function pid(int $i = 0): int
     {
-        return $this->process ? proc_get_status($this->process)['pid'] : 0;
+        return isset($this->processes[$i]) ? proc_get_status($this->processes[$i])['pid'] : 0;
+    }
+
+    /** The document root every server serves. */
+    protected static function docroot(): string
+    {
+        return dirname(__DIR__) . '/fixtures/www';
     }
 }

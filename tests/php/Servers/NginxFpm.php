@@ -1,0 +1,120 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests\Servers;
+
+/** nginx in front of php-fpm (4 workers, pm static or dynamic). */
+final class NginxFpm extends WebServer
+{
+    /** @param string $pm "static", or "dynamic" with pm.max_requests = 10 so workers are recycled */
+    public function __construct(string $database, string $secret, string $dir, ?int $port = null, private string $pm = 'static')
+    {
+        parent::__construct($database, $secret, $dir, $port);
+    }
+
+    protected function commands(): array
+    {
+        $d = $this->dir;
+        @mkdir("$d/nginx-tmp");
+        $pm = $this->pm === 'static'
+            ? "pm = static\npm.max_children = 4\n"
+            : "pm = dynamic\npm.max_children = 4\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_requests = 10\n";
+        file_put_contents("$d/fpm.conf", <<<CONF
+            [global]
+            pid = $d/fpm.pid
+            error_log = $d/fpm.log
+            daemonize = no
+            [www]
+            listen = $d/fpm.sock
+            $pm
+            catch_workers_output = yes
+            clear_env = no
+            php_admin_value[async_engine.database] = {$this->database}
+            php_admin_value[async_engine.secret] = {$this->secret}
+            CONF);
+        $docroot = self::docroot();
+        file_put_contents("$d/nginx.conf", <<<CONF
+            worker_processes 1;
+            pid $d/nginx.pid;
+            error_log $d/nginx-error.log;
+            daemon off;
+            user root;
+            events { worker_connections 512; }
+            http {
+                access_log off;
+                client_body_temp_path $d/nginx-tmp/body;
+                fastcgi_temp_path $d/nginx-tmp/fastcgi;
+                proxy_temp_path $d/nginx-tmp/proxy;
+                uwsgi_temp_path $d/nginx-tmp/uwsgi;
+                scgi_temp_path $d/nginx-tmp/scgi;
+                server {
+                    listen 127.0.0.1:{$this->port};
+                    server_name _;
+                    root $docroot;
+                    location ~ \.php$ {
+                        include /etc/nginx/fastcgi_params;
+                        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+                        fastcgi_pass unix:$d/fpm.sock;
+                    }
+                }
+            }
+            CONF);
+        return [
+            [self::fpmBinary(), '-R', '-F', '-y', "$d/fpm.conf"],
+            ['nginx', '-c', "$d/nginx.conf"],
+        ];
+    }
+
+    public function stop(): void
+    {
+        parent::stop();
+        @unlink("{$this->dir}/fpm.sock");
+    }
+
+    protected function ready(): bool
+    {
+        return file_exists("{$this->dir}/fpm.sock");
+    }
+
+    public static function fpmBinary(): string
+    {
+        return trim((string) shell_exec('command -v php-fpm8.2 || command -v php-fpm')) ?: '/usr/sbin/php-fpm8.2';
+    }
+
+    public function workerPids(): array
+    {
+        return array_map('intval', array_filter(explode("\n", (string) shell_exec('pgrep -P ' . $this->pid(0)))));
+    }
+
+    public function log(): string
+    {
+        $log = parent::log();
+        foreach (['fpm.log', 'nginx-error.log'] as $file) {
+            if (is_file("{$this->dir}/$file")) {
+                $log .= "\n--- $file\n" . file_get_contents("{$this->dir}/$file");
+            }
+        }
+        return $log;
+    }
+
+    /** Restarts php-fpm only (nginx stays). */
+    public function restartFpm(): void
+    {
+        $pid = $this->pid(0);
+        posix_kill(-$pid, SIGTERM);
+        @unlink("{$this->dir}/fpm.sock");
+        $deadline = microtime(true) + 10;
+        while (proc_get_status($this->processes[0])['running'] && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+        proc_close($this->processes[0]);
+        $this->processes[0] = proc_open(array_merge(['setsid'], $this->commands()[0]), [
+            0 => ['file', '/dev/null', 'r'], 1 => ['file', $this->logFile(), 'a'], 2 => ['file', $this->logFile(), 'a'],
+        ], $pipes, $this->dir);
+        $deadline = microtime(true) + 10;
+        while (!file_exists("{$this->dir}/fpm.sock") && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+    }
+}
