@@ -140,9 +140,8 @@ abstract class DispatchTestCase extends EngineTestCase
         $this->server->start();
         usleep(1000000);
         $this->assertSame(3, Engine::stats()['queued'], 'a new server has no timer for them');
-        [$code, $out, $err] = $this->runPhp('<?php echo AsyncEngine\Engine::kick();');
-        $this->assertSame(0, $code, $err);
-        $this->assertSame('1', $out, 'one request for the one due endpoint');
+        // This PHPUnit process is a CLI script too; it has sent nothing, so it has no timer.
+        $this->assertSame(1, Engine::kick(), 'one request for the one due endpoint');
         $this->waitUntilSettled(30);
         foreach ($ids as $id) {
             $this->assertSame('done', Engine::status($id)['state']);

@@ -20,3 +20,4 @@ require __DIR__ . '/DispatchTestCase.php';
 require __DIR__ . '/Servers/WebServer.php';
 require __DIR__ . '/Servers/PhpServer.php';
 require __DIR__ . '/Servers/NginxFpm.php';
+require __DIR__ . '/Servers/ApacheModPhp.php';

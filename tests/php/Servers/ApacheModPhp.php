@@ -1,0 +1,66 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests\Servers;
+
+/**
+ * Apache 2.4 with mod_php and the prefork MPM (4 to 8 children). Its
+ * children run as nobody, so the test's directory and database are made
+ * writable for them first.
+ */
+final class ApacheModPhp extends WebServer
+{
+    protected function commands(): array
+    {
+        $d = $this->dir;
+        $modules = '/usr/lib/apache2/modules';
+        chmod($d, 0777);
+        foreach (['', '-wal', '-shm'] as $suffix) {
+            if (!file_exists($this->database . $suffix)) {
+                touch($this->database . $suffix);
+            }
+            chmod($this->database . $suffix, 0666);
+        }
+        $docroot = self::docroot();
+        file_put_contents("$d/apache.conf", <<<CONF
+            LoadModule mpm_prefork_module $modules/mod_mpm_prefork.so
+            LoadModule authz_core_module $modules/mod_authz_core.so
+            LoadModule dir_module $modules/mod_dir.so
+            LoadModule php_module $modules/libphp8.2.so
+            ServerName 127.0.0.1
+            Listen 127.0.0.1:{$this->port}
+            PidFile $d/apache.pid
+            DefaultRuntimeDir $d
+            Mutex file:$d default
+            ErrorLog $d/apache-error.log
+            User nobody
+            Group nogroup
+            StartServers 4
+            MinSpareServers 2
+            MaxSpareServers 4
+            MaxRequestWorkers 8
+            DocumentRoot $docroot
+            <Directory $docroot>
+                Require all granted
+            </Directory>
+            <FilesMatch "\.php$">
+                SetHandler application/x-httpd-php
+            </FilesMatch>
+            php_admin_value async_engine.database {$this->database}
+            php_admin_value async_engine.secret {$this->secret}
+            CONF);
+        return [['apache2', '-f', "$d/apache.conf", '-DFOREGROUND']];
+    }
+
+    public function workerPids(): array
+    {
+        return self::descendants($this->pid());
+    }
+
+    public function log(): string
+    {
+        $file = "{$this->dir}/apache-error.log";
+        return parent::log() . (is_file($file) ? "\n--- apache-error.log\n" . file_get_contents($file) : '');
+    }
+}
