@@ -59,7 +59,7 @@ for ($i = 0; $i < 200; $i++) {
     settle(10);
 }
 foreach (file($effects, FILE_IGNORE_NEW_LINES) as $line) {
-    [, , $deferred, $started] = explode(' ', $line);
+    [, $deferred, $started] = explode(' ', $line);
     $latencies[] = ((float) $started - (float) $deferred) * 1000;
 }
 

@@ -318,6 +318,17 @@ impl Engine {
         reason: &str,
         now: Millis,
     ) -> Result<(bool, Option<Dispatch>)> {
+        // Usually the endpoint accepted the slot: a read tells, no write needed.
+        let sent: bool = self.store.read(|tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
+                )?
+                .query_row([slot], |r| r.get(0))?)
+        })?;
+        if !sent {
+            return Ok((false, None));
+        }
         let (abandoned, reserved) = self.store.write(|tx| {
             if !slots::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));

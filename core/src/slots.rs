@@ -36,6 +36,12 @@ pub(crate) fn reserve(
     let max = i64::from(max_workers);
     if in_flight(tx)? >= max {
         // Full: expired slots may be what holds them.
+        let expired: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM slots WHERE deadline < ?1)")?
+            .query_row([now], |r| r.get(0))?;
+        if !expired {
+            return Ok(None);
+        }
         reap(tx, now)?;
         if in_flight(tx)? >= max {
             return Ok(None);

@@ -4,7 +4,39 @@ use crate::error::{Error, Result};
 use crate::settings::Settings;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// The busy timeout of this process's connections, in microseconds: the
+/// busy handler is a plain function, so it reads it from here.
+static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
+
+/// Microseconds spent napping before nap number `count` (see [`busy_wait`]).
+fn napped_us(count: i32) -> u64 {
+    match count {
+        ..=0 => 0,
+        1..=6 => 20 * ((1 << count) - 1),
+        _ => 1260 + (count as u64 - 6) * 1000,
+    }
+}
+
+/// Waits for another writer's lock in short naps (20 µs doubling to 1 ms)
+/// rather than SQLite's default naps of 1 ms and more, which would dominate
+/// these short transactions whenever two processes write at once. Gives up
+/// once the busy timeout is spent.
+fn busy_wait(count: i32) -> bool {
+    if napped_us(count) >= BUSY_TIMEOUT_US.load(Ordering::Relaxed) {
+        return false;
+    }
+    let nap = if count < 6 { 20u64 << count } else { 1000 };
+    std::thread::sleep(Duration::from_micros(nap));
+    true
+}
+
+fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
+    BUSY_TIMEOUT_US.store((seconds * 1e6) as u64, Ordering::Relaxed);
+    conn.busy_handler(Some(busy_wait))
+}
 
 /// The schema version this build writes; newer databases are refused.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -107,8 +139,7 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| ctx(e.into()))?;
-        conn.busy_timeout(Duration::from_secs_f64(settings.busy_timeout))
-            .map_err(|e| ctx(e.into()))?;
+        set_busy(&conn, settings.busy_timeout).map_err(|e| ctx(e.into()))?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = Store {
             conn,
@@ -187,7 +218,7 @@ impl Store {
     /// Applies a changed busy timeout to the open connection.
     pub fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
         if seconds != self.busy_timeout {
-            self.conn.busy_timeout(Duration::from_secs_f64(seconds))?;
+            set_busy(&self.conn, seconds)?;
             self.busy_timeout = seconds;
         }
         Ok(())
