@@ -109,8 +109,11 @@ pub fn request_is_idle() -> bool {
     })
 }
 
-/// Key of the learned base URL in the database's meta table.
-const LEARNED_BASE_URL: &str = "base_url";
+/// Key of the learned target in the database's meta table: the web
+/// request's base URL and the server address it connects to, as
+/// "origin address:port". The CLI connects to that address too, so a
+/// forged Host header can at worst name the Host it sends, never where.
+const LEARNED_TARGET: &str = "learned_target";
 
 /// Where this request's self-requests go (see [`crate::request::target`]);
 /// a CLI script without a configured base URL uses the one web requests
@@ -124,22 +127,27 @@ pub fn target(settings: &Settings) -> Option<Target> {
     }
     let found = crate::request::target(settings);
     let target = match &found {
-        Some(t) if t.connect_to.is_some() => {
-            let url = t.base.origin();
-            let known = with(|p| p.learned.as_deref() == Some(url.as_str()));
-            if !known && engine(settings, |e| e.set_meta(LEARNED_BASE_URL, &url)).is_ok() {
-                with(|p| p.learned = Some(url));
+        Some(Target {
+            base,
+            connect_to: Some(addr),
+        }) => {
+            let learned = format!("{} {addr}", base.origin());
+            let known = with(|p| p.learned.as_deref() == Some(learned.as_str()));
+            if !known && engine(settings, |e| e.set_meta(LEARNED_TARGET, &learned)).is_ok() {
+                with(|p| p.learned = Some(learned));
             }
             found
         }
         Some(_) => found,
-        None => engine(settings, |e| e.meta(LEARNED_BASE_URL))
+        None => engine(settings, |e| e.meta(LEARNED_TARGET))
             .ok()
             .flatten()
-            .and_then(|url| async_engine_core::endpoint::parse_base_url(&url).ok())
-            .map(|base| Target {
-                base,
-                connect_to: None,
+            .and_then(|learned| {
+                let (url, addr) = learned.split_once(' ')?;
+                Some(Target {
+                    base: async_engine_core::endpoint::parse_base_url(url).ok()?,
+                    connect_to: Some(addr.parse().ok()?),
+                })
             }),
     };
     request(|r| r.target = Some((settings.base_url.clone(), target.clone())));

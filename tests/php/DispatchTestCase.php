@@ -132,6 +132,18 @@ abstract class DispatchTestCase extends EngineTestCase
         }
     }
 
+    public function testAForgedHostHeaderSendsNothingElsewhere(): void
+    {
+        [$status, $body] = $this->server->request('/defer.php?' . http_build_query(['n' => 2, 'file' => $this->effects]),
+            ['Host' => 'evil.example']);
+        $this->assertSame(200, $status, $body);
+        $this->waitUntilSettled(20);
+        $this->assertCount(2, $this->effects(), 'the tasks ran here');
+        // What a CLI script would use: this server's own address, whatever the Host said.
+        $learned = $this->pdo()->query("SELECT value FROM meta WHERE key = 'learned_target'")->fetchColumn();
+        $this->assertStringEndsWith(' 127.0.0.1:' . $this->server->port, (string) $learned);
+    }
+
     public function testKickFromTheCliStartsTasksAfterARestart(): void
     {
         $ids = $this->deferFromPage(['n' => 3, 'delay' => 1]);

@@ -5,7 +5,9 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests\Servers;
 
 /**
- * Apache 2.4 with mod_php and the prefork MPM (4 to 8 children). Its
+ * Apache 2.4 with mod_php and the prefork MPM (4 to 8 children), with
+ * `UseCanonicalName On` as README asks (else the Host header sets
+ * SERVER_NAME and SERVER_PORT). Its
  * children run as nobody, so the test's directory and database are made
  * writable for them first.
  */
@@ -28,7 +30,8 @@ final class ApacheModPhp extends WebServer
             LoadModule authz_core_module $modules/mod_authz_core.so
             LoadModule dir_module $modules/mod_dir.so
             LoadModule php_module $modules/libphp8.2.so
-            ServerName 127.0.0.1
+            ServerName 127.0.0.1:{$this->port}
+            UseCanonicalName On
             Listen 127.0.0.1:{$this->port}
             PidFile $d/apache.pid
             DefaultRuntimeDir $d

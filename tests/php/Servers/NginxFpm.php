@@ -8,9 +8,22 @@ namespace AsyncEngine\Tests\Servers;
 final class NginxFpm extends WebServer
 {
     /** @param string $pm "static", or "dynamic" with pm.max_requests = 10 so workers are recycled */
+    /** TLS certificate and key files, to serve HTTPS as server "localhost". */
+    private ?array $tls = null;
+
     public function __construct(string $database, string $secret, string $dir, ?int $port = null, private string $pm = 'static')
     {
         parent::__construct($database, $secret, $dir, $port);
+    }
+
+    public function useTls(string $certificate, string $key): void
+    {
+        $this->tls = [$certificate, $key];
+    }
+
+    public function url(string $path = ''): string
+    {
+        return $this->tls ? "https://localhost:{$this->port}$path" : parent::url($path);
     }
 
     protected function commands(): array
@@ -34,6 +47,9 @@ final class NginxFpm extends WebServer
             php_admin_value[async_engine.secret] = {$this->secret}
             CONF);
         $docroot = self::docroot();
+        $listen = $this->tls
+            ? "listen 127.0.0.1:{$this->port} ssl;\n server_name localhost;\n ssl_certificate {$this->tls[0]};\n ssl_certificate_key {$this->tls[1]};"
+            : "listen 127.0.0.1:{$this->port};\n server_name _;";
         file_put_contents("$d/nginx.conf", <<<CONF
             worker_processes 1;
             pid $d/nginx.pid;
@@ -49,8 +65,7 @@ final class NginxFpm extends WebServer
                 uwsgi_temp_path $d/nginx-tmp/uwsgi;
                 scgi_temp_path $d/nginx-tmp/scgi;
                 server {
-                    listen 127.0.0.1:{$this->port};
-                    server_name _;
+                    $listen
                     root $docroot;
                     location ~ \.php$ {
                         include /etc/nginx/fastcgi_params;
