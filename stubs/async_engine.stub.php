@@ -35,6 +35,10 @@ final class Engine
      *        delay: seconds from now; at: Unix time; priority: higher runs first;
      *        max_attempts: attempts before the task is dead; timeout: lease seconds;
      *        unique: while a task with this key is queued or running, its id is returned instead.
+     * When the task is due and a slot is free, its signed request is handed to a
+     * background thread and sent without waiting. A CLI script with no known base
+     * URL queues the task and warns once.
+     *
      * @throws InvalidTask  for a bad endpoint, name, args or option
      * @throws StorageError when the database cannot be opened or written
      */
@@ -68,7 +72,9 @@ final class Engine
 
     /**
      * The cron entry point: reaps expired leases and slots, purges old finished tasks
-     * and dispatches whatever is due. Returns the number of dispatches.
+     * and sends a request for whatever is due. Returns the number of requests sent.
+     *
+     * @throws EngineException in a CLI script when no base URL is configured or learned
      */
     public static function kick(): int
     {
