@@ -94,11 +94,6 @@ impl Engine {
         Ok(true)
     }
 
-    /// The underlying store.
-    pub fn store(&mut self) -> &mut Store {
-        &mut self.store
-    }
-
     fn sign(
         &mut self,
         settings: &Settings,

@@ -90,6 +90,19 @@ pub(crate) fn recompute_next_due(tx: &Transaction<'_>, endpoint: &str) -> Result
     Ok(())
 }
 
+/// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,
+/// `?2` now), in the queue's one order: priority first, then due time.
+macro_rules! next_due_task {
+    ($cols:literal) => {
+        concat!(
+            "SELECT ",
+            $cols,
+            " FROM tasks WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
+              ORDER BY priority DESC, due_at, id LIMIT 1"
+        )
+    };
+}
+
 /// Claims the endpoint's next due task (priority first, then due time) for
 /// the request holding `slot`, under a lease.
 pub(crate) fn claim(
@@ -99,11 +112,7 @@ pub(crate) fn claim(
     now: Millis,
 ) -> Result<Option<Claimed>> {
     let row = tx
-        .prepare_cached(
-            "SELECT id, name, args, attempt, timeout FROM tasks
-             WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
-             ORDER BY priority DESC, due_at, id LIMIT 1",
-        )?
+        .prepare_cached(next_due_task!("id, name, args, attempt, timeout"))?
         .query_row(params![endpoint, now], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -195,43 +204,66 @@ pub(crate) fn fail(
     let Some((endpoint, attempt, max_attempts)) = row else {
         return Err(not_held(tx, id)?);
     };
+    let failed = Attempt {
+        id,
+        endpoint: &endpoint,
+        number: attempt,
+        max_attempts,
+    };
+    record_failure(tx, &failed, error, retry_in, now)
+}
+
+/// A task's failed attempt.
+struct Attempt<'a> {
+    id: &'a str,
+    endpoint: &'a str,
+    /// The attempt's number, from 1.
+    number: u32,
+    max_attempts: u32,
+}
+
+/// Records a failed attempt with `error`: the task is dead once its
+/// attempts are spent, else queued again after `retry_in` ms (default:
+/// exponential backoff). Returns the new state.
+fn record_failure(
+    tx: &Transaction<'_>,
+    a: &Attempt<'_>,
+    error: &str,
+    retry_in: Option<Millis>,
+    now: Millis,
+) -> Result<State> {
     let error = clip_error(error);
-    if attempt >= max_attempts {
+    if a.number >= a.max_attempts {
         tx.prepare_cached(
-            "UPDATE tasks SET state = 'dead', last_error = ?2, lease = NULL, lease_until = NULL,
-                              slot_id = NULL, finished_at = ?3, updated_at = ?3
+            "UPDATE tasks SET state = 'dead', attempt = ?2, last_error = ?3, lease = NULL,
+                              lease_until = NULL, slot_id = NULL, finished_at = ?4, updated_at = ?4
              WHERE id = ?1",
         )?
-        .execute(params![id, error, now])?;
+        .execute(params![a.id, a.number, error, now])?;
         return Ok(State::Dead);
     }
-    let due = now + retry_in.unwrap_or_else(|| backoff_ms(attempt, crate::id::random_unit()));
+    let due = now + retry_in.unwrap_or_else(|| backoff_ms(a.number, crate::id::random_unit()));
     tx.prepare_cached(
-        "UPDATE tasks SET state = 'queued', last_error = ?2, lease = NULL, lease_until = NULL,
-                          slot_id = NULL, due_at = ?3, updated_at = ?4
+        "UPDATE tasks SET state = 'queued', attempt = ?2, last_error = ?3, lease = NULL,
+                          lease_until = NULL, slot_id = NULL, due_at = ?4, updated_at = ?5
          WHERE id = ?1",
     )?
-    .execute(params![id, error, due, now])?;
-    lower_next_due(tx, &endpoint, due)?;
+    .execute(params![a.id, a.number, error, due, now])?;
+    lower_next_due(tx, a.endpoint, due)?;
     Ok(State::Queued)
 }
 
 /// Records a failed delivery on the endpoint's next due task: the request
 /// meant to run it never reached `accept()`. The attempt counts; the task
 /// retries after a backoff, or is dead once its attempts are spent.
-/// Returns the task's id, if one was due.
 pub(crate) fn fail_delivery(
     tx: &Transaction<'_>,
     endpoint: &str,
     reason: &str,
     now: Millis,
-) -> Result<Option<String>> {
+) -> Result<()> {
     let row = tx
-        .prepare_cached(
-            "SELECT id, attempt, max_attempts FROM tasks
-             WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
-             ORDER BY priority DESC, due_at, id LIMIT 1",
-        )?
+        .prepare_cached(next_due_task!("id, attempt, max_attempts"))?
         .query_row(params![endpoint, now], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -240,25 +272,16 @@ pub(crate) fn fail_delivery(
             ))
         })
         .optional()?;
-    let Some((id, attempt, max_attempts)) = row else {
-        return Ok(None);
-    };
-    let error = clip_error(reason);
-    if attempt >= max_attempts {
-        tx.prepare_cached(
-            "UPDATE tasks SET state = 'dead', attempt = ?2, last_error = ?3, finished_at = ?4,
-                              updated_at = ?4
-             WHERE id = ?1",
-        )?
-        .execute(params![id, attempt, error, now])?;
-    } else {
-        let due = now + backoff_ms(attempt, crate::id::random_unit());
-        tx.prepare_cached(
-            "UPDATE tasks SET attempt = ?2, last_error = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
-        )?
-        .execute(params![id, attempt, error, due, now])?;
+    if let Some((id, number, max_attempts)) = row {
+        let failed = Attempt {
+            id: &id,
+            endpoint,
+            number,
+            max_attempts,
+        };
+        record_failure(tx, &failed, reason, None, now)?;
     }
-    Ok(Some(id))
+    Ok(())
 }
 
 /// Lengthens the lease of a running task held under `lease` to end

@@ -91,19 +91,11 @@ pub(crate) fn hold_until(tx: &Transaction<'_>, slot: &str, until: Millis) -> Res
     Ok(())
 }
 
-/// Frees a slot; true if it was held.
-pub(crate) fn release(tx: &Transaction<'_>, slot: &str) -> Result<bool> {
-    let endpoint: Option<(String, String)> = tx
-        .prepare_cached("DELETE FROM slots WHERE id = ?1 RETURNING endpoint, state")?
-        .query_row([slot], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((endpoint, state)) = &endpoint {
-        if state == "sent" {
-            // Its request never arrived: the endpoint's tasks are due again.
-            crate::queue::recompute_next_due(tx, endpoint)?;
-        }
-    }
-    Ok(endpoint.is_some())
+/// Frees an accepted slot (sent ones are given up with [`abandon`]).
+pub(crate) fn release(tx: &Transaction<'_>, slot: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM slots WHERE id = ?1")?
+        .execute([slot])?;
+    Ok(())
 }
 
 /// Gives up on a sent request that did not reach `accept()`: frees its slot
