@@ -1,5 +1,6 @@
 //! The `AsyncEngine\Engine` class: the static API of DESIGN.md, each method
 //! converting its PHP arguments and delegating to the core.
+#![allow(non_snake_case)] // PHP parameter names: $olderThan
 
 use crate::convert::{
     args_to_json, entries, json_to_array, scalar, type_name, ArrayArg, Bytes, EmptyArray,
@@ -9,7 +10,7 @@ use crate::process;
 use crate::request;
 use crate::task::Task;
 use async_engine_core::clock::{ms_to_secs, now_ms, secs_to_ms, Millis};
-use async_engine_core::{DeferOptions, Error, Scalar, Settings, TaskInfo};
+use async_engine_core::{DeferOptions, Error, Scalar, Settings, State, TaskInfo};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::error::php_error;
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 #[php(name = "AsyncEngine\\Engine")]
 #[php(flags = ClassFlags::Final)]
 pub struct Engine;
+
+/// Most records `tasks()` returns at once.
+const MAX_LIST: i64 = 1000;
 
 fn settings() -> PhpResult<Settings> {
     process::settings().or_throw()
@@ -352,6 +356,39 @@ impl Engine {
             process::send(&settings, t, [d]);
         }
         Ok(requeued)
+    }
+
+    /// Tasks in `$state` (queued, running, done, dead, cancelled), newest
+    /// first, at most `$limit` (1 to 1000) records as `status()` gives them.
+    #[php(defaults(limit = 100))]
+    pub fn tasks(state: String, limit: i64) -> PhpResult<ZBox<ZendHashTable>> {
+        let Some(parsed) = State::parse(&state) else {
+            return Err(invalid(format!(
+                "state must be one of queued, running, done, dead, cancelled; got \"{}\"",
+                state.escape_debug()
+            )));
+        };
+        if !(1..=MAX_LIST).contains(&limit) {
+            return Err(invalid(format!(
+                "limit must be between 1 and {MAX_LIST}, got {limit}"
+            )));
+        }
+        let settings = settings()?;
+        let found = process::engine(&settings, |e| e.list(parsed, limit as u32)).or_throw()?;
+        let mut a = ZendHashTable::new();
+        for t in found {
+            a.push(info_array(t)?)?;
+        }
+        Ok(a)
+    }
+
+    /// Deletes done and cancelled tasks that finished more than `$olderThan`
+    /// seconds ago, and dead ones too when `$dead`; returns how many.
+    #[php(defaults(olderThan = 0.0, dead = false))]
+    pub fn purge(olderThan: f64, dead: bool) -> PhpResult<i64> {
+        let settings = settings()?;
+        let n = process::engine(&settings, |e| e.purge(olderThan, dead, now_ms())).or_throw()?;
+        Ok(n as i64)
     }
 
     /// Task counts per state, in_flight, max_workers, next_due and oldest_due_age.

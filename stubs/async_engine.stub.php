@@ -102,6 +102,28 @@ final class Engine
     }
 
     /**
+     * Tasks in $state (queued, running, done, dead, cancelled), newest first, at most
+     * $limit (1 to 1000), each record as status() gives it.
+     *
+     * @return list<array<string, mixed>>
+     * @throws InvalidTask for an unknown state or a limit out of range
+     */
+    public static function tasks(string $state, int $limit = 100): array
+    {
+    }
+
+    /**
+     * Deletes done and cancelled tasks that finished more than $olderThan seconds ago,
+     * and dead tasks too when $dead; returns how many. Queued and running tasks are
+     * never purged.
+     *
+     * @throws InvalidTask for a negative or non-finite $olderThan
+     */
+    public static function purge(float $olderThan = 0.0, bool $dead = false): int
+    {
+    }
+
+    /**
      * Counts per state (queued, running, done, dead, cancelled), in_flight, max_workers,
      * next_due (Unix seconds or null) and oldest_due_age (seconds or null).
      *

@@ -374,7 +374,7 @@ impl Engine {
         self.store.read(|tx| queue::status(tx, id))
     }
 
-    /// Tasks in `state`, oldest first.
+    /// Tasks in `state`, newest first.
     pub fn list(&mut self, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
         self.store.read(|tx| queue::list(tx, state, limit))
     }

@@ -417,9 +417,10 @@ pub(crate) fn status(tx: &Transaction<'_>, id: &str) -> Result<Option<TaskInfo>>
         .optional()?)
 }
 
-/// Tasks in `state`, oldest first, at most `limit`.
+/// Tasks in `state`, newest first, at most `limit`.
 pub(crate) fn list(tx: &Transaction<'_>, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-    let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id LIMIT ?2");
+    let sql =
+        format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id DESC LIMIT ?2");
     let rows = tx
         .prepare_cached(&sql)?
         .query_map(params![state.as_str(), limit], info_from_row)?

@@ -148,6 +148,59 @@ final class AcceptTest extends EngineTestCase
         $this->assertStringContainsString("no handler for task 'unknown-task' at /w.php (handlers: ok, boom)", Engine::status($nobody)['last_error']);
     }
 
+    public function testTasksListsNewestFirstAndPurgeDeletesFinishedTasks(): void
+    {
+        $dead = [];
+        for ($i = 0; $i < 3; $i++) {
+            $dead[] = Engine::defer('/w.php', 'doomed', ['i' => $i], ['max_attempts' => 1]);
+        }
+        $done = Engine::defer('/w.php', 'fine');
+        $cancelled = Engine::defer('/w.php', 'later', [], ['delay' => 60]);
+        $queued = Engine::defer('/w.php', 'later', [], ['delay' => 60]);
+        $this->assertTrue(Engine::cancel($cancelled));
+        $this->arriveNext();
+        while ($task = Engine::accept()) {
+            $task->name === 'fine' ? $task->complete() : $task->fail("broke {$task->args['i']}");
+        }
+        $listed = Engine::tasks('dead');
+        $this->assertSame(array_reverse($dead), array_column($listed, 'id'));
+        $this->assertSame(['broke 2', 'broke 1', 'broke 0'], array_column($listed, 'last_error'));
+        $this->assertSame(array_keys(Engine::status($dead[0])), array_keys($listed[0]), 'records as status() gives them');
+        $this->assertSame([$dead[2], $dead[1]], array_column(Engine::tasks('dead', 2), 'id'));
+        $this->assertSame([$done], array_column(Engine::tasks('done'), 'id'));
+        $this->assertSame([$queued], array_column(Engine::tasks('queued'), 'id'));
+        $this->assertSame([], Engine::tasks('running'));
+
+        $this->assertSame(0, Engine::purge(3600), 'nothing finished an hour ago');
+        $this->assertSame(2, Engine::purge(), 'done and cancelled; dead tasks are kept');
+        $this->assertNull(Engine::status($done));
+        $this->assertNull(Engine::status($cancelled));
+        $this->assertSame(3, Engine::purge(0, true));
+        $this->assertSame([], Engine::tasks('dead'));
+        $this->assertSame('queued', Engine::status($queued)['state'], 'queued tasks are never purged');
+    }
+
+    public function testTasksAndPurgeRefuseBadArguments(): void
+    {
+        Engine::defer('/w.php', 't', [], ['delay' => 60]);
+        $before = $this->snapshot();
+        foreach ([
+            fn () => Engine::tasks('finished'),
+            fn () => Engine::tasks('dead', 0),
+            fn () => Engine::tasks('dead', 1001),
+            fn () => Engine::purge(-1),
+            fn () => Engine::purge(NAN, true),
+        ] as $i => $call) {
+            try {
+                $call();
+                $this->fail("call $i was accepted");
+            } catch (InvalidTask $e) {
+                $this->assertMatchesRegularExpression('/state must be one of|limit must be between 1 and 1000|olderThan must be/', $e->getMessage());
+            }
+        }
+        $this->assertSame($before, $this->snapshot());
+    }
+
     public function testFailWithRetryInThenDeadThenRetry(): void
     {
         $id = Engine::defer('/w.php', 't', [], ['max_attempts' => 2]);
