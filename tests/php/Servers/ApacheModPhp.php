@@ -24,7 +24,7 @@ final class ApacheModPhp extends WebServer
             }
             chmod($this->database . $suffix, 0666);
         }
-        $docroot = self::docroot();
+        $docroot = $this->docroot;
         file_put_contents("$d/apache.conf", <<<CONF
             LoadModule mpm_prefork_module $modules/mod_mpm_prefork.so
             LoadModule authz_core_module $modules/mod_authz_core.so

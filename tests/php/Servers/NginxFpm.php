@@ -11,7 +11,7 @@ final class NginxFpm extends WebServer
     /** TLS certificate and key files, to serve HTTPS as server "localhost". */
     private ?array $tls = null;
 
-    public function __construct(string $database, string $secret, string $dir, ?int $port = null, private string $pm = 'static')
+    public function __construct(?string $database, ?string $secret, string $dir, ?int $port = null, private string $pm = 'static')
     {
         parent::__construct($database, $secret, $dir, $port);
     }
@@ -43,10 +43,14 @@ final class NginxFpm extends WebServer
             $pm
             catch_workers_output = yes
             clear_env = no
-            php_admin_value[async_engine.database] = {$this->database}
-            php_admin_value[async_engine.secret] = {$this->secret}
+
             CONF);
-        $docroot = self::docroot();
+        foreach ($this->engineIni() as $name => $value) {
+            file_put_contents("$d/fpm.conf", "php_admin_value[$name] = $value\n", FILE_APPEND);
+        }
+        $docroot = $this->docroot;
+        $frontController = $this->frontController === null ? ''
+            : "location / { try_files \$uri /{$this->frontController}\$is_args\$args; }";
         $listen = $this->tls
             ? "listen 127.0.0.1:{$this->port} ssl;\n server_name localhost;\n ssl_certificate {$this->tls[0]};\n ssl_certificate_key {$this->tls[1]};"
             : "listen 127.0.0.1:{$this->port};\n server_name _;";
@@ -67,6 +71,7 @@ final class NginxFpm extends WebServer
                 server {
                     $listen
                     root $docroot;
+                    $frontController
                     location ~ \.php$ {
                         include /etc/nginx/fastcgi_params;
                         fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;

@@ -9,10 +9,15 @@ final class PhpServer extends WebServer
 {
     protected function commands(): array
     {
-        return [['env', 'PHP_CLI_SERVER_WORKERS=4', PHP_BINARY,
-            '-d', 'async_engine.database=' . $this->database,
-            '-d', 'async_engine.secret=' . $this->secret,
-            '-S', '127.0.0.1:' . $this->port, '-t', self::docroot()]];
+        $command = ['env', 'PHP_CLI_SERVER_WORKERS=4', PHP_BINARY];
+        foreach ($this->engineIni() as $name => $value) {
+            array_push($command, '-d', "$name=$value");
+        }
+        array_push($command, '-S', '127.0.0.1:' . $this->port, '-t', $this->docroot);
+        if ($this->frontController !== null) {
+            $command[] = $this->docroot . '/' . $this->frontController;
+        }
+        return [$command];
     }
 
     public function workerPids(): array

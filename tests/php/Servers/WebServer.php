@@ -6,7 +6,9 @@ namespace AsyncEngine\Tests\Servers;
 
 /**
  * A web server a test starts on 127.0.0.1 (a free port), serving
- * tests/php/fixtures/www with the extension loaded and the test's database.
+ * tests/php/fixtures/www with the extension loaded and the test's database
+ * and secret (or, with site(), another document root and front controller,
+ * the engine settings left to the application when they are null).
  * It runs in its own process group and stops with the test.
  */
 abstract class WebServer
@@ -15,11 +17,32 @@ abstract class WebServer
     /** @var resource[] one per command, in start order */
     protected array $processes = [];
     protected string $dir;
+    protected string $docroot;
+    /** Script that answers paths with no file behind them (a framework's index.php). */
+    protected ?string $frontController = null;
 
-    public function __construct(protected string $database, protected string $secret, string $dir, ?int $port = null)
+    public function __construct(protected ?string $database, protected ?string $secret, string $dir, ?int $port = null)
     {
         $this->dir = $dir;
         $this->port = $port ?? self::freePort();
+        $this->docroot = dirname(__DIR__) . '/fixtures/www';
+    }
+
+    /** Serves `$docroot` instead, routing paths without a file to `$docroot/$frontController`. */
+    public function site(string $docroot, string $frontController = 'index.php'): static
+    {
+        $this->docroot = $docroot;
+        $this->frontController = $frontController;
+        return $this;
+    }
+
+    /** The engine's ini settings this server sets: database and secret, where given. */
+    protected function engineIni(): array
+    {
+        return array_filter([
+            'async_engine.database' => $this->database,
+            'async_engine.secret' => $this->secret,
+        ], fn ($v) => $v !== null);
     }
 
     public static function freePort(): int
@@ -146,11 +169,5 @@ abstract class WebServer
     protected function pid(int $i = 0): int
     {
         return isset($this->processes[$i]) ? proc_get_status($this->processes[$i])['pid'] : 0;
-    }
-
-    /** The document root every server serves. */
-    protected static function docroot(): string
-    {
-        return dirname(__DIR__) . '/fixtures/www';
     }
 }

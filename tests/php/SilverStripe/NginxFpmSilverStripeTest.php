@@ -1,0 +1,21 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests\SilverStripe;
+
+use AsyncEngine\Tests\Servers\NginxFpm;
+use AsyncEngine\Tests\Servers\WebServer;
+
+final class NginxFpmSilverStripeTest extends SilverStripeDispatchTestCase
+{
+    protected static function newServer(string $logs, int $port): WebServer
+    {
+        return new NginxFpm(null, null, $logs, $port);
+    }
+
+    protected function sapi(): string
+    {
+        return 'fpm-fcgi';
+    }
+}

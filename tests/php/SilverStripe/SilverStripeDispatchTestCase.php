@@ -1,0 +1,112 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests\SilverStripe;
+
+use AsyncEngine\Engine;
+
+/**
+ * The SilverStripe module through a real server, with silverstripe/crontask
+ * and symbiote/silverstripe-queuedjobs installed: tasks deferred from pages
+ * run through self-requests and write through the ORM; QueuedJobs start
+ * without their queue runner; `sake dev/cron` kicks; outsiders get 403.
+ */
+abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
+{
+    /** The SAPI task requests run under. */
+    abstract protected function sapi(): string;
+
+    public function testTaskDeferredFromAPageRunsThroughASelfRequestAndWritesThroughTheOrm(): void
+    {
+        $started = microtime(true);
+        $id = $this->page('/async-test/defer?title=page-task');
+        $this->assertLessThan(5, microtime(true) - $started);
+        $task = $this->waitForState($id, 'done');
+        $this->assertSame(['/_async/run', 'App\WriteRecordTask', ['title' => 'page-task', 'fail' => false], 1],
+            [$task['endpoint'], $task['task'], $task['args'], $task['attempt']]);
+        $this->assertSame("task $id via " . $this->sapi(), self::$site->record('page-task'));
+    }
+
+    public function testFailingTaskDiesWithItsErrorAndTheBuildTaskShowsRetriesAndPurgesIt(): void
+    {
+        $id = $this->page('/async-test/defer?title=doomed&fail=1&attempts=1');
+        $task = $this->waitForState($id, 'dead');
+        $this->assertStringStartsWith('DomainException: refusing to write doomed in ', $task['last_error']);
+        $this->assertNull(self::$site->record('doomed'));
+
+        [$code, $out] = self::$site->sake('dev/tasks/async-engine');
+        $this->assertSame(0, $code, $out);
+        $this->assertMatchesRegularExpression('/Tasks: \d+ queued, \d+ running, \d+ done, 1 dead, \d+ cancelled/', $out);
+        $this->assertStringContainsString("$id  /_async/run  App\\WriteRecordTask  attempts 1", $out);
+        $this->assertStringContainsString('DomainException: refusing to write doomed', $out);
+
+        [, $out] = self::$site->sake('dev/tasks/async-engine', "retry=$id");
+        $this->assertStringContainsString('Requeued 1 dead task(s)', $out);
+        $this->waitForState($id, 'dead'); // it fails again, through a new self-request
+        $this->assertSame(1, Engine::status($id)['attempt']);
+
+        [, $out] = self::$site->sake('dev/tasks/async-engine', 'purge=bogus');
+        $this->assertStringContainsString('purge must be "finished" or "all", got "bogus": nothing purged', $out);
+        $this->assertNotNull(Engine::status($id));
+        [, $out] = self::$site->sake('dev/tasks/async-engine', 'purge=all');
+        $this->assertMatchesRegularExpression('/Purged [1-9]\d* done, cancelled and dead task\(s\)/', $out);
+        $this->assertStringContainsString('No dead tasks.', $out);
+        $this->assertNull(Engine::status($id));
+    }
+
+    public function testQueuedJobsStartThroughASelfRequestWithoutTheQueueRunner(): void
+    {
+        $now = $this->page('/async-test/queuejob?title=job-now');
+        $later = $this->page('/async-test/queuejob?title=job-later&delay=2');
+        $this->assertNotNull(self::$site->waitForRecord('job-now'), self::$server->log());
+        $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->record('job-now'));
+        $this->assertNull(self::$site->record('job-later'), 'not before its StartAfter');
+        $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-later'));
+        $deadline = microtime(true) + 10;
+        do {
+            $jobs = self::$site->query("SELECT ID, JobStatus, StartAfter, JobFinished, SavedJobMessages FROM QueuedJobDescriptor WHERE ID IN ($now, $later) ORDER BY ID");
+            usleep(50000);
+        } while (array_column($jobs, 'JobStatus') !== ['Complete', 'Complete'] && microtime(true) < $deadline);
+        $this->assertSame(['Complete', 'Complete'], array_column($jobs, 'JobStatus'), json_encode($jobs));
+        $this->assertGreaterThanOrEqual($jobs[1]['StartAfter'], $jobs[1]['JobFinished'], 'the scheduled job ran at its time');
+        $this->assertStringContainsString('record written', $jobs[0]['SavedJobMessages'], 'QueuedJobs kept its own log');
+    }
+
+    public function testRequestsFromOutsideAreForbiddenAndChangeNothing(): void
+    {
+        $id = $this->page('/async-test/defer?title=untouched&delay=3600');
+        $before = Engine::status($id);
+        $forged = [
+            'X-Async-Engine-Slot' => str_repeat('a', 32),
+            'X-Async-Engine-Time' => (string) time(),
+            'X-Async-Engine-Signature' => str_repeat('0', 64),
+        ];
+        foreach ([['/_async/run', [], 'GET'], ['/_async/run', [], 'POST'], ['/_async/run', $forged, 'POST'],
+            ['/_async/run', ['Host' => 'evil.example'] + $forged, 'POST'], ['/_async', [], 'GET']] as [$path, $headers, $method]) {
+            [$status, $body] = self::$server->request($path, $headers, $method === 'POST' ? 'POST' : null);
+            $this->assertSame(403, $status, "$method $path " . json_encode($headers) . ": $body");
+        }
+        $this->assertSame($before, Engine::status($id));
+        $this->assertSame(0, Engine::stats()['in_flight']);
+    }
+
+    public function testDevCronKicksTasksThatNothingElseWouldStart(): void
+    {
+        // Deferred on the command line (base URL from SS_BASE_URL), due in 1 s;
+        // the CLI process is gone by then and no server worker knows of it.
+        [$code, $out] = self::$site->sake('dev/tasks/defer-test', 'title=cron-task', 'delay=1');
+        $this->assertSame(0, $code, $out);
+        $this->assertMatchesRegularExpression('/deferred ([0-9A-Z]{26})/', $out);
+        preg_match('/deferred ([0-9A-Z]{26})/', $out, $m);
+        usleep(2500000);
+        $this->assertSame('queued', Engine::status($m[1])['state'], 'due, but nothing started it');
+
+        [$code, $out] = self::$site->sake('dev/cron');
+        $this->assertSame(0, $code, $out);
+        $this->assertStringContainsString('AsyncEngine\SilverStripe\KickCronTask will start now', $out);
+        $this->assertStringContainsString('async-engine: kick sent 1 task request(s)', $out);
+        $this->waitForState($m[1], 'done');
+        $this->assertSame("task {$m[1]} via " . $this->sapi(), self::$site->record('cron-task'));
+    }
+}
