@@ -27,7 +27,8 @@ final class Site
         $installer = dirname($repo) . '/shared/silverstripe/new-project.sh';
         $dir = sys_get_temp_dir() . '/async-engine-ss-' . bin2hex(random_bytes(4));
         $site = new self($dir);
-        [$code, $out] = self::exec([$installer, $dir, $repo], ['SS_MODULES' => $modules, 'SS_BASE_URL' => $baseUrl]);
+        // proc_open drops empty variables: " " is "no optional modules" too.
+        [$code, $out] = self::exec([$installer, $dir, $repo], ['SS_MODULES' => $modules ?: ' ', 'SS_BASE_URL' => $baseUrl]);
         if ($code !== 0) {
             throw new \RuntimeException("new-project.sh failed ($code):\n$out");
         }
