@@ -24,3 +24,13 @@ require __DIR__ . '/Servers/ApacheModPhp.php';
 require __DIR__ . '/SilverStripe/Site.php';
 require __DIR__ . '/SilverStripe/SilverStripeTestCase.php';
 require __DIR__ . '/SilverStripe/SilverStripeDispatchTestCase.php';
+
+// The Composer package's classes (PSR-4 AsyncEngine\ => php/), as Composer's autoloader maps them.
+spl_autoload_register(static function (string $class): void {
+    if (str_starts_with($class, 'AsyncEngine\\')) {
+        $file = dirname(__DIR__, 2) . '/php/' . str_replace('\\', '/', substr($class, strlen('AsyncEngine\\'))) . '.php';
+        if (is_file($file)) {
+            require $file;
+        }
+    }
+});
