@@ -71,6 +71,7 @@ final class NginxFpm extends WebServer
                 server {
                     $listen
                     root $docroot;
+                    index index.php index.html;
                     $frontController
                     location ~ \.php$ {
                         include /etc/nginx/fastcgi_params;

@@ -28,8 +28,8 @@ abstract class WebServer
         $this->docroot = dirname(__DIR__) . '/fixtures/www';
     }
 
-    /** Serves `$docroot` instead, routing paths without a file to `$docroot/$frontController`. */
-    public function site(string $docroot, string $frontController = 'index.php'): static
+    /** Serves `$docroot` instead; with a front controller, paths without a file go to `$docroot/$frontController`. */
+    public function site(string $docroot, ?string $frontController = null): static
     {
         $this->docroot = $docroot;
         $this->frontController = $frontController;

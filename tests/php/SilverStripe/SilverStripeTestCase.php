@@ -34,7 +34,7 @@ abstract class SilverStripeTestCase extends TestCase
         self::$site = Site::create(static::modules(), "http://127.0.0.1:$port");
         self::$logs = self::$site->dir . '/server-logs';
         mkdir(self::$logs);
-        self::$server = static::newServer(self::$logs, $port)->site(self::$site->dir . '/public');
+        self::$server = static::newServer(self::$logs, $port)->site(self::$site->dir . '/public', 'index.php');
         self::$server->start();
     }
 
