@@ -338,7 +338,7 @@ impl Engine {
         info.map(info_array).transpose()
     }
 
-    /// Cancels a queued task; false if it is not queued.
+    /// Cancels a queued task or gives up on a dead one; false if it is neither.
     pub fn cancel(id: String) -> PhpResult<bool> {
         let settings = settings()?;
         process::engine(&settings, |e| e.cancel(&id, now_ms())).or_throw()
@@ -391,7 +391,26 @@ impl Engine {
         Ok(n as i64)
     }
 
-    /// Task counts per state, in_flight, max_workers, next_due and oldest_due_age.
+    /// Tasks finished per `$bucket` seconds over the last `$seconds`, oldest
+    /// first: a list of `['at' => float, 'done' => int, 'dead' => int]`.
+    #[php(defaults(seconds = 300.0, bucket = 10.0))]
+    pub fn history(seconds: f64, bucket: f64) -> PhpResult<ZBox<ZendHashTable>> {
+        let settings = settings()?;
+        let found =
+            process::engine(&settings, |e| e.history(seconds, bucket, now_ms())).or_throw()?;
+        let mut a = ZendHashTable::new();
+        for f in found {
+            let mut row = ZendHashTable::new();
+            row.insert("at", secs(f.at))?;
+            row.insert("done", f.done)?;
+            row.insert("dead", f.dead)?;
+            a.push(row)?;
+        }
+        Ok(a)
+    }
+
+    /// Task counts per state, in_flight, max_workers, next_due, oldest_due_age, and
+    /// busy_naps (this process's waits for another writer's lock).
     pub fn stats() -> PhpResult<ZBox<ZendHashTable>> {
         let settings = settings()?;
         let now = now_ms();
@@ -404,6 +423,7 @@ impl Engine {
         a.insert("max_workers", i64::from(stats.max_workers))?;
         a.insert("next_due", stats.next_due.map(secs))?;
         a.insert("oldest_due_age", stats.oldest_due_age.map(secs))?;
+        a.insert("busy_naps", async_engine_core::busy_naps() as i64)?;
         Ok(a)
     }
 

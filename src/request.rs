@@ -7,7 +7,7 @@ use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADE
 use async_engine_core::Settings;
 use ext_php_rs::ffi::zend_is_auto_global;
 use ext_php_rs::types::{ZendHashTable, ZendStr};
-use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals};
+use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals, SapiModule};
 use std::net::{IpAddr, SocketAddr};
 
 /// `$_SERVER` key of a request header.
@@ -92,13 +92,14 @@ pub fn target(settings: &Settings) -> Option<Target> {
 }
 
 /// Whether this process serves web requests and outlives them (php-fpm,
-/// mod_php, `php -S`), rather than running one CLI script.
+/// mod_php, `php -S`), rather than running one CLI script. Read from the
+/// SAPI module itself: at request shutdown the PHP_SAPI constant may already
+/// be gone, which made CLI scripts skip waiting for their requests.
 pub fn persistent_sapi() -> bool {
-    let globals = ExecutorGlobals::get();
-    let sapi = globals
-        .constants()
-        .and_then(|c| c.get("PHP_SAPI"))
-        .and_then(|z| z.string())
+    let module = SapiModule::get();
+    // SAFETY: the SAPI's name is a static C string set before any request.
+    let name = unsafe { module.name.as_ref() }
+        .map(|n| unsafe { std::ffi::CStr::from_ptr(n) }.to_bytes().to_vec())
         .unwrap_or_default();
-    sapi != "cli" && sapi != "phpdbg" && sapi != "embed"
+    !matches!(name.as_slice(), b"cli" | b"phpdbg" | b"embed")
 }

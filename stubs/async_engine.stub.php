@@ -91,7 +91,10 @@ final class Engine
     {
     }
 
-    /** Cancels a queued task; false when it is not queued. */
+    /**
+     * Cancels a queued task, or gives up on a dead one (it keeps its error and is
+     * purged with retention like any cancelled task); false when it is neither.
+     */
     public static function cancel(string $id): bool
     {
     }
@@ -124,8 +127,21 @@ final class Engine
     }
 
     /**
+     * Tasks that finished done and dead per $bucket seconds over the last $seconds,
+     * oldest first, one row per interval (zeros when idle); intervals start at
+     * multiples of $bucket and the last one holds the current time.
+     *
+     * @return list<array{at: float, done: int, dead: int}>
+     * @throws InvalidTask unless both are positive and $seconds / $bucket <= 1000
+     */
+    public static function history(float $seconds = 300.0, float $bucket = 10.0): array
+    {
+    }
+
+    /**
      * Counts per state (queued, running, done, dead, cancelled), in_flight, max_workers,
-     * next_due (Unix seconds or null) and oldest_due_age (seconds or null).
+     * next_due (Unix seconds or null), oldest_due_age (seconds or null), and busy_naps:
+     * how many times this process has waited for another writer's lock (contention).
      *
      * @return array<string, int|float|null>
      */

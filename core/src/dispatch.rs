@@ -148,6 +148,10 @@ fn with_engine<T>(
     f(guard.as_mut().expect("opened above"))
 }
 
+/// One timer per queue this process serves: a process may send for several
+/// sites or databases, and one's wake-up must not displace another's.
+type WakeKey = (Target, std::path::PathBuf);
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     commands: mpsc::UnboundedSender<Command>,
@@ -155,11 +159,13 @@ async fn run(
 ) {
     let mut clients = HashMap::new();
     let engine: SharedEngine = Arc::default();
-    let mut wake: Option<(Millis, Target, Settings)> = None;
+    let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
     loop {
-        let sleep = wake
-            .as_ref()
-            .map(|(at, ..)| Duration::from_millis((at - now_ms()).max(0) as u64));
+        let sleep = wakes
+            .values()
+            .map(|(at, _)| *at)
+            .min()
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
         tokio::select! {
             command = rx.recv() => match command {
                 None => break,
@@ -174,16 +180,24 @@ async fn run(
                     }
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
-                    if wake.as_ref().is_none_or(|(w, ..)| at < *w) {
-                        wake = Some((at, target, settings));
+                    let key = (target, settings.database_path());
+                    if wakes.get(&key).is_none_or(|(w, _)| at < *w) {
+                        wakes.insert(key, (at, settings));
                     }
                 }
             },
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
-                let Some((_, target, settings)) = wake.take() else { continue };
                 let now = now_ms();
-                let due = with_engine(&engine, &settings, |e| Ok((e.kick(&settings, now)?, e.next_wake(now)?)));
-                if let Ok((dispatches, next)) = due {
+                let due: Vec<WakeKey> = wakes
+                    .iter()
+                    .filter(|(_, (at, _))| *at <= now)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in due {
+                    let Some((_, settings)) = wakes.remove(&key) else { continue };
+                    let target = key.0.clone();
+                    let work = with_engine(&engine, &settings, |e| Ok((e.kick(&settings, now)?, e.next_wake(now)?)));
+                    let Ok((dispatches, next)) = work else { continue };
                     if let Some(client) = client_for(&mut clients, &target) {
                         for d in dispatches {
                             pending.fetch_add(1, Ordering::SeqCst);
@@ -192,7 +206,7 @@ async fn run(
                     }
                     if let Some(next) = next {
                         // Never spin on a deadline that could not be reaped.
-                        wake = Some((next.max(now + MIN_WAKE_MS), target, settings));
+                        wakes.insert(key, (next.max(now + MIN_WAKE_MS), settings));
                     }
                 }
             }
@@ -201,7 +215,10 @@ async fn run(
 }
 
 /// Delivers a request; when it did not reach `accept()`, records the failed
-/// delivery and delivers whatever the freed slot goes to next.
+/// delivery and delivers whatever the freed slot goes to next. When the
+/// request failed after `accept()` (its worker was killed: the server
+/// answers 502), this sender wakes when that task's lease ends, to reap and
+/// retry it, rather than leave it to the next request or cron.
 async fn deliver(
     client: reqwest::Client,
     mut dispatch: Dispatch,
@@ -212,13 +229,18 @@ async fn deliver(
     commands: mpsc::UnboundedSender<Command>,
 ) {
     loop {
-        let reason = post(&client, &dispatch, &target).await;
+        let (reason, answered) = post(&client, &dispatch, &target).await;
         // A no-op when the endpoint accepted the slot (the usual case).
         let now = now_ms();
         let failed = with_engine(&engine, &settings, |e| {
             let (abandoned, next) = e.dispatch_failed(&settings, &dispatch.slot, &reason, now)?;
-            // A failed task retries after its backoff: be there.
-            let wake = if abandoned { e.next_wake(now)? } else { None };
+            // A failed task retries after its backoff, a dead worker's task
+            // after its lease: be there.
+            let wake = if abandoned || !answered {
+                e.next_wake(now)?
+            } else {
+                None
+            };
             Ok((next, wake))
         });
         let Ok((next, wake)) = failed else { break };
@@ -233,8 +255,9 @@ async fn deliver(
     pending.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Sends one request; returns what to record if its slot was never accepted.
-async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> String {
+/// Sends one request; returns what to record if its slot was never accepted,
+/// and whether the server answered with success.
+async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> (String, bool) {
     let url = format!("{}{}", target.base.origin(), d.endpoint);
     let answer = client
         .post(&url)
@@ -246,13 +269,17 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> String
         .send()
         .await;
     match answer {
-        Ok(r) if r.status().is_success() => {
+        Ok(r) if r.status().is_success() => (
             format!(
                 "{url} answered HTTP {} without calling accept()",
                 r.status().as_u16()
-            )
-        }
-        Ok(r) => format!("{url} answered HTTP {}", r.status().as_u16()),
+            ),
+            true,
+        ),
+        Ok(r) => (
+            format!("{url} answered HTTP {}", r.status().as_u16()),
+            false,
+        ),
         Err(e) => {
             let what = if e.is_timeout() {
                 "timed out"
@@ -267,7 +294,7 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> String
                 cause = s.to_string();
                 source = s.source();
             }
-            format!("request to {url} {what}: {cause}")
+            (format!("request to {url} {what}: {cause}"), false)
         }
     }
 }

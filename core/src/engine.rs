@@ -71,6 +71,20 @@ pub struct Stats {
     pub oldest_due_age: Option<Millis>,
 }
 
+/// Tasks finished in one interval of `history()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    /// Start of the interval.
+    pub at: Millis,
+    /// Tasks that completed in it.
+    pub done: i64,
+    /// Tasks that died in it (failed their last attempt).
+    pub dead: i64,
+}
+
+/// Most intervals `history()` returns.
+pub const MAX_HISTORY_BUCKETS: i64 = 1000;
+
 /// One process's handle on the engine: the database connection and what it caches.
 pub struct Engine {
     store: Store,
@@ -379,7 +393,7 @@ impl Engine {
         self.store.read(|tx| queue::list(tx, state, limit))
     }
 
-    /// Cancels a queued task; false if it is not queued.
+    /// Cancels a queued or dead task; false if it is neither.
     pub fn cancel(&mut self, id: &str, now: Millis) -> Result<bool> {
         self.store.write(|tx| queue::cancel(tx, id, now))
     }
@@ -413,6 +427,39 @@ impl Engine {
         let before = now - check_seconds("olderThan", older_than, false)?;
         self.store
             .write(|tx| queue::purge(tx, before, dead, u32::MAX))
+    }
+
+    /// Tasks finished done and dead per `bucket` seconds over the last
+    /// `seconds`, oldest first, every interval present (zero when idle). The
+    /// intervals are aligned to multiples of `bucket`; the last one holds `now`.
+    pub fn history(&mut self, seconds: f64, bucket: f64, now: Millis) -> Result<Vec<Finished>> {
+        let span = check_seconds("seconds", seconds, true)?;
+        let width = check_seconds("bucket", bucket, true)?;
+        if width == 0 || span / width > MAX_HISTORY_BUCKETS {
+            return Err(Error::InvalidTask(format!(
+                "seconds / bucket must be at most {MAX_HISTORY_BUCKETS} intervals of at least \
+                 1 ms, got {seconds} / {bucket}"
+            )));
+        }
+        let last = now.div_euclid(width) * width;
+        let first = last - (span - 1).div_euclid(width) * width;
+        let rows = self
+            .store
+            .read(|tx| queue::finished_per_bucket(tx, first, width))?;
+        let mut out: Vec<Finished> = (0..=(last - first) / width)
+            .map(|i| Finished {
+                at: first + i * width,
+                done: 0,
+                dead: 0,
+            })
+            .collect();
+        for (at, done, dead) in rows {
+            if let Some(f) = out.get_mut(((at - first) / width) as usize) {
+                f.done = done;
+                f.dead = dead;
+            }
+        }
+        Ok(out)
     }
 
     /// Counts per state, slots in flight, next due time, age of the oldest due task.

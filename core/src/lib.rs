@@ -20,9 +20,10 @@ mod slots;
 pub mod store;
 pub mod task;
 
-pub use engine::{Accepted, Deferred, Dispatch, Engine, Stats};
+pub use engine::{Accepted, Deferred, Dispatch, Engine, Finished, Stats, MAX_HISTORY_BUCKETS};
 pub use error::{Error, Result};
 pub use scalar::Scalar;
 pub use settings::Settings;
 pub use slots::{GRACE_MS, SENT_TTL_MS};
+pub use store::busy_naps;
 pub use task::{Claimed, DeferOptions, State, TaskInfo};

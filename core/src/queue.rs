@@ -92,12 +92,16 @@ pub(crate) fn recompute_next_due(tx: &Transaction<'_>, endpoint: &str) -> Result
 
 /// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,
 /// `?2` now), in the queue's one order: priority first, then due time.
+/// Walks the claim index in that order and stops at the first due task;
+/// left to itself SQLite picks the (endpoint, due_at) index and sorts every
+/// due task, which made each claim cost grow with the queue's depth.
 macro_rules! next_due_task {
     ($cols:literal) => {
         concat!(
             "SELECT ",
             $cols,
-            " FROM tasks WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
+            " FROM tasks INDEXED BY tasks_claim
+              WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
               ORDER BY priority DESC, due_at, id LIMIT 1"
         )
     };
@@ -312,12 +316,13 @@ pub(crate) fn extend(
     }
 }
 
-/// Cancels a queued task; false if it is not queued.
+/// Cancels a queued task, or gives up on a dead one (which then goes with
+/// retention like any cancelled task); false if it is neither.
 pub(crate) fn cancel(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<bool> {
     let endpoint: Option<String> = tx
         .prepare_cached(
             "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2
-             WHERE id = ?1 AND state = 'queued' RETURNING endpoint",
+             WHERE id = ?1 AND state IN ('queued', 'dead') RETURNING endpoint",
         )?
         .query_row(params![id, now], |r| r.get(0))
         .optional()?;
@@ -366,17 +371,21 @@ pub(crate) fn reap_leases(tx: &Transaction<'_>, now: Millis) -> Result<usize> {
     Ok(expired.len())
 }
 
-/// Deletes up to `limit` done and cancelled tasks that finished before
+/// Deletes up to `?3` done and cancelled tasks (and dead ones when `?2`)
+/// that finished at or before `?1`. INDEXED BY: with `?2` a parameter SQLite
+/// would otherwise OR two scans of the state index and read every done task
+/// at the end of every request.
+const PURGE: &str = "DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY tasks_finished WHERE finished_at <= ?1
+      AND (state IN ('done', 'cancelled') OR (?2 AND state = 'dead'))
+    LIMIT ?3)";
+
+/// Deletes up to `limit` done and cancelled tasks that finished at or before
 /// `before`; returns how many. Dead tasks are kept until retried or purged
 /// with `dead` set.
 pub(crate) fn purge(tx: &Transaction<'_>, before: Millis, dead: bool, limit: u32) -> Result<usize> {
     let n = tx
-        .prepare_cached(
-            "DELETE FROM tasks WHERE id IN (
-                SELECT id FROM tasks WHERE finished_at < ?1
-                  AND (state IN ('done', 'cancelled') OR (?2 AND state = 'dead'))
-                LIMIT ?3)",
-        )?
+        .prepare_cached(PURGE)?
         .execute(params![before, dead, limit])?;
     Ok(n)
 }
@@ -417,13 +426,36 @@ pub(crate) fn status(tx: &Transaction<'_>, id: &str) -> Result<Option<TaskInfo>>
         .optional()?)
 }
 
+/// SQL of [`list`]: `?1` the state, `?2` the limit.
+fn list_sql() -> String {
+    format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
+}
+
 /// Tasks in `state`, newest first, at most `limit`.
 pub(crate) fn list(tx: &Transaction<'_>, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-    let sql =
-        format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id DESC LIMIT ?2");
+    let sql = list_sql();
     let rows = tx
         .prepare_cached(&sql)?
         .query_map(params![state.as_str(), limit], info_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// Tasks that finished `done` and `dead` per `bucket` milliseconds since
+/// `since`, as (bucket start, done, dead), only for buckets with any.
+pub(crate) fn finished_per_bucket(
+    tx: &Transaction<'_>,
+    since: Millis,
+    bucket: Millis,
+) -> Result<Vec<(Millis, i64, i64)>> {
+    let rows = tx
+        .prepare_cached(
+            "SELECT (finished_at / ?2) * ?2 AS b, sum(state = 'done'), sum(state = 'dead')
+             FROM tasks WHERE finished_at >= ?1 GROUP BY b ORDER BY b",
+        )?
+        .query_map(params![since, bucket], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
@@ -451,4 +483,56 @@ pub(crate) fn counts(tx: &Transaction<'_>) -> Result<(Counts, Option<Millis>)> {
         )?
         .query_row([], |r| r.get(0))?;
     Ok((counts, next_due))
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// SQLite's plan for `sql` on the schema, parameters bound (plans with
+    /// literals can differ).
+    fn plan(sql: &str, params: usize) -> String {
+        let conn = Connection::open_in_memory().unwrap();
+        for migration in crate::store::MIGRATIONS {
+            conn.execute_batch(migration).unwrap();
+        }
+        let values = vec![rusqlite::types::Value::Integer(0); params];
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows.join("\n")
+    }
+
+    /// The claim walks its index however deep the queue: no sort of the due tasks.
+    #[test]
+    fn the_claim_query_walks_the_claim_index_without_sorting() {
+        let plan = plan(next_due_task!("id, name, args, attempt, timeout"), 2);
+        assert!(plan.contains("USING INDEX tasks_claim"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// A state's newest tasks come from the index, not from sorting them all.
+    #[test]
+    fn listing_a_state_walks_the_state_index_without_sorting() {
+        let plan = plan(&super::list_sql(), 2);
+        assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// Retention purge at every request's end reads only tasks old enough,
+    /// not every finished task.
+    #[test]
+    fn the_purge_query_walks_the_finished_index() {
+        let plan = plan(super::PURGE, 3);
+        assert!(
+            plan.contains("USING INDEX tasks_finished (finished_at<?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("tasks_state"), "{plan}");
+    }
 }

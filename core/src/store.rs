@@ -11,6 +11,15 @@ use std::time::Duration;
 /// busy handler is a plain function, so it reads it from here.
 static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
 
+/// Naps this process has taken waiting for another writer's lock.
+static BUSY_NAPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process has waited for another writer's lock (each
+/// nap of the busy handler counts once): a measure of write contention.
+pub fn busy_naps() -> u64 {
+    BUSY_NAPS.load(Ordering::Relaxed)
+}
+
 /// Microseconds spent napping before nap number `count` (see [`busy_wait`]).
 fn napped_us(count: i32) -> u64 {
     match count {
@@ -29,6 +38,7 @@ fn busy_wait(count: i32) -> bool {
         return false;
     }
     let nap = if count < 6 { 20u64 << count } else { 1000 };
+    BUSY_NAPS.fetch_add(1, Ordering::Relaxed);
     std::thread::sleep(Duration::from_micros(nap));
     true
 }
@@ -39,10 +49,11 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 }
 
 /// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+pub(crate) const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -96,7 +107,14 @@ CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX tasks_state ON tasks(state);
 CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#];
+"#,
+    r#"
+-- 2: a state's tasks newest first straight from the index (tasks(), the
+-- status page), not by sorting every task in that state.
+DROP INDEX tasks_state;
+CREATE INDEX tasks_state ON tasks(state, id);
+"#,
+];
 
 /// One open connection to the engine's database.
 pub struct Store {
@@ -334,5 +352,51 @@ fn writable(dir: &Path) -> bool {
             true
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 database (as 0.1 releases wrote it) is migrated on open
+    /// and keeps its tasks.
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_tasks() {
+        let dir = std::env::temp_dir().join(format!("async-engine-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO tasks (id, endpoint, name, args, state, due_at, max_attempts, timeout,
+                                    created_at, updated_at)
+                 VALUES ('01A', '/w.php', 't', '[]', 'dead', 0, 5, 300000, 0, 0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let settings = Settings {
+            database: Some(path.to_string_lossy().into_owned()),
+            ..Settings::default()
+        };
+        let mut store = Store::open(&settings).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let indexed: String = store
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'tasks_state'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(indexed.contains("(state, id)"), "{indexed}");
+        let dead = store
+            .read(|tx| crate::queue::list(tx, crate::task::State::Dead, 10))
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -233,7 +233,6 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     }
     assert!((1000..=1250).contains(&dues[0]), "{dues:?}");
     assert!((2000..=2500).contains(&dues[1]), "{dues:?}");
-    assert!(!e.cancel(&id, now).unwrap(), "dead is not cancellable");
     let (requeued, _) = e.retry(&s, &id, true, now).unwrap();
     assert!(requeued);
     let info = e.status(&id).unwrap().unwrap();
@@ -272,7 +271,7 @@ fn explicit_retry_in_and_unknown_tasks() {
 }
 
 #[test]
-fn cancel_only_queued_and_unique_returns_the_live_task() {
+fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
     let dir = TempDir::new("cancel");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
@@ -295,6 +294,40 @@ fn cancel_only_queued_and_unique_returns_the_live_task() {
         c.created && c.id != a.id,
         "the key is free once the task is cancelled"
     );
+    // A running task cannot be cancelled; a dead one can, and then not retried.
+    let d = e
+        .defer(
+            &s,
+            None,
+            "/x.php",
+            "x",
+            "[]",
+            &opts(&[("max_attempts", Scalar::Int(1))]),
+            true,
+            T0 + 5,
+        )
+        .unwrap();
+    let acc = e
+        .accept(&s, &received(&d.dispatch.unwrap()), true, T0 + 6)
+        .unwrap();
+    let t = acc.task.unwrap();
+    assert!(!e.cancel(&t.id, T0 + 7).unwrap(), "running");
+    assert_eq!(
+        e.fail(&t.id, &t.lease, "gone", None, T0 + 8).unwrap(),
+        State::Dead
+    );
+    assert!(e.cancel(&t.id, T0 + 9).unwrap(), "dead");
+    let info = e.status(&t.id).unwrap().unwrap();
+    assert_eq!(
+        (info.state, info.finished_at),
+        (State::Cancelled, Some(T0 + 9))
+    );
+    assert_eq!(
+        info.last_error.as_deref(),
+        Some("gone"),
+        "the error is kept"
+    );
+    assert!(!e.retry(&s, &t.id, true, T0 + 10).unwrap().0);
 }
 
 #[test]
@@ -457,4 +490,50 @@ fn bad_input_is_refused_and_changes_nothing() {
     let stats = e.stats(&s, T0).unwrap();
     assert!(stats.counts.iter().all(|(_, n)| *n == 0));
     assert_eq!(stats.in_flight, 0);
+}
+
+#[test]
+fn history_counts_finished_tasks_per_interval_with_idle_intervals_as_zero() {
+    let dir = TempDir::new("history");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let mut ids = vec![];
+    for name in ["a", "b", "c"] {
+        let o = opts(&[("max_attempts", Scalar::Int(1))]);
+        let d = e
+            .defer(&s, None, "/w.php", name, "[]", &o, true, T0)
+            .unwrap();
+        ids.push(d.dispatch.unwrap());
+    }
+    // a done at T0 + 1 s, b done at T0 + 21 s, c dead at T0 + 21.5 s.
+    for (i, (d, at)) in ids.iter().zip([1_000, 21_000, 21_500]).enumerate() {
+        let acc = e.accept(&s, &received(d), true, T0 + at).unwrap();
+        let t = acc.task.unwrap();
+        if i < 2 {
+            e.complete(&t.id, &t.lease, T0 + at).unwrap();
+        } else {
+            e.fail(&t.id, &t.lease, "x", None, T0 + at).unwrap();
+        }
+    }
+    let now = T0 + 25_000;
+    let h = e.history(30.0, 10.0, now).unwrap();
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(h[2].at, now - now % 10_000, "last interval holds now");
+    assert!(h.windows(2).all(|w| w[1].at - w[0].at == 10_000));
+    let total: Vec<(i64, i64)> = h.iter().map(|f| (f.done, f.dead)).collect();
+    let sum = total.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert_eq!(sum, (2, 1), "{h:?}");
+    let with_c = h.iter().find(|f| f.dead == 1).unwrap();
+    assert!(with_c.at <= T0 + 21_500 && T0 + 21_500 < with_c.at + 10_000);
+    // Nothing finished later: the intervals exist with zeros.
+    let later = e.history(10.0, 1.0, T0 + 100_000).unwrap();
+    assert_eq!(later.len(), 10);
+    assert!(later.iter().all(|f| f.done == 0 && f.dead == 0));
+    for (secs, bucket) in [(0.0, 1.0), (10.0, 0.0), (2000.0, 1.0), (f64::NAN, 1.0)] {
+        let err = e.history(secs, bucket, now).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTask(_)),
+            "{secs}/{bucket}: {err}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use async_engine_core::{DeferOptions, Engine, Error, Settings};
+use async_engine_core::{busy_naps, DeferOptions, Engine, Error, Settings};
 use common::*;
 use rusqlite::Connection;
 
@@ -85,6 +85,7 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
     let holder = Connection::open(dir.db()).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
+    let naps = busy_naps();
     let err = e
         .defer(
             &s,
@@ -98,6 +99,8 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
         )
         .unwrap_err();
     assert!(started.elapsed().as_secs_f64() >= 0.19);
+    // 20 µs doubling to 1 ms: about 190 naps in 0.2 s (other tests may add theirs).
+    assert!(busy_naps() - naps >= 100, "the waits are counted");
     match &err {
         Error::Storage(m) => assert!(m.contains("locked") && m.contains("busy_timeout"), "{m}"),
         other => panic!("{other:?}"),

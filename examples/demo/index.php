@@ -1,34 +1,63 @@
 <?php
 
-// The demo page: defers tasks and shows what the engine holds.
-use AsyncEngine\Engine;
+declare(strict_types=1);
 
-if (($_POST['burst'] ?? '') !== '') {
-    $n = max(1, min(100, (int) $_POST['burst']));
-    for ($i = 1; $i <= $n; $i++) {
-        Engine::defer('/worker.php', $i % 5 === 0 ? 'slow' : 'fast', ['n' => $i], ['delay' => $i % 3 === 0 ? 2 : 0]);
+// The demo's page: buttons that defer bursts of tasks, and the engine's
+// status page below them. Authorised for everyone: it only listens on
+// 127.0.0.1. Task code is in worker.php.
+
+use AsyncEngine\Engine;
+use AsyncEngine\StatusPage;
+
+require dirname(__DIR__, 2) . '/php/StatusPage.php';
+
+/** Button value => [label, tasks as [name, args, options]]. */
+function bursts(): array
+{
+    $fast = fn (int $n) => array_map(fn ($i) => ['fast', ['n' => $i], []], range(1, $n));
+    $slow = array_map(fn ($i) => ['slow', ['n' => $i, 'ms' => 400 + 150 * $i], []], range(1, 4));
+    $failing = array_map(
+        fn ($i) => ['failing', ['order' => 1000 + $i], ['max_attempts' => 2]],
+        range(1, 3)
+    );
+    $delayed = array_map(fn ($i) => ['fast', ['n' => $i, 'delayed' => 5], ['delay' => 5]], range(1, 5));
+    return [
+        'burst' => ['Defer a burst: 20 fast, 4 slow, 3 failing, 5 delayed', [...$fast(20), ...$slow, ...$failing, ...$delayed]],
+        'fast' => ['50 fast', $fast(50)],
+        'slow' => ['4 slow', $slow],
+        'failing' => ['3 failing', $failing],
+        'delayed' => ['5 delayed by 5 s', $delayed],
+    ];
+}
+
+if (($_SERVER['REQUEST_METHOD'] ?? '') === 'POST' && isset($_POST['defer'])) {
+    $burst = bursts()[$_POST['defer']] ?? null;
+    if ($burst === null) {
+        http_response_code(400);
+        exit("unknown burst\n");
     }
-    header('Location: /', true, 303);
+    foreach ($burst[1] as [$name, $args, $options]) {
+        Engine::defer('/worker.php', $name, $args, $options);
+    }
+    $n = count($burst[1]);
+    header('Location: /?' . http_build_query(['msg' => "Deferred $n tasks."]), true, 303);
     exit;
 }
-if (isset($_GET['kick'])) {
-    Engine::kick();
-    header('Location: /', true, 303);
-    exit;
+
+$buttons = '';
+foreach (bursts() as $value => [$label]) {
+    $buttons .= '<button name="defer" value="' . $value . '"' . ($value === 'burst' ? ' class="primary"' : '') . '>'
+        . htmlspecialchars($label) . '</button> ';
 }
-$stats = Engine::stats();
-?>
-<!doctype html>
-<meta charset="utf-8">
-<title>async-engine demo</title>
-<style>body{font:15px system-ui;margin:2em auto;max-width:46em} td,th{padding:.2em .8em;text-align:left}</style>
-<h1>async-engine demo</h1>
-<form method="post"><button name="burst" value="20">Defer 20 tasks</button>
-    <a href="/?kick=1">kick()</a></form>
-<h2>Engine::stats()</h2>
-<table>
-<?php foreach ($stats as $key => $value): ?>
-    <tr><th><?= htmlspecialchars($key) ?></th><td><?= htmlspecialchars(var_export($value, true)) ?></td></tr>
-<?php endforeach ?>
-</table>
-<p>Database: <code><?= htmlspecialchars(ini_get('async_engine.database') ?: sys_get_temp_dir() . '/async-engine.sqlite') ?></code></p>
+$maxWorkers = (int) ini_get('async_engine.max_workers');
+$database = ini_get('async_engine.database') ?: sys_get_temp_dir() . '/async-engine.sqlite';
+$intro = <<<HTML
+    <style>.demo button{font:inherit;padding:.4em .8em;margin:.2em .2em .2em 0}
+    .demo .primary{font-weight:600}.demo p{color:#5b6475}</style>
+    <form method="post" class="demo">$buttons
+    <p>Each task is a signed request from this server to <code>/worker.php</code> (at most
+    {$maxWorkers} at once). Failing tasks throw, retry once after about a
+    second, then stay dead with their error. Database: <code>{$database}</code></p></form>
+    HTML;
+
+StatusPage::serve(['authorised' => true, 'title' => 'async-engine demo', 'intro' => $intro]);

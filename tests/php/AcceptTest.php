@@ -180,6 +180,29 @@ final class AcceptTest extends EngineTestCase
         $this->assertSame('queued', Engine::status($queued)['state'], 'queued tasks are never purged');
     }
 
+    public function testHistoryCountsFinishedTasksPerInterval(): void
+    {
+        $empty = Engine::history(60, 10);
+        $this->assertCount(6, $empty);
+        $this->assertSame([0], array_values(array_unique(array_merge(array_column($empty, 'done'), array_column($empty, 'dead')))));
+        foreach (['a', 'b', 'c'] as $name) {
+            Engine::defer('/w.php', $name, [], ['max_attempts' => 1]);
+        }
+        $this->arriveNext();
+        while ($task = Engine::accept()) {
+            $task->name === 'c' ? $task->fail('no') : $task->complete();
+        }
+        $now = microtime(true);
+        $rows = Engine::history();
+        $this->assertCount(30, $rows, '300 s in 10 s intervals');
+        $last = end($rows);
+        $this->assertSame(['at', 'done', 'dead'], array_keys($last));
+        $this->assertEqualsWithDelta(floor($now / 10) * 10, $last['at'], 10.001, 'the last interval holds now');
+        $this->assertSame(2, array_sum(array_column($rows, 'done')));
+        $this->assertSame(1, array_sum(array_column($rows, 'dead')));
+        $this->assertSame(10.0, $rows[1]['at'] - $rows[0]['at']);
+    }
+
     public function testTasksAndPurgeRefuseBadArguments(): void
     {
         Engine::defer('/w.php', 't', [], ['delay' => 60]);
@@ -190,15 +213,34 @@ final class AcceptTest extends EngineTestCase
             fn () => Engine::tasks('dead', 1001),
             fn () => Engine::purge(-1),
             fn () => Engine::purge(NAN, true),
+            fn () => Engine::history(0),
+            fn () => Engine::history(60, -1),
+            fn () => Engine::history(2000, 1),
+            fn () => Engine::history(INF),
         ] as $i => $call) {
             try {
                 $call();
                 $this->fail("call $i was accepted");
             } catch (InvalidTask $e) {
-                $this->assertMatchesRegularExpression('/state must be one of|limit must be between 1 and 1000|olderThan must be/', $e->getMessage());
+                $this->assertMatchesRegularExpression('/state must be one of|limit must be between 1 and 1000|olderThan must be|seconds must be|bucket must be|at most 1000 intervals/', $e->getMessage());
             }
         }
         $this->assertSame($before, $this->snapshot());
+    }
+
+    public function testCancelGivesUpOnADeadTaskButNotARunningOne(): void
+    {
+        $id = Engine::defer('/w.php', 't', [], ['max_attempts' => 1]);
+        $this->arriveNext();
+        $task = Engine::accept();
+        $this->assertFalse(Engine::cancel($id), 'running');
+        $task->fail('hopeless');
+        $this->assertTrue(Engine::cancel($id), 'dead');
+        $record = Engine::status($id);
+        $this->assertSame(['cancelled', 'hopeless'], [$record['state'], $record['last_error']]);
+        $this->assertFalse(Engine::retry($id));
+        $this->assertSame([], Engine::tasks('dead'));
+        $this->assertSame(1, Engine::purge(), 'purged with the cancelled tasks');
     }
 
     public function testFailWithRetryInThenDeadThenRetry(): void

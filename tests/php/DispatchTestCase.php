@@ -99,6 +99,22 @@ abstract class DispatchTestCase extends EngineTestCase
         }
     }
 
+    public function testACliScriptThatExitsAtOnceStillGetsItsTasksStarted(): void
+    {
+        // Regression: a CLI script skipped waiting for its requests to go out, so
+        // they died with it and their slots waited 60 s to be given up.
+        [$code, , $err] = $this->runPhp(sprintf(<<<'PHP'
+            <?php
+            for ($i = 0; $i < 5; $i++) {
+                AsyncEngine\Engine::defer('/worker.php', 'append', ['file' => %s, 'line' => "quick $i"]);
+            }
+            PHP, var_export($this->effects, true)), [], []);
+        $this->assertSame(0, $code, $err);
+        $stats = $this->waitUntilSettled(10);
+        $this->assertSame(5, $stats['done']);
+        $this->assertSame(0, $stats['in_flight']);
+    }
+
     public function testAPageDoesNotWaitForTheTasksItDefers(): void
     {
         $this->server->request('/defer.php?n=0');

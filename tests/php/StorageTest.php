@@ -51,10 +51,12 @@ final class StorageTest extends EngineTestCase
         $before = $this->snapshot();
         $holder = $this->pdo();
         $holder->exec('BEGIN IMMEDIATE');
+        $naps = Engine::stats()['busy_naps'];
         $started = microtime(true);
         $this->assertStorageError('is locked by another writer for longer than the busy timeout (0.3 s; setting busy_timeout)',
             fn () => Engine::defer('/w.php', 'blocked'));
         $this->assertGreaterThanOrEqual(0.25, microtime(true) - $started);
+        $this->assertGreaterThan($naps + 100, Engine::stats()['busy_naps'], 'the waits are counted');
         $holder->exec('ROLLBACK');
         $this->assertSame($before, $this->snapshot());
         Engine::defer('/w.php', 'after');

@@ -91,6 +91,46 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertSame(0, Engine::stats()['in_flight']);
     }
 
+    public function testStatusPageIsForAdministratorsAndItsButtonsNeedTheSecurityToken(): void
+    {
+        $id = $this->page('/async-test/defer?title=status-dead&fail=1&attempts=1');
+        $this->waitForState($id, 'dead');
+        [$status, , $headers] = $this->browse('/_async/status');
+        $this->assertSame(302, $status, 'anonymous: to the login form');
+        $this->assertStringContainsString('/Security/login?BackURL=', $headers['location'] ?? '');
+        [$status] = $this->browse('/_async/status?format=json');
+        $this->assertSame(302, $status);
+
+        self::$site->setEnv('SS_DEFAULT_ADMIN_USERNAME', 'admin');
+        self::$site->setEnv('SS_DEFAULT_ADMIN_PASSWORD', 'correct-horse-battery');
+        [, $login] = $this->browse('/Security/login');
+        $this->assertSame(1, preg_match('/name="SecurityID" value="([^"]+)"/', $login, $m), $login);
+        [$status] = $this->browse('/Security/login/default/LoginForm', ['Email' => 'admin',
+            'Password' => 'correct-horse-battery', 'SecurityID' => $m[1], 'action_doLogin' => 'Log in']);
+        $this->assertSame(302, $status, 'logged in');
+
+        [$status, $html] = $this->browse('/_async/status');
+        $this->assertSame(200, $status, $html);
+        $this->assertMatchesRegularExpression('~<b data-count="dead">[1-9]\d*</b>~', $html);
+        $this->assertStringContainsString("data-id=\"$id\" data-state=\"dead\"", $html);
+        $this->assertStringContainsString('DomainException: refusing to write status-dead', $html);
+        [$status, $json] = $this->browse('/_async/status?format=json');
+        $this->assertSame(200, $status);
+        $data = json_decode($json, true);
+        $this->assertTrue($data['authorised']);
+        $this->assertSame($id, $data['dead'][0]['id']);
+        $this->assertSame(['title' => 'status-dead', 'fail' => true], $data['dead'][0]['args']);
+
+        $this->assertSame(1, preg_match('/name="SecurityID" value="([^"]+)"/', $html, $m));
+        [$status] = $this->browse('/_async/status', ['action' => 'cancel', 'id' => $id]);
+        $this->assertSame(400, $status, 'no security token');
+        $this->assertSame('dead', Engine::status($id)['state']);
+        [$status, , $headers] = $this->browse('/_async/status', ['action' => 'cancel', 'id' => $id, 'SecurityID' => $m[1]]);
+        $this->assertSame(303, $status);
+        $this->assertStringContainsString('msg=Task+' . $id . '+cancelled.', $headers['location']);
+        $this->assertSame('cancelled', Engine::status($id)['state']);
+    }
+
     public function testDevCronKicksTasksThatNothingElseWouldStart(): void
     {
         // Deferred on the command line (base URL from SS_BASE_URL), due in 1 s;
@@ -108,5 +148,33 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertStringContainsString('async-engine: kick sent 1 task request(s)', $out);
         $this->waitForState($m[1], 'done');
         $this->assertSame("task {$m[1]} via " . $this->sapi(), self::$site->record('cron-task'));
+    }
+
+    /**
+     * A request with this test's cookies, as a browser sends it.
+     *
+     * @param array<string, string>|null $post form fields to POST
+     * @return array{int, string, array<string, string>} status, body, headers (lower-case names)
+     */
+    private function browse(string $path, ?array $post = null): array
+    {
+        $jar = self::$site->dir . '/cookies.txt';
+        $headers = [];
+        $ch = curl_init(self::$server->url($path));
+        curl_setopt_array($ch, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 30, CURLOPT_COOKIEJAR => $jar,
+            CURLOPT_COOKIEFILE => $jar, CURLOPT_HEADERFUNCTION => function ($ch, string $line) use (&$headers): int {
+                if (str_contains($line, ':')) {
+                    [$name, $value] = explode(':', $line, 2);
+                    $headers[strtolower($name)] = trim($value);
+                }
+                return strlen($line);
+            }]);
+        if ($post !== null) {
+            curl_setopt($ch, CURLOPT_POSTFIELDS, http_build_query($post));
+        }
+        $body = (string) curl_exec($ch);
+        $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
+        curl_close($ch);
+        return [$status, $body, $headers];
     }
 }

@@ -66,7 +66,7 @@ abstract class SilverStripeTestCase extends TestCase
     }
 
     /** Waits (bounded) until the task is in `$state`; returns its record. */
-    protected function waitForState(string $id, string $state, float $seconds = 15): array
+    protected function waitForState(string $id, string $state, float $seconds = 15, string $context = ''): array
     {
         $deadline = microtime(true) + $seconds;
         do {
@@ -76,6 +76,7 @@ abstract class SilverStripeTestCase extends TestCase
             }
             usleep(50000);
         } while (microtime(true) < $deadline);
-        $this->fail("task $id is not $state after $seconds s: " . json_encode($task) . "\n" . self::$server->log());
+        $this->fail("task $id is not $state after $seconds s: " . json_encode($task) . "\nstats: "
+            . json_encode(Engine::stats()) . "\n$context\n" . self::$server->log());
     }
 }

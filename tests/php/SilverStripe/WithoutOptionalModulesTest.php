@@ -91,7 +91,7 @@ final class WithoutOptionalModulesTest extends SilverStripeTestCase
             [$code, $out] = $site->sake('dev/tasks/defer-test', 'title=guarded');
             $this->assertSame(0, $code, $out);
             preg_match('/deferred ([0-9A-Z]{26})/', $out, $m);
-            $this->waitForState($m[1] ?? 'none', 'done');
+            $this->waitForState($m[1] ?? 'none', 'done', 15, "sake: $out");
             $this->assertSame("task {$m[1]} via cli-server", $site->record('guarded'));
 
             $forged = ['X-Async-Engine-Slot' => str_repeat('b', 32), 'X-Async-Engine-Time' => (string) time(),

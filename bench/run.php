@@ -1,0 +1,411 @@
+<?php
+
+/**
+ * The benchmark harness: async-engine next to its alternatives, measured in
+ * one run on this machine, reported against the project's goals. Run it with
+ * bench/run (which builds and loads the extension); --smoke runs every part
+ * with small counts in about 10 s and writes nothing into docs/.
+ */
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Bench;
+
+use AsyncEngine\Engine;
+use AsyncEngine\Tests\Servers\NginxFpm;
+
+require __DIR__ . '/lib/enqueue.php';
+require __DIR__ . '/lib/report.php';
+require dirname(__DIR__) . '/tests/php/Servers/WebServer.php';
+require dirname(__DIR__) . '/tests/php/Servers/NginxFpm.php';
+
+const SECRET = 'bench-secret-0123456789';
+
+if (($argv[1] ?? '') === '--render') {
+    // Renders the report again from a run's JSON (after editing the report's text).
+    $results = json_decode((string) file_get_contents($argv[2] ?? dirname(__DIR__) . '/docs/benchmarks.json'), true);
+    $results['goals'] = goals($results);
+    file_put_contents(dirname(__DIR__) . '/docs/benchmarks.md', markdown($results));
+    file_put_contents(dirname(__DIR__) . '/docs/benchmarks.svg', chart($results));
+    updateReadme(dirname(__DIR__) . '/README.md', $results);
+    exit(0);
+}
+$smoke = in_array('--smoke', $argv, true);
+$p = $smoke
+    ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'idle' => 20, 'backlog' => 200,
+        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20]
+    : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'idle' => 200,
+        'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
+        'per_deferrer' => 500];
+$started = microtime(true);
+$work = sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
+mkdir($work);
+// A port that takes connections and never answers: where task requests go
+// while enqueue cost is measured, so no task runs meanwhile.
+$hole = stream_socket_server('tcp://127.0.0.1:0');
+$blackHole = 'http://' . stream_socket_get_name($hole, false);
+// One server for the enqueue measurements (its workers keep timers for the
+// queues they filled), a fresh one for everything after.
+mkdir("$work/enqueue-server");
+$enqueueServer = (new NginxFpm(null, null, "$work/enqueue-server"))->site(__DIR__ . '/www');
+$server = (new NginxFpm("$work/engine.sqlite", SECRET, $work))->site(__DIR__ . '/www');
+register_shutdown_function(function () use ($enqueueServer, $server, $work): void {
+    $enqueueServer->stop();
+    $server->stop();
+    exec('rm -rf ' . escapeshellarg($work));
+});
+pcntl_async_signals(true);
+foreach ([SIGINT, SIGTERM] as $signal) {
+    pcntl_signal($signal, fn () => exit(130)); // exit runs the shutdown function: servers stopped
+}
+$enqueueServer->start();
+$results = ['smoke' => $smoke, 'params' => $p, 'machine' => machine()];
+
+step('enqueue cost, CLI and php-fpm');
+foreach (['cli', 'fpm'] as $where) {
+    $dir = "$work/enqueue-$where";
+    mkdir($dir);
+    foreach (METHODS as $method => $label) {
+        $calls = ['spawn' => $p['spawn_calls'], 'spawn-boot' => $p['boot_calls']][$method] ?? $p['calls'];
+        $spawnUrl = $enqueueServer->url('/cron.php');
+        if ($where === 'cli') {
+            $ns = sample($calls, enqueuer($method, $dir, $blackHole, $spawnUrl));
+        } else {
+            $ns = [];
+            $perRequest = $method === 'spawn-boot' ? 100 : $p['chunk']; // under nginx's 60 s read timeout
+            for ($done = 0; $done < $calls; $done += $perRequest) {
+                $query = http_build_query(['method' => $method, 'calls' => min($perRequest, $calls - $done),
+                    'dir' => $dir, 'blackhole' => $blackHole, 'spawn' => $spawnUrl]);
+                [$status, $body] = $enqueueServer->request("/enqueue.php?$query");
+                $chunk = json_decode($body, true);
+                if ($status !== 200 || !is_array($chunk)) {
+                    throw new \RuntimeException("enqueue.php ($method): $status $body");
+                }
+                array_push($ns, ...$chunk);
+            }
+        }
+        $results['enqueue'][$where][$method] = summary($ns);
+        printf("  %-4s %-10s median %8.1f µs  p99 %8.1f µs  (%d calls)\n", $where, $method,
+            $results['enqueue'][$where][$method]['median_us'], $results['enqueue'][$where][$method]['p99_us'], $calls);
+    }
+}
+
+$enqueueServer->stop();
+$server->start();
+Engine::configure(['database' => "$work/engine.sqlite", 'secret' => SECRET, 'base_url' => $server->url(),
+    'max_workers' => 4]);
+for ($i = 0; $i < 20; $i++) {
+    Engine::defer('/tasks.php', 'noop');
+}
+settle(30);
+
+step('throughput through nginx + php-fpm (4 workers, max_workers 4)');
+$results['throughput'] = [
+    'tasks' => $p['tasks'],
+    'single' => throughput($p['tasks'], '/tasks.php'),
+    'batched' => throughput($p['tasks'], '/tasks.php?batch=50'),
+    'hello' => ab($server->url('/hello.php'), $p['tasks']),
+];
+printf("  one task per request %.0f tasks/s, batches of 50 %.0f tasks/s, hello.php %.0f requests/s\n",
+    $results['throughput']['single'], $results['throughput']['batched'], $results['throughput']['hello']);
+
+step('enqueue-to-start latency');
+$stamps = "$work/stamps-idle.txt";
+for ($i = 0; $i < $p['idle']; $i++) {
+    Engine::defer('/tasks.php', 'stamp', ['file' => $stamps, 'at' => microtime(true)]);
+    settle(10);
+}
+$results['latency']['idle'] = latencies($stamps);
+$stamps = "$work/stamps-backlog.txt";
+for ($i = 0; $i < $p['backlog']; $i++) {
+    Engine::defer('/tasks.php', 'stamp', ['file' => $stamps, 'at' => microtime(true)]);
+}
+settle(120);
+$results['latency']['backlog'] = latencies($stamps) + ['tasks' => $p['backlog']];
+// A cron-driven runner that wakes every minute starts a task uniformly 0-60 s after it is queued.
+$results['latency']['cron'] = ['p50_ms' => 30000.0, 'p99_ms' => 59400.0];
+printf("  idle p50 %.2f ms p99 %.2f ms; backlog of %d p50 %.0f ms p99 %.0f ms\n",
+    $results['latency']['idle']['p50_ms'], $results['latency']['idle']['p99_ms'], $p['backlog'],
+    $results['latency']['backlog']['p50_ms'], $results['latency']['backlog']['p99_ms']);
+
+step('concurrency: ' . $p['deferrers'] . ' processes deferring, 4 php-fpm workers claiming');
+$results['concurrency'] = concurrency($work, $server->url(), $p['deferrers'], $p['per_deferrer']);
+printf("  %d tasks: deferred at %.0f/s, all done at %.0f tasks/s; busy naps: deferrers %d, workers %d; errors %d\n",
+    $results['concurrency']['tasks'], $results['concurrency']['deferred_per_s'],
+    $results['concurrency']['done_per_s'], $results['concurrency']['naps_deferrers'],
+    $results['concurrency']['naps_workers'], $results['concurrency']['errors']);
+
+step('memory (RSS)');
+$results['memory'] = memory($server, $work);
+$server->stop();
+foreach ($results['memory'] as $what => $kb) {
+    printf("  %-40s %6.1f MiB\n", $what, $kb / 1024);
+}
+
+step('queue depth: defer() and claim (accept + complete) at ' . implode(', ', $p['depths']) . ' queued tasks');
+$db = "$work/depth.sqlite";
+foreach ($p['depths'] as $depth) {
+    php([__DIR__ . '/lib/depth.php', 'fill', $db, $blackHole, (string) $depth]);
+    $row = [
+        'defer' => summary(php([__DIR__ . '/lib/depth.php', 'defer', $db, $blackHole, (string) $p['depth_ops']])),
+        'claim' => summary(php([__DIR__ . '/lib/depth.php', 'claim', $db, $blackHole, (string) $p['depth_ops']])),
+    ];
+    $results['depth'][$depth] = $row;
+    printf("  %8d queued: defer median %.1f µs, claim median %.1f µs\n", $depth, $row['defer']['median_us'],
+        $row['claim']['median_us']);
+}
+
+$results['goals'] = goals($results);
+$results['seconds'] = microtime(true) - $started;
+echo "\nGoals (measured / baseline / ratio):\n";
+foreach ($results['goals'] as $g) {
+    printf("  %-4s %s: %s / %s / %s (goal %s)\n", $g['met'] ? 'MET' : 'MISS', $g['name'], $g['measured'],
+        $g['baseline'], $g['ratio'], $g['goal']);
+}
+printf("\nTook %.0f s.\n", $results['seconds']);
+
+$out = $smoke ? $work : dirname(__DIR__) . '/docs';
+file_put_contents("$out/benchmarks.md", markdown($results));
+file_put_contents("$out/benchmarks.svg", chart($results));
+file_put_contents("$out/benchmarks.json", json_encode($results, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n");
+if ($smoke) {
+    check($results);
+    echo "Smoke run: every part ran; the report rendered (" . strlen(markdown($results)) . " bytes).\n";
+} else {
+    updateReadme(dirname(__DIR__) . '/README.md', $results);
+    echo "Wrote docs/benchmarks.md, docs/benchmarks.svg, docs/benchmarks.json and README's headline numbers.\n";
+}
+
+// ---------------------------------------------------------------------------
+
+function step(string $what): void
+{
+    static $t0 = null;
+    $t0 ??= microtime(true);
+    printf("[%5.1f s] %s\n", microtime(true) - $t0, $what);
+}
+
+/** @param list<int> $ns */
+function summary(array $ns): array
+{
+    sort($ns);
+    $n = count($ns);
+    return ['calls' => $n, 'median_us' => $ns[intdiv($n, 2)] / 1000, 'p99_us' => $ns[min($n - 1, (int) floor($n * 0.99))] / 1000];
+}
+
+function percentile(array $xs, float $p): float
+{
+    sort($xs);
+    return (float) $xs[min(count($xs) - 1, (int) floor(count($xs) * $p))];
+}
+
+/** Waits until nothing is queued or running; returns how long that took. */
+function settle(float $limit): float
+{
+    // A cheap indexed check every millisecond (stats() counts every task).
+    static $pending = null;
+    $pending ??= open($GLOBALS['work'] . '/engine.sqlite')
+        ->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
+    $t = microtime(true);
+    do {
+        $pending->execute();
+        $busy = $pending->fetchColumn();
+        $pending->closeCursor(); // an open statement would hold a read snapshot and starve checkpoints
+        if (!$busy) {
+            return microtime(true) - $t;
+        }
+        usleep(1000);
+    } while (microtime(true) - $t < $limit);
+    throw new \RuntimeException('tasks did not finish: ' . json_encode(Engine::stats()));
+}
+
+/** No-op tasks completed per second, from the first defer() to the last completion. */
+function throughput(int $n, string $endpoint): float
+{
+    $t = microtime(true);
+    for ($i = 0; $i < $n; $i++) {
+        Engine::defer($endpoint, 'noop');
+    }
+    settle(600);
+    return $n / (microtime(true) - $t);
+}
+
+/** Requests per second of ab at concurrency 4. */
+function ab(string $url, int $requests): float
+{
+    $out = (string) shell_exec(sprintf('ab -q -n %d -c 4 %s 2>&1', $requests, escapeshellarg($url)));
+    if (!preg_match('/Requests per second:\s+([\d.]+)/', $out, $m) || !preg_match('/Failed requests:\s+0\b/', $out)) {
+        throw new \RuntimeException("ab failed: $out");
+    }
+    return (float) $m[1];
+}
+
+/** Enqueue-to-start of the stamped tasks, in ms. */
+function latencies(string $file): array
+{
+    $ms = [];
+    foreach (file($file, FILE_IGNORE_NEW_LINES) as $line) {
+        [$at, $started] = explode(' ', $line);
+        $ms[] = ((float) $started - (float) $at) * 1000;
+    }
+    return ['tasks' => count($ms), 'p50_ms' => percentile($ms, 0.5), 'p99_ms' => percentile($ms, 0.99)];
+}
+
+/** Runs a PHP script with this process's ini; returns its JSON output. */
+function php(array $args): mixed
+{
+    $cmd = implode(' ', array_map('escapeshellarg', [PHP_BINARY, ...$args])) . ' 2>&1';
+    exec($cmd, $out, $code);
+    $json = json_decode((string) end($out), true);
+    if ($code !== 0 || $json === null) {
+        throw new \RuntimeException("$cmd: exit $code\n" . implode("\n", $out));
+    }
+    return $json;
+}
+
+function concurrency(string $work, string $baseUrl, int $processes, int $each): array
+{
+    $naps = "$work/naps.txt";
+    $endpoint = '/tasks.php?' . http_build_query(['naps' => $naps]);
+    $t = microtime(true);
+    $procs = [];
+    for ($i = 0; $i < $processes; $i++) {
+        $procs[] = proc_open([PHP_BINARY, __DIR__ . '/lib/deferrer.php', "$work/engine.sqlite", $baseUrl, $endpoint,
+            (string) $each], [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes);
+        $outs[] = $pipes[1];
+    }
+    $reports = [];
+    foreach ($procs as $i => $proc) {
+        $out = stream_get_contents($outs[$i]);
+        proc_close($proc);
+        $reports[] = json_decode($out, true) ?? throw new \RuntimeException("deferrer: $out");
+    }
+    $deferSeconds = max(array_column($reports, 'seconds'));
+    settle(300);
+    $wall = microtime(true) - $t;
+    $perWorker = [];
+    foreach (file($naps, FILE_IGNORE_NEW_LINES) as $line) {
+        [$pid, $n] = array_map('intval', explode(' ', $line));
+        $perWorker[$pid] = [min($perWorker[$pid][0] ?? $n, $n), max($perWorker[$pid][1] ?? $n, $n)];
+    }
+    $total = $processes * $each;
+    return [
+        'processes' => $processes,
+        'tasks' => $total,
+        'deferred_per_s' => $total / $deferSeconds,
+        'done_per_s' => $total / $wall,
+        'naps_deferrers' => array_sum(array_column($reports, 'naps')),
+        'naps_workers' => array_sum(array_map(fn ($r) => $r[1] - $r[0], $perWorker)),
+        'errors' => array_sum(array_column($reports, 'errors')),
+    ];
+}
+
+/** Resident memory (KiB) of PHP processes with and without the extension. */
+function memory(NginxFpm $server, string $work): array
+{
+    $rss = "echo (int) preg_replace('/\\D/', '', implode(preg_grep('/^VmRSS/', file('/proc/self/status'))));";
+    $system = PHP_CONFIG_FILE_SCAN_DIR;
+    $so = getenv('ASYNC_ENGINE_SO');
+    $cli = fn (array $ini, string $code) => (int) shell_exec('PHP_INI_SCAN_DIR=' . escapeshellarg($system) . ' '
+        . escapeshellarg(PHP_BINARY) . ' ' . implode(' ', array_map(fn ($i) => '-d ' . escapeshellarg($i), $ini))
+        . ' -r ' . escapeshellarg($code));
+    $fpm = function (NginxFpm $s): int {
+        for ($i = 0; $i < 50; $i++) {
+            $s->request('/hello.php');
+        }
+        $kb = array_map(fn (int $pid) => (int) preg_replace('/\D/', '', (string) shell_exec("grep VmRSS /proc/$pid/status")),
+            $s->workerPids());
+        return (int) round(array_sum($kb) / max(1, count($kb)));
+    };
+    $with = $fpm($server);
+    $server->stop();
+    // The same server without the extension: php-fpm reads only PHP's own ini files.
+    $scanDir = getenv('PHP_INI_SCAN_DIR');
+    putenv("PHP_INI_SCAN_DIR=$system");
+    @mkdir("$work/no-extension");
+    $without = new NginxFpm(null, null, "$work/no-extension");
+    $without->site(__DIR__ . '/www')->start();
+    $withoutKb = $fpm($without);
+    $without->stop();
+    putenv("PHP_INI_SCAN_DIR=$scanDir");
+    return [
+        'PHP CLI without the extension' => $cli([], $rss),
+        'PHP CLI with the extension, idle' => $cli(["extension=$so"], $rss),
+        'PHP CLI with the extension, after defer()' => $cli(["extension=$so",
+            "async_engine.database=$work/memory.sqlite", 'async_engine.base_url=http://127.0.0.1:9'],
+            "AsyncEngine\\Engine::defer('/t.php', 'x'); $rss"),
+        'php-fpm worker without the extension' => $withoutKb,
+        'php-fpm worker with the extension, after tasks' => $with,
+    ];
+}
+
+function goals(array $r): array
+{
+    $cli = $r['enqueue']['cli'];
+    $depths = $r['depth'];
+    $first = reset($depths);
+    $last = end($depths);
+    $lastDepth = array_key_last($depths);
+    $firstDepth = array_key_first($depths);
+    $goal = fn (string $name, string $measured, string $baseline, float $ratio, string $goal, bool $met) =>
+        compact('name', 'measured', 'baseline', 'goal', 'met') + ['ratio' => sprintf('%.2f×', $ratio)];
+    return [
+        $goal('defer() vs a bare PDO INSERT (CLI median)', us($cli['defer']['median_us']), us($cli['pdo']['median_us']),
+            $cli['defer']['median_us'] / $cli['pdo']['median_us'], '≤ 1.5×',
+            $cli['defer']['median_us'] <= 1.5 * $cli['pdo']['median_us']),
+        $goal('loopback spawn vs defer() (CLI median)', us($cli['spawn']['median_us']), us($cli['defer']['median_us']),
+            $cli['spawn']['median_us'] / $cli['defer']['median_us'], '≥ 100× (defer faster)',
+            $cli['spawn']['median_us'] >= 100 * $cli['defer']['median_us']),
+        $goal('tasks/s (one per request) vs hello.php requests/s', sprintf('%.0f/s', $r['throughput']['single']),
+            sprintf('%.0f/s', $r['throughput']['hello']), $r['throughput']['single'] / $r['throughput']['hello'],
+            '≥ 0.80×', $r['throughput']['single'] >= 0.8 * $r['throughput']['hello']),
+        $goal('enqueue-to-start p50, idle', sprintf('%.2f ms', $r['latency']['idle']['p50_ms']), '5 ms',
+            $r['latency']['idle']['p50_ms'] / 5, '< 1× (under 5 ms)', $r['latency']['idle']['p50_ms'] < 5),
+        $goal("claim cost at $lastDepth vs $firstDepth queued (median)", us($last['claim']['median_us']),
+            us($first['claim']['median_us']), $last['claim']['median_us'] / $first['claim']['median_us'], '≤ 2×',
+            $last['claim']['median_us'] <= 2 * $first['claim']['median_us']),
+    ];
+}
+
+function us(float $us): string
+{
+    return $us >= 1000 ? sprintf('%.2f ms', $us / 1000) : sprintf('%.1f µs', $us);
+}
+
+/** The smoke run's sanity checks: every number is there and plausible. */
+function check(array $r): void
+{
+    foreach ($r['enqueue'] as $where => $methods) {
+        foreach ($methods as $method => $s) {
+            if (!($s['median_us'] > 0 && $s['p99_us'] >= $s['median_us'])) {
+                throw new \RuntimeException("enqueue $where $method: " . json_encode($s));
+            }
+        }
+    }
+    foreach (['single', 'batched', 'hello'] as $k) {
+        if (!($r['throughput'][$k] > 0)) {
+            throw new \RuntimeException("throughput $k is " . $r['throughput'][$k]);
+        }
+    }
+    if ($r['latency']['idle']['tasks'] !== $r['params']['idle'] || $r['concurrency']['errors'] !== 0) {
+        throw new \RuntimeException('latency or concurrency run incomplete: ' . json_encode([$r['latency'], $r['concurrency']]));
+    }
+}
+
+/** The host, for the report. */
+function machine(): array
+{
+    $cpu = preg_match('/^model name\s*:\s*(.+)$/m', (string) @file_get_contents('/proc/cpuinfo'), $m) ? $m[1] : 'unknown CPU';
+    $mem = preg_match('/^MemTotal:\s*(\d+)/m', (string) @file_get_contents('/proc/meminfo'), $m2) ? (int) $m2[1] : 0;
+    return [
+        'cpu' => $cpu,
+        'cores' => (int) shell_exec('nproc'),
+        'memory_gib' => round($mem / 1048576, 1),
+        'os' => trim((string) shell_exec('. /etc/os-release && echo "$PRETTY_NAME"')) . ', Linux ' . php_uname('r'),
+        'php' => PHP_VERSION,
+        'sqlite' => (new \SQLite3(':memory:'))->querySingle('SELECT sqlite_version()') ?? '?',
+        'nginx' => trim((string) shell_exec('nginx -v 2>&1')),
+        'date' => gmdate('Y-m-d H:i') . ' UTC',
+        'commit' => trim((string) shell_exec('git -C ' . escapeshellarg(dirname(__DIR__)) . ' rev-parse --short HEAD 2>/dev/null')),
+    ];
+}

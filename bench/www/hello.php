@@ -1,0 +1,4 @@
+<?php
+
+// The physical limit for one request per task: the cheapest PHP request.
+echo 'hello';
