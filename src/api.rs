@@ -298,10 +298,7 @@ impl Engine {
                 else {
                     continue;
                 };
-                match failure {
-                    None => obj.complete()?,
-                    Some(error) => obj.fail(error, None)?,
-                }
+                obj.finish(failure)?;
             }
         }
         Ok(ran)

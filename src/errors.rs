@@ -73,7 +73,7 @@ pub fn to_php(e: Error) -> PhpException {
         Error::InvalidTask(_) => &INVALID_TASK,
         Error::Rejected(_) => &REQUEST_REJECTED,
         Error::Storage(_) => &STORAGE_ERROR,
-        Error::Usage(_) => &ENGINE_EXCEPTION,
+        Error::Usage(_) | Error::NotHeld(_) => &ENGINE_EXCEPTION,
     };
     PhpException::new(e.message().to_string(), 0, get(class))
 }

@@ -5,7 +5,7 @@ use crate::convert::json_to_array;
 use crate::errors::OrThrow;
 use crate::process;
 use async_engine_core::clock::now_ms;
-use async_engine_core::Claimed;
+use async_engine_core::{Claimed, Error};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
@@ -34,6 +34,33 @@ impl Task {
     fn release(&self) {
         let id = &self.claimed.id;
         process::request(|r| r.held.retain(|(held, _)| held != id));
+    }
+
+    /// Completes the task (`failure` of `None`) or fails this attempt with
+    /// an error and optional retry delay, and lets it go.
+    fn finish_with(&self, failure: Option<(&str, Option<f64>)>) -> async_engine_core::Result<()> {
+        let settings = process::settings()?;
+        let c = &self.claimed;
+        let now = now_ms();
+        process::engine(&settings, |e| match failure {
+            None => e.complete(&c.id, &c.lease, now),
+            Some((error, retry_in)) => e.fail(&c.id, &c.lease, error, retry_in, now).map(drop),
+        })?;
+        self.release();
+        Ok(())
+    }
+
+    /// How `serve()` records a handler's outcome. A task whose lease was
+    /// lost while the handler ran (reaped and handed to another request) is
+    /// let go without an error: that other run decides how it ends.
+    pub fn finish(&self, failure: Option<String>) -> PhpResult<()> {
+        match self.finish_with(failure.as_deref().map(|e| (e, None))) {
+            Err(Error::NotHeld(_)) => {
+                self.release();
+                Ok(())
+            }
+            other => other.or_throw(),
+        }
     }
 }
 
@@ -71,24 +98,13 @@ impl Task {
 
     /// Marks the task done.
     pub fn complete(&self) -> PhpResult<()> {
-        let settings = process::settings().or_throw()?;
-        let c = &self.claimed;
-        process::engine(&settings, |e| e.complete(&c.id, &c.lease, now_ms())).or_throw()?;
-        self.release();
-        Ok(())
+        self.finish_with(None).or_throw()
     }
 
     /// Fails this attempt with `error`; the task retries after `retryIn`
     /// seconds (default: exponential backoff) or is dead when its attempts are spent.
     pub fn fail(&self, error: String, retryIn: Option<f64>) -> PhpResult<()> {
-        let settings = process::settings().or_throw()?;
-        let c = &self.claimed;
-        process::engine(&settings, |e| {
-            e.fail(&c.id, &c.lease, &error, retryIn, now_ms())
-        })
-        .or_throw()?;
-        self.release();
-        Ok(())
+        self.finish_with(Some((&error, retryIn))).or_throw()
     }
 
     /// Lengthens the lease so it ends `seconds` from now.

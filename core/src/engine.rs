@@ -99,11 +99,13 @@ impl Engine {
     }
 
     /// Whether this handle uses the database the settings name; applies a
-    /// changed busy timeout.
+    /// changed busy timeout. A StorageError when that file was replaced or
+    /// deleted since it was opened.
     pub fn serves(&mut self, settings: &Settings) -> Result<bool> {
         if !self.store.serves(settings) {
             return Ok(false);
         }
+        self.store.check_file()?;
         self.store.set_busy_timeout(settings.busy_timeout)?;
         Ok(true)
     }

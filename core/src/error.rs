@@ -13,6 +13,10 @@ pub enum Error {
     Storage(String),
     /// Misuse of the API that is none of the above (`EngineException`).
     Usage(String),
+    /// A task finished or failed by a request that no longer holds it: its
+    /// lease expired and it was reaped, or it was already finished
+    /// (`EngineException`).
+    NotHeld(String),
 }
 
 /// Shorthand for results of engine operations.
@@ -22,7 +26,11 @@ impl Error {
     /// The human-readable message, without the kind.
     pub fn message(&self) -> &str {
         match self {
-            Error::InvalidTask(m) | Error::Rejected(m) | Error::Storage(m) | Error::Usage(m) => m,
+            Error::InvalidTask(m)
+            | Error::Rejected(m)
+            | Error::Storage(m)
+            | Error::Usage(m)
+            | Error::NotHeld(m) => m,
         }
     }
 }

@@ -157,7 +157,7 @@ fn not_held(tx: &Transaction<'_>, id: &str) -> Result<Error> {
         .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
-    Ok(Error::Usage(match state {
+    Ok(Error::NotHeld(match state {
         None => format!("task {id} does not exist (it was purged)"),
         Some(s) => format!(
             "task {id} is not held by this request any more (it is {s}: it was already \

@@ -120,6 +120,9 @@ CREATE INDEX tasks_state ON tasks(state, id);
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Device and inode of the file opened: when the path names another
+    /// file (replaced or deleted), this connection no longer serves it.
+    file: (u64, u64),
     busy_timeout: f64,
     secret: Option<Vec<u8>>,
 }
@@ -157,10 +160,21 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(|e| ctx(e.into()))?;
+        // SQLite falls back to read-only when the file is not writable; such
+        // a connection could never store a task, so it is refused rather
+        // than kept for the life of the process.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(ctx(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                None,
+            )
+            .into()));
+        }
         set_busy(&conn, settings.busy_timeout).map_err(|e| ctx(e.into()))?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = Store {
             conn,
+            file: file_id(&path).unwrap_or_default(),
             path: path.clone(),
             busy_timeout: settings.busy_timeout,
             secret: None,
@@ -233,6 +247,21 @@ impl Store {
         self.path == settings.database_path()
     }
 
+    /// Refuses to go on when the path no longer names the file this
+    /// connection opened (one `stat`). Writing on would store tasks in a
+    /// file no other process sees; opening the new file beside the old
+    /// one's live WAL could mix the two. Every process must start afresh.
+    pub fn check_file(&self) -> Result<()> {
+        if file_id(&self.path) == Some(self.file) {
+            return Ok(());
+        }
+        Err(Error::Storage(format!(
+            "database '{}' was replaced or deleted after this process opened it; \
+             restart PHP (php-fpm, Apache, php -S) so that every process opens the file anew",
+            self.path.display()
+        )))
+    }
+
     /// Applies a changed busy timeout to the open connection.
     pub fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
         if seconds != self.busy_timeout {
@@ -297,6 +326,12 @@ impl Store {
         self.secret = Some(secret.into_bytes());
         Ok(self.secret.clone().unwrap_or_default())
     }
+}
+
+/// Device and inode of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Prefixes a storage error with the database it concerns.

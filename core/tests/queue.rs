@@ -145,7 +145,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     // Completing twice is refused.
     assert!(matches!(
         e.complete(&task.id, &task.lease, T0 + 5),
-        Err(Error::Usage(_))
+        Err(Error::NotHeld(_))
     ));
     // Same slot, next task of the batch.
     let next = e.claim_next(&acc.slot, "/w.php", T0 + 6).unwrap().unwrap();
@@ -266,7 +266,7 @@ fn explicit_retry_in_and_unknown_tasks() {
     ));
     assert!(matches!(
         e.complete("missing", "lease", T0),
-        Err(Error::Usage(_))
+        Err(Error::NotHeld(_))
     ));
 }
 
@@ -372,11 +372,11 @@ fn expired_leases_are_reaped_and_retried() {
     // The old holder can no longer complete it.
     assert!(matches!(
         e.complete(&task.id, &task.lease, T0 + 30_000),
-        Err(Error::Usage(_))
+        Err(Error::NotHeld(_))
     ));
     assert!(matches!(
         e.extend(&task.id, &task.lease, 5.0, T0),
-        Err(Error::Usage(_))
+        Err(Error::NotHeld(_))
     ));
 }
 

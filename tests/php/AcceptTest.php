@@ -319,4 +319,21 @@ final class AcceptTest extends EngineTestCase
         $this->assertSame('queued', $status['state']);
         $this->assertStringContainsString('lease expired: no complete() or fail() within 0.1 s', $status['last_error']);
     }
+
+    public function testServeLetsGoOfATaskWhoseLeaseExpiredWhileItsHandlerRan(): void
+    {
+        $id = Engine::defer('/w.php', 'slow', [], ['timeout' => 0.1]);
+        $this->arriveNext();
+        $ran = Engine::serve(['slow' => function () {
+            usleep(300000); // past the 0.1 s lease: another process reaps it meanwhile
+            [$code, $out, $err] = $this->runPhp('<?php echo AsyncEngine\Engine::kick();');
+            $this->assertSame(0, $code, $err);
+        }]);
+        // The handler returned, but the task is no longer this request's to
+        // complete: serve() goes on without an error and the retry decides.
+        $this->assertSame(1, $ran);
+        $status = Engine::status($id);
+        $this->assertSame(['queued', 1], [$status['state'], $status['attempt']]);
+        $this->assertStringContainsString('lease expired', $status['last_error']);
+    }
 }

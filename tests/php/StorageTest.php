@@ -76,4 +76,42 @@ final class StorageTest extends EngineTestCase
         $this->assertSame(0, $status, $err);
         $this->assertStringContainsString("database directory '$ro' is not writable", $out);
     }
+
+    public function testADatabaseMadeReadOnlyIsRefusedAndNotKeptOpenReadOnly(): void
+    {
+        // root may write anything: run as nobody then.
+        $prefix = posix_geteuid() === 0 ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] : [];
+        chmod($this->dir, 0777);
+        [$status, , $err] = $this->runPhp('<?php AsyncEngine\Engine::stats();', [], $prefix);
+        $this->assertSame(0, $status, $err);
+        chmod($this->db, 0444);
+        // SQLite opens a file it may not write read-only; such a connection
+        // must not be kept for the life of a (web worker) process.
+        $code = '<?php try { AsyncEngine\Engine::defer("/w.php", "t"); echo "written while read-only\n"; }'
+            . ' catch (AsyncEngine\StorageError $e) { echo $e->getMessage(), "\n"; }'
+            . 'chmod(' . var_export($this->db, true) . ', 0644);'
+            . 'AsyncEngine\Engine::defer("/w.php", "t"); echo "written\n";';
+        [$status, $out, $err] = $this->runPhp($code, [], $prefix);
+        $this->assertSame(0, $status, $err . $out);
+        $this->assertSame("database '{$this->db}' is read-only (check the permissions of the file and its directory)\nwritten\n", $out);
+    }
+
+    public function testADatabaseReplacedOrDeletedUnderAnOpenConnectionIsNotWrittenBehindItsBack(): void
+    {
+        Engine::defer('/w.php', 'first');
+        // Replaced by another file: this process must neither go on writing
+        // to the old, unlinked file, where no other process would see the
+        // task, nor open the new one beside the old one's live WAL.
+        $garbage = str_repeat("not a database\n", 300);
+        file_put_contents("$this->db.new", $garbage);
+        rename("$this->db.new", $this->db);
+        $message = "database '{$this->db}' was replaced or deleted after this process opened it; restart PHP";
+        $this->assertStorageError($message, fn () => Engine::defer('/w.php', 'second'));
+        $this->assertStorageError($message, fn () => Engine::stats());
+        $this->assertSame($garbage, file_get_contents($this->db), 'the file is left alone');
+        // Deleted: refused here too, not recreated beside the old WAL.
+        unlink($this->db);
+        $this->assertStorageError($message, fn () => Engine::defer('/w.php', 'third'));
+        $this->assertFileDoesNotExist($this->db);
+    }
 }

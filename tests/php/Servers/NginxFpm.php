@@ -10,6 +10,8 @@ final class NginxFpm extends WebServer
     /** @param string $pm "static", or "dynamic" with pm.max_requests = 10 so workers are recycled */
     /** TLS certificate and key files, to serve HTTPS as server "localhost". */
     private ?array $tls = null;
+    /** php-fpm's worker processes (pm.max_children). */
+    public int $children = 4;
 
     public function __construct(?string $database, ?string $secret, string $dir, ?int $port = null, private string $pm = 'static')
     {
@@ -31,8 +33,11 @@ final class NginxFpm extends WebServer
         $d = $this->dir;
         @mkdir("$d/nginx-tmp");
         $pm = $this->pm === 'static'
-            ? "pm = static\npm.max_children = 4\n"
-            : "pm = dynamic\npm.max_children = 4\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_requests = 10\n";
+            ? "pm = static\npm.max_children = {$this->children}\n"
+            : "pm = dynamic\npm.max_children = {$this->children}\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_requests = 10\n";
+        if ($this->user) {
+            $pm .= "user = {$this->user[0]}\ngroup = {$this->user[1]}\n";
+        }
         file_put_contents("$d/fpm.conf", <<<CONF
             [global]
             pid = $d/fpm.pid

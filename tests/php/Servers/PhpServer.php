@@ -10,6 +10,9 @@ final class PhpServer extends WebServer
     protected function commands(): array
     {
         $command = ['env', 'PHP_CLI_SERVER_WORKERS=4', PHP_BINARY];
+        if ($this->user) {
+            array_unshift($command, 'setpriv', "--reuid={$this->user[0]}", "--regid={$this->user[1]}", '--clear-groups');
+        }
         foreach ($this->engineIni() as $name => $value) {
             array_push($command, '-d', "$name=$value");
         }

@@ -20,6 +20,10 @@ abstract class WebServer
     protected string $docroot;
     /** Script that answers paths with no file behind them (a framework's index.php). */
     protected ?string $frontController = null;
+    /** More ini settings for the PHP processes that serve requests. */
+    protected array $ini = [];
+    /** Unprivileged user (with its group) the PHP processes run as, when started by root. */
+    protected ?array $user = null;
 
     public function __construct(protected ?string $database, protected ?string $secret, string $dir, ?int $port = null)
     {
@@ -36,13 +40,27 @@ abstract class WebServer
         return $this;
     }
 
-    /** The engine's ini settings this server sets: database and secret, where given. */
+    /** Sets more ini settings (name => value) for the PHP processes that serve requests. */
+    public function ini(array $settings): static
+    {
+        $this->ini = $settings + $this->ini;
+        return $this;
+    }
+
+    /** Runs the PHP processes as this user and group (the server must be started by root). */
+    public function runAs(string $user, string $group): static
+    {
+        $this->user = [$user, $group];
+        return $this;
+    }
+
+    /** The ini settings this server sets: database and secret where given, then those of ini(). */
     protected function engineIni(): array
     {
         return array_filter([
             'async_engine.database' => $this->database,
             'async_engine.secret' => $this->secret,
-        ], fn ($v) => $v !== null);
+        ], fn ($v) => $v !== null) + $this->ini;
     }
 
     public static function freePort(): int
