@@ -75,7 +75,9 @@ pub fn to_php(e: Error) -> PhpException {
         Error::Storage(_) => &STORAGE_ERROR,
         Error::Usage(_) | Error::NotHeld(_) => &ENGINE_EXCEPTION,
     };
-    PhpException::new(e.message().to_string(), 0, get(class))
+    // PHP cannot throw a message holding a NUL byte (a task or setting name
+    // from user input may): it is shown escaped instead.
+    PhpException::new(e.message().replace('\0', "\\0"), 0, get(class))
 }
 
 /// An `InvalidTask` exception with `message`.

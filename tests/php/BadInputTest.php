@@ -82,6 +82,8 @@ final class BadInputTest extends EngineTestCase
             [['secret' => 'short'], "setting 'secret' must be at least 16 characters long"],
             [['base_url' => 'example.com'], "setting 'base_url' must be like"],
             [['nonsense' => 1], "unknown setting 'nonsense'"],
+            // A NUL byte in a message is shown escaped (PHP cannot throw it raw).
+            [["a\0b" => 1], "unknown setting 'a\\0b'"],
             [['max_workers' => 8, 'retention' => 'forever'], "setting 'retention'"],
         ] as [$settings, $message]) {
             try {

@@ -1,0 +1,282 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Chaos;
+
+use AsyncEngine\Tests\Servers\NginxFpm;
+
+/** A fault the run injects while tasks are deferred; tick() is called every 50 ms. */
+abstract class Fault
+{
+    /** How many times it was injected. */
+    public int $injected = 0;
+    /** What was injected, for the report. */
+    private ?float $next = null;
+
+    abstract public function name(): string;
+
+    /** Acts at $t seconds into the phase. */
+    abstract public function tick(Lab $lab, float $t): void;
+
+    /** Undoes what is still in effect at the end of the phase. */
+    public function stop(Lab $lab): void
+    {
+    }
+
+    /** True every $min to $max seconds (random), starting after $min. */
+    protected function every(float $t, float $min, float $max): bool
+    {
+        $this->next ??= $min;
+        if ($t < $this->next) {
+            return false;
+        }
+        $this->next = $t + $min + ($max - $min) * mt_rand() / mt_getrandmax();
+        return true;
+    }
+}
+
+/** kill -9 of a random php-fpm worker every 200–400 ms (the master starts a new one). */
+final class KillWorkers extends Fault
+{
+    public function name(): string
+    {
+        return 'kill -9 fpm workers';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->every($t, 0.2, 0.4) && ($pids = $lab->server->workerPids())) {
+            posix_kill($pids[array_rand($pids)], SIGKILL);
+            $this->injected++;
+        }
+    }
+}
+
+/** kill -9 of a process that is deferring, mid-call, every 0.3–0.8 s; it starts again. */
+final class KillDeferrers extends Fault
+{
+    public function name(): string
+    {
+        return 'kill -9 deferring processes';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->every($t, 0.3, 0.8) && $lab->killADeferrer()) {
+            $this->injected++;
+        }
+    }
+}
+
+/** A full restart of php-fpm (SIGTERM to the master: busy workers die mid-task), or of php -S, at $at s. */
+final class RestartServer extends Fault
+{
+    public function __construct(private float $at = 2.0)
+    {
+    }
+
+    public function name(): string
+    {
+        return 'server restart';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->injected === 0 && $t >= $this->at) {
+            if ($lab->server instanceof NginxFpm) {
+                $lab->server->restartFpm();
+            } else {
+                $lab->server->stop();
+                $lab->server->start();
+            }
+            $this->injected++;
+        }
+    }
+}
+
+/** The web server (nginx and php-fpm, or php -S) down for $seconds while tasks are deferred. */
+final class ServerDown extends Fault
+{
+    private ?float $until = null;
+
+    public function __construct(private float $at = 1.0, private float $seconds = 10.0)
+    {
+    }
+
+    public function name(): string
+    {
+        return "server down {$this->seconds} s";
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->injected === 0 && $t >= $this->at) {
+            $lab->server->stop();
+            $this->until = $t + $this->seconds;
+            $this->injected++;
+        } elseif ($this->until !== null && $t >= $this->until) {
+            $this->stop($lab);
+        }
+    }
+
+    public function stop(Lab $lab): void
+    {
+        if ($this->until !== null) {
+            $lab->server->start();
+            $this->until = null;
+        }
+    }
+}
+
+/** Another process holds the database's write lock for $seconds (past the 2 s busy timeout), every few seconds. */
+final class LockHolder extends Fault
+{
+    /** @var resource[] */
+    private array $holders = [];
+
+    public function __construct(private float $seconds = 3.5)
+    {
+    }
+
+    public function name(): string
+    {
+        return "write lock held {$this->seconds} s";
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->every($t, 4.0, 8.0)) {
+            $this->holders[] = proc_open($lab->php([dirname(__DIR__) . '/ctl.php', 'hold', (string) $this->seconds]),
+                [0 => ['file', '/dev/null', 'r'], 1 => ['file', '/dev/null', 'w'], 2 => ['file', '/dev/null', 'w']], $pipes);
+            $this->injected++;
+        }
+    }
+
+    public function stop(Lab $lab): void
+    {
+        foreach ($this->holders as $proc) {
+            proc_close($proc);
+        }
+        $this->holders = [];
+    }
+}
+
+/**
+ * The database's directory and files made read-only for 3 s, every few
+ * seconds, and two fpm workers killed meanwhile so that new processes open
+ * the database while it is read-only.
+ */
+final class ReadOnlyDatabase extends Fault
+{
+    private ?float $until = null;
+
+    public function name(): string
+    {
+        return 'database read-only 3 s';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->until === null && $this->every($t, 1.0, 5.0)) {
+            $this->chmod($lab, 0555, 0444);
+            $this->until = $t + 3;
+            $this->injected++;
+            foreach (array_slice($lab->server->workerPids(), 0, $lab->server instanceof NginxFpm ? 2 : 0) as $pid) {
+                posix_kill($pid, SIGKILL);
+            }
+        } elseif ($this->until !== null && $t >= $this->until) {
+            $this->stop($lab);
+        }
+    }
+
+    private function chmod(Lab $lab, int $dir, int $files): void
+    {
+        foreach (glob("$lab->dbDir/*") as $file) {
+            chmod($file, $files);
+        }
+        chmod($lab->dbDir, $dir);
+    }
+
+    public function stop(Lab $lab): void
+    {
+        if ($this->until !== null) {
+            $this->chmod($lab, 0755, 0644);
+            $this->until = null;
+        }
+    }
+}
+
+/** The database's file system (a small tmpfs) filled to the last byte for 3 s, every few seconds. */
+final class DiskFull extends Fault
+{
+    private ?float $until = null;
+
+    public function name(): string
+    {
+        return 'disk full 3 s';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->until === null && $this->every($t, 1.0, 5.0)) {
+            $filler = fopen("$lab->dbDir/filler", 'w');
+            $block = str_repeat("\0", 65536);
+            while (@fwrite($filler, $block) === 65536) {
+            }
+            while (@fwrite($filler, "\0") === 1) {
+            }
+            fclose($filler);
+            $this->until = $t + 3;
+            $this->injected++;
+        } elseif ($this->until !== null && $t >= $this->until) {
+            $this->stop($lab);
+        }
+    }
+
+    public function stop(Lab $lab): void
+    {
+        if ($this->until !== null) {
+            unlink("$lab->dbDir/filler");
+            $this->until = null;
+        }
+    }
+}
+
+/**
+ * Slow tasks (3 s, lease 30 s) whose lease deadline is moved into the past
+ * while they run, as a clock jump would; a kick then reaps and runs them
+ * again beside the first run, whose complete() must not count.
+ */
+final class ClockJump extends Fault
+{
+    private bool $deferred = false;
+    private array $jumped = [];
+
+    public function __construct(private int $tasks = 3)
+    {
+    }
+
+    public function name(): string
+    {
+        return 'lease deadline jumps while a slow task runs';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if (!$this->deferred) {
+            $lab->ctl('slow', (string) $this->tasks, "$lab->dir/ids-slow.txt", "$lab->dir/effects.txt");
+            $this->deferred = true;
+        }
+        foreach (glob("$lab->dir/slow-*-1") as $marker) {
+            $id = explode('-', basename($marker))[1];
+            if (!isset($this->jumped[$id])) {
+                $this->jumped[$id] = true;
+                if (trim($lab->ctl('jump', $id)) === '1') {
+                    $lab->ctl('kick');
+                    $this->injected++;
+                }
+            }
+        }
+    }
+}
