@@ -59,7 +59,9 @@ final class Engine
 
     /**
      * Accepts and runs tasks until none is due or the batch is spent. A handler that
-     * returns completes its task; one that throws fails it (the task retries).
+     * returns completes its task; one that throws fails it (the task retries). A task
+     * whose lease expired while its handler ran, and that another request took over,
+     * is let go: that run decides how it ends.
      *
      * @param array<string, callable(array, Task): mixed> $handlers task name => handler
      * @param array{batch_time?: int|float, max_tasks?: int} $options defaults: 5 s, 100 tasks
