@@ -62,7 +62,7 @@ function account(string $dir, string $database): array
     $recorded = [];
     foreach (glob("$dir/ids-*.txt") as $file) {
         foreach (file($file, FILE_IGNORE_NEW_LINES) as $line) {
-            if (preg_match('/^([0-9A-Z]{26}) (\w+)$/', $line, $m)) {
+            if (preg_match(Workload::RECORD, $line, $m)) {
                 $recorded[$m[1]] = $m[2];
             }
         }

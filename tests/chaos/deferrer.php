@@ -43,7 +43,7 @@ function page(string $url): string
     $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
     $error = curl_error($ch);
     curl_close($ch);
-    if ($status !== 200 || !preg_match('/^[0-9A-Z]{26} \w+$/', $body)) {
+    if ($status !== 200 || !preg_match(Workload::RECORD, $body)) {
         throw new RuntimeException("page answered $status: " . ($body !== '' ? $body : $error));
     }
     return $body;

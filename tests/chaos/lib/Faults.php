@@ -95,24 +95,32 @@ final class RestartServer extends Fault
     }
 }
 
-/** The web server (nginx and php-fpm, or php -S) down for $seconds while tasks are deferred. */
-final class ServerDown extends Fault
+/**
+ * A fault that lasts: begun when due(), ended $seconds later (or when the
+ * phase ends), begun again when next due.
+ */
+abstract class Spell extends Fault
 {
     private ?float $until = null;
 
-    public function __construct(private float $at = 1.0, private float $seconds = 10.0)
+    public function __construct(protected float $seconds = 3.0)
     {
     }
 
-    public function name(): string
+    /** Whether to begin the spell at $t (default: every 1–5 s). */
+    protected function due(float $t): bool
     {
-        return "server down {$this->seconds} s";
+        return $this->every($t, 1.0, 5.0);
     }
+
+    abstract protected function begin(Lab $lab): void;
+
+    abstract protected function end(Lab $lab): void;
 
     public function tick(Lab $lab, float $t): void
     {
-        if ($this->injected === 0 && $t >= $this->at) {
-            $lab->server->stop();
+        if ($this->until === null && $this->due($t)) {
+            $this->begin($lab);
             $this->until = $t + $this->seconds;
             $this->injected++;
         } elseif ($this->until !== null && $t >= $this->until) {
@@ -123,9 +131,38 @@ final class ServerDown extends Fault
     public function stop(Lab $lab): void
     {
         if ($this->until !== null) {
-            $lab->server->start();
+            $this->end($lab);
             $this->until = null;
         }
+    }
+}
+
+/** The web server (nginx and php-fpm, or php -S) down for $seconds, once, while tasks are deferred. */
+final class ServerDown extends Spell
+{
+    public function __construct(private float $at = 1.0, float $seconds = 10.0)
+    {
+        parent::__construct($seconds);
+    }
+
+    public function name(): string
+    {
+        return "server down {$this->seconds} s";
+    }
+
+    protected function due(float $t): bool
+    {
+        return $this->injected === 0 && $t >= $this->at;
+    }
+
+    protected function begin(Lab $lab): void
+    {
+        $lab->server->stop();
+    }
+
+    protected function end(Lab $lab): void
+    {
+        $lab->server->start();
     }
 }
 
@@ -167,27 +204,24 @@ final class LockHolder extends Fault
  * seconds, and two fpm workers killed meanwhile so that new processes open
  * the database while it is read-only.
  */
-final class ReadOnlyDatabase extends Fault
+final class ReadOnlyDatabase extends Spell
 {
-    private ?float $until = null;
-
     public function name(): string
     {
         return 'database read-only 3 s';
     }
 
-    public function tick(Lab $lab, float $t): void
+    protected function begin(Lab $lab): void
     {
-        if ($this->until === null && $this->every($t, 1.0, 5.0)) {
-            $this->chmod($lab, 0555, 0444);
-            $this->until = $t + 3;
-            $this->injected++;
-            foreach (array_slice($lab->server->workerPids(), 0, $lab->server instanceof NginxFpm ? 2 : 0) as $pid) {
-                posix_kill($pid, SIGKILL);
-            }
-        } elseif ($this->until !== null && $t >= $this->until) {
-            $this->stop($lab);
+        $this->chmod($lab, 0555, 0444);
+        foreach (array_slice($lab->server->workerPids(), 0, $lab->server instanceof NginxFpm ? 2 : 0) as $pid) {
+            posix_kill($pid, SIGKILL);
         }
+    }
+
+    protected function end(Lab $lab): void
+    {
+        $this->chmod($lab, 0755, 0644);
     }
 
     private function chmod(Lab $lab, int $dir, int $files): void
@@ -197,49 +231,30 @@ final class ReadOnlyDatabase extends Fault
         }
         chmod($lab->dbDir, $dir);
     }
-
-    public function stop(Lab $lab): void
-    {
-        if ($this->until !== null) {
-            $this->chmod($lab, 0755, 0644);
-            $this->until = null;
-        }
-    }
 }
 
 /** The database's file system (a small tmpfs) filled to the last byte for 3 s, every few seconds. */
-final class DiskFull extends Fault
+final class DiskFull extends Spell
 {
-    private ?float $until = null;
-
     public function name(): string
     {
         return 'disk full 3 s';
     }
 
-    public function tick(Lab $lab, float $t): void
+    protected function begin(Lab $lab): void
     {
-        if ($this->until === null && $this->every($t, 1.0, 5.0)) {
-            $filler = fopen("$lab->dbDir/filler", 'w');
-            $block = str_repeat("\0", 65536);
-            while (@fwrite($filler, $block) === 65536) {
-            }
-            while (@fwrite($filler, "\0") === 1) {
-            }
-            fclose($filler);
-            $this->until = $t + 3;
-            $this->injected++;
-        } elseif ($this->until !== null && $t >= $this->until) {
-            $this->stop($lab);
+        $filler = fopen("$lab->dbDir/filler", 'w');
+        $block = str_repeat("\0", 65536);
+        while (@fwrite($filler, $block) === 65536) {
         }
+        while (@fwrite($filler, "\0") === 1) {
+        }
+        fclose($filler);
     }
 
-    public function stop(Lab $lab): void
+    protected function end(Lab $lab): void
     {
-        if ($this->until !== null) {
-            unlink("$lab->dbDir/filler");
-            $this->until = null;
-        }
+        unlink("$lab->dbDir/filler");
     }
 }
 

@@ -127,7 +127,7 @@ final class Hostile
                 }
             }
             [$status, $body] = $lab->server->request('/worker.php', $genuine, 'POST');
-            if ($status !== 200 || Lab::run($lab->php(['-r', "echo AsyncEngine\\Engine::status('$id')['state'];"])) !== 'done') {
+            if ($status !== 200 || self::taskState($lab, $id) !== 'done') {
                 $problems[] = "the genuine request did not run its task: HTTP $status $body";
             }
             $after = self::state($lab, $id);
@@ -141,8 +141,7 @@ final class Hostile
                 ['Host' => substr($captureUrl, 7)]);
             $forgedId = strtok($body, ' ');
             $deadline = microtime(true) + 10;
-            while (microtime(true) < $deadline
-                && Lab::run($lab->php(['-r', "echo AsyncEngine\\Engine::status('$forgedId')['state'] ?? '';"])) !== 'done') {
+            while (microtime(true) < $deadline && self::taskState($lab, $forgedId) !== 'done') {
                 usleep(100000);
             }
             $read = [$capture];
@@ -150,7 +149,7 @@ final class Hostile
             if ($status !== 200 || stream_select($read, $none, $none, 0) > 0) {
                 $problems[] = "forged Host: HTTP $status, or a request reached the host it named";
             }
-            if (Lab::run($lab->php(['-r', "echo AsyncEngine\\Engine::status('$forgedId')['state'];"])) !== 'done') {
+            if (self::taskState($lab, $forgedId) !== 'done') {
                 $problems[] = 'the task deferred under a forged Host did not run on this server';
             }
         } catch (\Throwable $e) {
@@ -161,8 +160,13 @@ final class Hostile
         return ['ok' => !$problems, 'summary' => $problems ? implode('; ', $problems)
             : sprintf('%s: %d hostile requests (missing, malformed, forged, expired, future, replayed signatures; wrong, '
                 . 'malformed, oversized slots; junk headers) each 403 with the queue unchanged; the genuine request ran '
-                . 'its task once; a forged Host sent nothing to the host it named', $lab->server instanceof \AsyncEngine\Tests\Servers\NginxFpm
-                ? 'nginx + php-fpm' : 'php -S', $sent)];
+                . 'its task once; a forged Host sent nothing to the host it named', $lab->serverName(), $sent)];
+    }
+
+    /** A task's state ('' for none), as another process sees it. */
+    private static function taskState(Lab $lab, string $id): string
+    {
+        return Lab::run($lab->php(['-r', "echo AsyncEngine\\Engine::status('$id')['state'] ?? '';"]));
     }
 
     /** The task's state and the slots table, to show a request changed nothing. */

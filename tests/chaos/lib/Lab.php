@@ -55,6 +55,12 @@ final class Lab
         }
     }
 
+    /** The server's name, for reports. */
+    public function serverName(): string
+    {
+        return $this->kind === 'fpm' ? 'nginx + php-fpm' : 'php -S';
+    }
+
     /** The engine's settings for every PHP process of the run. */
     private function ini(): array
     {
@@ -181,10 +187,10 @@ final class Lab
         return [$recorded, $refused];
     }
 
-    /** Lines "id kind" in an ids file (a deferrer killed mid-write may leave half a line). */
+    /** Complete lines "id kind" in an ids file. */
     private static function recorded(string $file): int
     {
-        return is_file($file) ? preg_match_all('/^[0-9A-Z]{26} \w+$/m', (string) file_get_contents($file)) : 0;
+        return is_file($file) ? preg_match_all(Workload::RECORD . 'm', (string) file_get_contents($file)) : 0;
     }
 
     /** Refusal messages by kind, for the report. */

@@ -50,7 +50,7 @@ final class Scenario
         $started = microtime(true);
         $faults = ($this->faults)();
         $lab = new Lab($this->server, $this->tmpfs);
-        $row = ['name' => $name, 'server' => $this->server === 'fpm' ? 'nginx + php-fpm' : 'php -S',
+        $row = ['name' => $name, 'server' => $lab->serverName(),
             'faults' => [], 'ok' => false, 'errors' => []];
         try {
             $lab->server->start();

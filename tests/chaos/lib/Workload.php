@@ -22,6 +22,9 @@ final class Workload
         'timeout' => 'Maximum execution time',
     ];
 
+    /** A line of an ids file, "id kind" (a deferrer killed mid-write may leave half a line). */
+    public const RECORD = '/^([0-9A-Z]{26}) (\w+)$/';
+
     /** The kind of the $i-th task a deferrer adds: one in 40 is meant to fail. */
     public static function kind(int $i): string
     {
