@@ -7,8 +7,9 @@ use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
 
 /// One entry per setting, all empty: an empty value means the built-in default.
-static INI_ENTRIES: IniEntryDefs<10> = IniEntryDefs::new([
+static INI_ENTRIES: IniEntryDefs<11> = IniEntryDefs::new([
     IniEntryDef::new(c"async_engine.database", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.server", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.base_url", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.secret", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.max_workers", c"", IniEntryPermission::All),

@@ -113,7 +113,10 @@ pub fn request_is_idle() -> bool {
 /// request's base URL and the server address it connects to, as
 /// "origin address:port". The CLI connects to that address too, so a
 /// forged Host header can at worst name the Host it sends, never where.
-const LEARNED_TARGET: &str = "learned_target";
+/// One per server (see the `server` setting): each sends to itself.
+fn learned_target_key(settings: &Settings) -> String {
+    format!("learned_target:{}", settings.server_name())
+}
 
 /// Where this request's self-requests go (see [`crate::request::target`]);
 /// a CLI script without a configured base URL uses the one web requests
@@ -133,13 +136,13 @@ pub fn target(settings: &Settings) -> Option<Target> {
         }) => {
             let learned = format!("{} {addr}", base.origin());
             let known = with(|p| p.learned.as_deref() == Some(learned.as_str()));
-            if !known && engine(settings, |e| e.set_meta(LEARNED_TARGET, &learned)).is_ok() {
+            if !known && engine(settings, |e| e.set_meta(&learned_target_key(settings), &learned)).is_ok() {
                 with(|p| p.learned = Some(learned));
             }
             found
         }
         Some(_) => found,
-        None => engine(settings, |e| e.meta(LEARNED_TARGET))
+        None => engine(settings, |e| e.meta(&learned_target_key(settings)))
             .ok()
             .flatten()
             .and_then(|learned| {

@@ -12,7 +12,8 @@ namespace AsyncEngine;
 
 /**
  * Background and delayed tasks, run as signed HTTP requests the server sends
- * to itself. All state lives in one SQLite database shared by every PHP process.
+ * to itself. All state lives in one database shared by every PHP process: SQLite
+ * (the default), or PostgreSQL when several web servers share one queue.
  */
 final class Engine
 {
@@ -141,7 +142,8 @@ final class Engine
     }
 
     /**
-     * Counts per state (queued, running, done, dead, cancelled), in_flight, max_workers,
+     * Counts per state (queued, running, done, dead, cancelled), in_flight (this server's
+     * task requests in flight) and max_workers,
      * next_due (Unix seconds or null), oldest_due_age (seconds or null), and busy_naps:
      * how many times this process has waited for another writer's lock (contention).
      *
@@ -152,8 +154,8 @@ final class Engine
     }
 
     /**
-     * Overrides async_engine.* ini settings for the rest of this request: database,
-     * base_url, secret, max_workers, timeout, max_attempts, retention, busy_timeout,
+     * Overrides async_engine.* ini settings for the rest of this request: database
+     * (a SQLite path or a postgres:// URL), server, base_url, secret, max_workers, timeout, max_attempts, retention, busy_timeout,
      * max_args_size. null restores the ini value. A bad name or value changes nothing.
      *
      * @param array<string, mixed> $settings

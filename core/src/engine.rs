@@ -8,11 +8,11 @@ use crate::protocol::{self, Incoming};
 use crate::queue::{self, NewTask};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
-use crate::store::Store;
+use crate::db::{args, Tx};
+use crate::store::{self, Store};
 use crate::task::{
     check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
 };
-use rusqlite::OptionalExtension;
 
 /// Finished tasks purged per request end, so purging never delays a request much.
 const PURGE_PER_REQUEST: u32 = 100;
@@ -87,14 +87,17 @@ pub const MAX_HISTORY_BUCKETS: i64 = 1000;
 
 /// One process's handle on the engine: the database connection and what it caches.
 pub struct Engine {
-    store: Store,
+    store: Box<dyn Store>,
+    /// The HMAC secret stored in the database, once read.
+    secret: Option<Vec<u8>>,
 }
 
 impl Engine {
     /// Opens the database the settings name.
     pub fn open(settings: &Settings) -> Result<Engine> {
         Ok(Engine {
-            store: Store::open(settings)?,
+            store: store::open(settings)?,
+            secret: None,
         })
     }
 
@@ -105,9 +108,31 @@ impl Engine {
         if !self.store.serves(settings) {
             return Ok(false);
         }
-        self.store.check_file()?;
+        self.store.check()?;
         self.store.set_busy_timeout(settings.busy_timeout)?;
         Ok(true)
+    }
+
+    /// The HMAC secret: `configured` if given, else the one stored in the
+    /// database, generated and stored on first use.
+    fn secret(&mut self, configured: Option<&str>) -> Result<Vec<u8>> {
+        if let Some(s) = configured {
+            return Ok(s.as_bytes().to_vec());
+        }
+        if let Some(s) = &self.secret {
+            return Ok(s.clone());
+        }
+        let fresh = crate::id::random_hex(32);
+        let secret = self.store.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('secret', ?1) ON CONFLICT (key) DO NOTHING",
+                args![&fresh],
+            )?;
+            tx.text("SELECT value FROM meta WHERE key = 'secret'", args![])
+        })?;
+        let secret = secret.unwrap_or(fresh).into_bytes();
+        self.secret = Some(secret.clone());
+        Ok(secret)
     }
 
     fn sign(
@@ -117,7 +142,7 @@ impl Engine {
         now: Millis,
     ) -> Result<Option<Dispatch>> {
         let Some(r) = r else { return Ok(None) };
-        let secret = self.store.secret(settings.secret.as_deref())?;
+        let secret = self.secret(settings.secret.as_deref())?;
         let time = now.div_euclid(1000);
         let signature = protocol::sign(&secret, &r.slot, &r.endpoint, time);
         Ok(Some(Dispatch {
@@ -157,12 +182,14 @@ impl Engine {
             timeout: secs_to_ms(options.timeout.unwrap_or(settings.timeout)),
             unique: options.unique.as_deref(),
         };
+        let server = settings.server_name();
+        let due = send && task.due_at <= now;
         let (id, created, reserved) = self.store.write(|tx| {
+            let lock = due.then(|| slots::lock(tx, server)).transpose()?;
             let (id, created) = queue::insert(tx, &id, &task, now)?;
-            let reserved = if send && created && task.due_at <= now {
-                slots::reserve(tx, settings.max_workers, now)?
-            } else {
-                None
+            let reserved = match &lock {
+                Some(lock) if created => slots::reserve(tx, lock, settings.max_workers, now)?,
+                _ => None,
             };
             Ok((id, created, reserved))
         })?;
@@ -184,21 +211,18 @@ impl Engine {
         send: bool,
         now: Millis,
     ) -> Result<Accepted> {
-        let secret = self.store.secret(settings.secret.as_deref())?;
+        let secret = self.secret(settings.secret.as_deref())?;
         let slot = protocol::verify(&secret, req, now.div_euclid(1000))?;
         let endpoint = req.uri.clone();
+        let server = settings.server_name();
         let (task, reserved) = self.store.write(|tx| {
+            let lock = send.then(|| slots::lock(tx, server)).transpose()?;
             slots::accept(tx, &slot, &endpoint, now)?;
             match queue::claim(tx, &endpoint, &slot, now)? {
                 Some(task) => Ok((Some(task), None)),
                 None => {
                     slots::release(tx, &slot)?;
-                    let next = if send {
-                        slots::reserve(tx, settings.max_workers, now)?
-                    } else {
-                        None
-                    };
-                    Ok((None, next))
+                    Ok((None, reserve(tx, lock.as_ref(), settings, now)?))
                 }
             }
         })?;
@@ -220,11 +244,7 @@ impl Engine {
         now: Millis,
     ) -> Result<Option<Claimed>> {
         self.store.write(|tx| {
-            let held: bool = tx
-                .prepare_cached("SELECT count(*) FROM slots WHERE id = ?1 AND state = 'accepted'")?
-                .query_row([slot], |r| r.get::<_, i64>(0))?
-                > 0;
-            if !held {
+            if !slots::is_accepted(tx, slot)? {
                 return Ok(None);
             }
             queue::claim(tx, endpoint, slot, now)
@@ -270,12 +290,16 @@ impl Engine {
         send: bool,
         now: Millis,
     ) -> Result<Option<Dispatch>> {
+        let server = settings.server_name();
         let reserved = self.store.write(|tx| {
+            let lock = (send && slot.is_some())
+                .then(|| slots::lock(tx, server))
+                .transpose()?;
             for (id, lease) in held {
-                let running: bool = tx
-                    .prepare_cached("SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2")?
-                    .query_row([id, lease], |r| r.get::<_, i64>(0))?
-                    > 0;
+                let running = tx.int(
+                    "SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2",
+                    args![id, lease],
+                )? > Some(0);
                 if running {
                     queue::fail(tx, id, Some(lease), reason, None, now)?;
                 }
@@ -283,10 +307,7 @@ impl Engine {
             let Some(slot) = slot else { return Ok(None) };
             slots::release(tx, slot)?;
             queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_REQUEST)?;
-            if !send {
-                return Ok(None);
-            }
-            slots::reserve(tx, settings.max_workers, now)
+            reserve(tx, lock.as_ref(), settings, now)
         })?;
         self.sign(settings, reserved, now)
     }
@@ -294,7 +315,9 @@ impl Engine {
     /// The cron entry: reaps expired leases and slots, purges old finished
     /// tasks, and reserves a slot for every due endpoint while slots are free.
     pub fn kick(&mut self, settings: &Settings, now: Millis) -> Result<Vec<Dispatch>> {
+        let server = settings.server_name();
         let reserved = self.store.write(|tx| {
+            let lock = slots::lock(tx, server)?;
             slots::reap(tx, now)?;
             queue::purge(
                 tx,
@@ -303,7 +326,7 @@ impl Engine {
                 PURGE_PER_KICK,
             )?;
             let mut out = vec![];
-            while let Some(r) = slots::reserve(tx, settings.max_workers, now)? {
+            while let Some(r) = slots::reserve(tx, &lock, settings.max_workers, now)? {
                 out.push(r);
             }
             Ok(out)
@@ -330,21 +353,22 @@ impl Engine {
         now: Millis,
     ) -> Result<(bool, Option<Dispatch>)> {
         // Usually the endpoint accepted the slot: a read tells, no write needed.
-        let sent: bool = self.store.read(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
-                )?
-                .query_row([slot], |r| r.get(0))?)
+        let sent = self.store.read(|tx| {
+            tx.int(
+                "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
+                args![slot],
+            )
         })?;
-        if !sent {
+        if sent != Some(1) {
             return Ok((false, None));
         }
+        let server = settings.server_name();
         let (abandoned, reserved) = self.store.write(|tx| {
+            let lock = slots::lock(tx, server)?;
             if !slots::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));
             }
-            Ok((true, slots::reserve(tx, settings.max_workers, now)?))
+            Ok((true, slots::reserve(tx, &lock, settings.max_workers, now)?))
         })?;
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }
@@ -354,33 +378,32 @@ impl Engine {
     /// killed worker's task is retried without waiting for traffic).
     pub fn next_wake(&mut self, now: Millis) -> Result<Option<Millis>> {
         self.store.read(|tx| {
-            Ok(tx
-                .prepare_cached(
-                    "SELECT min(t) FROM (
-                        SELECT min(next_due) AS t FROM endpoints WHERE next_due > ?1
-                        UNION ALL SELECT min(deadline) + 1 FROM slots
-                        UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running')",
-                )?
-                .query_row([now], |r| r.get(0))?)
+            tx.int(
+                "SELECT min(t) FROM (
+                    SELECT min(next_due) AS t FROM endpoints WHERE next_due > ?1
+                    UNION ALL SELECT min(deadline) + 1 FROM slots
+                    UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
+                 ) AS wakes",
+                args![now],
+            )
         })
     }
 
     /// A value kept in the database's `meta` table (such as the base URL
     /// learned from web requests, for the CLI).
     pub fn meta(&mut self, key: &str) -> Result<Option<String>> {
-        self.store.read(|tx| {
-            Ok(tx
-                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()?)
-        })
+        self.store
+            .read(|tx| tx.text("SELECT value FROM meta WHERE key = ?1", args![key]))
     }
 
     /// Stores a value in the `meta` table.
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
         self.store.write(|tx| {
-            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-                .execute([key, value])?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                args![key, value],
+            )?;
             Ok(())
         })
     }
@@ -409,16 +432,13 @@ impl Engine {
         send: bool,
         now: Millis,
     ) -> Result<(bool, Option<Dispatch>)> {
+        let server = settings.server_name();
         let (requeued, reserved) = self.store.write(|tx| {
+            let lock = send.then(|| slots::lock(tx, server)).transpose()?;
             if queue::retry(tx, id, now)?.is_none() {
                 return Ok((false, None));
             }
-            let reserved = if send {
-                slots::reserve(tx, settings.max_workers, now)?
-            } else {
-                None
-            };
-            Ok((true, reserved))
+            Ok((true, reserve(tx, lock.as_ref(), settings, now)?))
         })?;
         Ok((requeued, self.sign(settings, reserved, now)?))
     }
@@ -466,9 +486,10 @@ impl Engine {
 
     /// Counts per state, slots in flight, next due time, age of the oldest due task.
     pub fn stats(&mut self, settings: &Settings, now: Millis) -> Result<Stats> {
+        let server = settings.server_name();
         let (counts, next_due, in_flight) = self.store.read(|tx| {
             let (counts, next_due) = queue::counts(tx)?;
-            Ok((counts, next_due, slots::in_flight(tx)?))
+            Ok((counts, next_due, slots::in_flight(tx, server)?))
         })?;
         Ok(Stats {
             counts,
@@ -477,6 +498,20 @@ impl Engine {
             next_due,
             oldest_due_age: next_due.filter(|d| *d <= now).map(|d| now - d),
         })
+    }
+}
+
+/// Reserves a slot when the transaction took the slot lock (it means to
+/// hand the slot on).
+fn reserve(
+    tx: &mut dyn Tx,
+    lock: Option<&slots::SlotLock<'_>>,
+    settings: &Settings,
+    now: Millis,
+) -> Result<Option<Reserved>> {
+    match lock {
+        Some(lock) => slots::reserve(tx, lock, settings.max_workers, now),
+        None => Ok(None),
     }
 }
 

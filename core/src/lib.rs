@@ -1,22 +1,25 @@
 //! The engine behind async-engine, free of PHP types so `cargo test` covers it.
 //!
-//! Two levels of state live in one SQLite database: server-wide slots
-//! (task requests in flight) and endpoint due times, and per-endpoint task
-//! queues. [`Engine`] carries out each operation of the PHP API in one short
-//! `BEGIN IMMEDIATE` transaction.
+//! Two levels of state live in one database (SQLite, or PostgreSQL when
+//! several servers share the work): each server's slots (task requests in
+//! flight) and endpoint due times, and per-endpoint task queues. [`Engine`]
+//! carries out each operation of the PHP API in one short transaction.
 
 pub mod clock;
+pub mod db;
 pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod pg;
 pub mod protocol;
 mod queue;
 pub mod retry;
 pub mod scalar;
 pub mod settings;
 mod slots;
+pub mod sqlite;
 pub mod store;
 pub mod task;
 
@@ -25,5 +28,5 @@ pub use error::{Error, Result};
 pub use scalar::Scalar;
 pub use settings::Settings;
 pub use slots::{GRACE_MS, SENT_TTL_MS};
-pub use store::busy_naps;
+pub use sqlite::busy_naps;
 pub use task::{Claimed, DeferOptions, State, TaskInfo};

@@ -5,7 +5,7 @@ use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::retry::backoff_ms;
 use crate::task::{clip_error, Claimed, State, TaskInfo};
-use rusqlite::{params, OptionalExtension, Transaction};
+use crate::db::{args, Row, Tx};
 
 /// A task to insert, already validated.
 #[derive(Debug, Clone)]
@@ -31,68 +31,87 @@ pub struct NewTask<'a> {
 /// Inserts a task (or finds the live one with its unique key); returns its
 /// id and whether it was created (false: the live task with that key).
 pub(crate) fn insert(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     id: &str,
     t: &NewTask<'_>,
     now: Millis,
 ) -> Result<(String, bool)> {
-    if let Some(key) = t.unique {
-        let existing: Option<String> = tx
-            .prepare_cached(
-                "SELECT id FROM tasks WHERE unique_key = ?1 AND state IN ('queued', 'running')",
-            )?
-            .query_row([key], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok((id, false));
+    // A live task with the same unique key makes the insert do nothing (the
+    // partial unique index decides, so two processes cannot both insert);
+    // that task is returned instead. Should it finish between the two
+    // statements (PostgreSQL), the insert is tried again.
+    let mut tries = 0;
+    loop {
+        let inserted = tx.execute(
+            "INSERT INTO tasks (id, endpoint, name, args, state, priority, due_at, max_attempts,
+                                timeout, unique_key, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (unique_key)
+                 WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+                 DO NOTHING",
+            args![
+                id,
+                t.endpoint,
+                t.name,
+                t.args,
+                t.priority,
+                t.due_at,
+                t.max_attempts,
+                t.timeout,
+                t.unique,
+                now
+            ],
+        )?;
+        if inserted > 0 {
+            break;
+        }
+        let live = tx.text(
+            "SELECT id FROM tasks WHERE unique_key = ?1 AND state IN ('queued', 'running')",
+            args![t.unique],
+        )?;
+        if let Some(existing) = live {
+            return Ok((existing, false));
+        }
+        tries += 1;
+        if tries == 3 {
+            return Err(Error::Storage(format!(
+                "kept refusing task {id} with unique key {:?} although no live task holds it",
+                t.unique
+            )));
         }
     }
-    tx.prepare_cached(
-        "INSERT INTO tasks (id, endpoint, name, args, state, priority, due_at, max_attempts,
-                            timeout, unique_key, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-    )?
-    .execute(params![
-        id,
-        t.endpoint,
-        t.name,
-        t.args,
-        t.priority,
-        t.due_at,
-        t.max_attempts,
-        t.timeout,
-        t.unique,
-        now
-    ])?;
     lower_next_due(tx, t.endpoint, t.due_at)?;
     Ok((id.to_string(), true))
 }
 
 /// Makes the endpoint due no later than `due_at`.
-pub(crate) fn lower_next_due(tx: &Transaction<'_>, endpoint: &str, due_at: Millis) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn lower_next_due(tx: &mut dyn Tx, endpoint: &str, due_at: Millis) -> Result<()> {
+    tx.execute(
         "INSERT INTO endpoints (endpoint, next_due) VALUES (?1, ?2)
          ON CONFLICT (endpoint) DO UPDATE SET next_due = excluded.next_due
-         WHERE next_due IS NULL OR excluded.next_due < next_due",
-    )?
-    .execute(params![endpoint, due_at])?;
+         WHERE endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due",
+        args![endpoint, due_at],
+    )?;
     Ok(())
 }
 
 /// Sets the endpoint's next due time from its queue (NULL when empty).
-pub(crate) fn recompute_next_due(tx: &Transaction<'_>, endpoint: &str) -> Result<()> {
-    tx.prepare_cached(
+pub(crate) fn recompute_next_due(tx: &mut dyn Tx, endpoint: &str) -> Result<()> {
+    tx.lock_endpoint(endpoint)?;
+    tx.execute(
         "UPDATE endpoints SET next_due =
             (SELECT min(due_at) FROM tasks WHERE state = 'queued' AND endpoint = ?1)
          WHERE endpoint = ?1",
-    )?
-    .execute([endpoint])?;
+        args![endpoint],
+    )?;
     Ok(())
 }
 
 /// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,
 /// `?2` now), in the queue's one order: priority first, then due time.
-/// Walks the claim index in that order and stops at the first due task;
+/// On PostgreSQL the row is locked, and tasks other servers are claiming
+/// are passed by (`SKIP LOCKED`). On SQLite the query
+/// walks the claim index in that order and stops at the first due task;
 /// left to itself SQLite picks the (endpoint, due_at) index and sorts every
 /// due task, which made each claim cost grow with the queue's depth.
 macro_rules! next_due_task {
@@ -102,7 +121,7 @@ macro_rules! next_due_task {
             $cols,
             " FROM tasks INDEXED BY tasks_claim
               WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
-              ORDER BY priority DESC, due_at, id LIMIT 1"
+              ORDER BY priority DESC, due_at, id LIMIT 1 /*skip locked*/"
         )
     };
 }
@@ -110,35 +129,34 @@ macro_rules! next_due_task {
 /// Claims the endpoint's next due task (priority first, then due time) for
 /// the request holding `slot`, under a lease.
 pub(crate) fn claim(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     endpoint: &str,
     slot: &str,
     now: Millis,
 ) -> Result<Option<Claimed>> {
-    let row = tx
-        .prepare_cached(next_due_task!("id, name, args, attempt, timeout"))?
-        .query_row(params![endpoint, now], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, Millis>(4)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, name, args, attempt, timeout)) = row else {
+    let row = tx.row(
+        next_due_task!("id, name, args, attempt, timeout"),
+        args![endpoint, now],
+    )?;
+    let Some(mut row) = row else {
         recompute_next_due(tx, endpoint)?;
         return Ok(None);
     };
+    let (id, name, args, attempt, timeout) = (
+        row.text(0)?,
+        row.text(1)?,
+        row.text(2)?,
+        row.count(3)?,
+        row.int(4)?,
+    );
     let lease = crate::id::random_hex(16);
     let lease_until = now + timeout;
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?2, lease_until = ?3,
                           slot_id = ?4, started_at = ?5, updated_at = ?5
          WHERE id = ?1",
-    )?
-    .execute(params![id, lease, lease_until, slot, now])?;
+        args![&id, &lease, lease_until, slot, now],
+    )?;
     crate::slots::hold_until(tx, slot, lease_until)?;
     recompute_next_due(tx, endpoint)?;
     Ok(Some(Claimed {
@@ -152,11 +170,8 @@ pub(crate) fn claim(
 }
 
 /// The error for an operation on a task this request no longer holds.
-fn not_held(tx: &Transaction<'_>, id: &str) -> Result<Error> {
-    let state: Option<String> = tx
-        .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
+fn not_held(tx: &mut dyn Tx, id: &str) -> Result<Error> {
+    let state = tx.text("SELECT state FROM tasks WHERE id = ?1", args![id])?;
     Ok(Error::NotHeld(match state {
         None => format!("task {id} does not exist (it was purged)"),
         Some(s) => format!(
@@ -167,14 +182,13 @@ fn not_held(tx: &Transaction<'_>, id: &str) -> Result<Error> {
 }
 
 /// Marks a running task held under `lease` as done.
-pub(crate) fn complete(tx: &Transaction<'_>, id: &str, lease: &str, now: Millis) -> Result<()> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE tasks SET state = 'done', lease = NULL, lease_until = NULL, slot_id = NULL,
-                              finished_at = ?3, updated_at = ?3
-             WHERE id = ?1 AND state = 'running' AND lease = ?2",
-        )?
-        .execute(params![id, lease, now])?;
+pub(crate) fn complete(tx: &mut dyn Tx, id: &str, lease: &str, now: Millis) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE tasks SET state = 'done', lease = NULL, lease_until = NULL, slot_id = NULL,
+                          finished_at = ?3, updated_at = ?3
+         WHERE id = ?1 AND state = 'running' AND lease = ?2",
+        args![id, lease, now],
+    )?;
     if n == 0 {
         return Err(not_held(tx, id)?);
     }
@@ -185,29 +199,30 @@ pub(crate) fn complete(tx: &Transaction<'_>, id: &str, lease: &str, now: Millis)
 /// ms), or dead once its attempts are spent. Returns the new state.
 /// `lease` of `None` fails whatever holds it (reaping).
 pub(crate) fn fail(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     id: &str,
     lease: Option<&str>,
     error: &str,
     retry_in: Option<Millis>,
     now: Millis,
 ) -> Result<State> {
-    let row = tx
-        .prepare_cached(
+    // Reaping (no lease) takes whatever holds the task.
+    let row = match lease {
+        Some(lease) => tx.row(
             "SELECT endpoint, attempt, max_attempts FROM tasks
-             WHERE id = ?1 AND state = 'running' AND (?2 IS NULL OR lease = ?2)",
-        )?
-        .query_row(params![id, lease], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, u32>(2)?,
-            ))
-        })
-        .optional()?;
-    let Some((endpoint, attempt, max_attempts)) = row else {
+             WHERE id = ?1 AND state = 'running' AND lease = ?2",
+            args![id, lease],
+        )?,
+        None => tx.row(
+            "SELECT endpoint, attempt, max_attempts FROM tasks
+             WHERE id = ?1 AND state = 'running'",
+            args![id],
+        )?,
+    };
+    let Some(mut row) = row else {
         return Err(not_held(tx, id)?);
     };
+    let (endpoint, attempt, max_attempts) = (row.text(0)?, row.count(1)?, row.count(2)?);
     let failed = Attempt {
         id,
         endpoint: &endpoint,
@@ -230,7 +245,7 @@ struct Attempt<'a> {
 /// attempts are spent, else queued again after `retry_in` ms (default:
 /// exponential backoff). Returns the new state.
 fn record_failure(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     a: &Attempt<'_>,
     error: &str,
     retry_in: Option<Millis>,
@@ -238,21 +253,21 @@ fn record_failure(
 ) -> Result<State> {
     let error = clip_error(error);
     if a.number >= a.max_attempts {
-        tx.prepare_cached(
+        tx.execute(
             "UPDATE tasks SET state = 'dead', attempt = ?2, last_error = ?3, lease = NULL,
                               lease_until = NULL, slot_id = NULL, finished_at = ?4, updated_at = ?4
              WHERE id = ?1",
-        )?
-        .execute(params![a.id, a.number, error, now])?;
+            args![a.id, a.number, &*error, now],
+        )?;
         return Ok(State::Dead);
     }
     let due = now + retry_in.unwrap_or_else(|| backoff_ms(a.number, crate::id::random_unit()));
-    tx.prepare_cached(
+    tx.execute(
         "UPDATE tasks SET state = 'queued', attempt = ?2, last_error = ?3, lease = NULL,
                           lease_until = NULL, slot_id = NULL, due_at = ?4, updated_at = ?5
          WHERE id = ?1",
-    )?
-    .execute(params![a.id, a.number, error, due, now])?;
+        args![a.id, a.number, &*error, due, now],
+    )?;
     lower_next_due(tx, a.endpoint, due)?;
     Ok(State::Queued)
 }
@@ -261,27 +276,22 @@ fn record_failure(
 /// meant to run it never reached `accept()`. The attempt counts; the task
 /// retries after a backoff, or is dead once its attempts are spent.
 pub(crate) fn fail_delivery(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     endpoint: &str,
     reason: &str,
     now: Millis,
 ) -> Result<()> {
-    let row = tx
-        .prepare_cached(next_due_task!("id, attempt, max_attempts"))?
-        .query_row(params![endpoint, now], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)? + 1,
-                r.get::<_, u32>(2)?,
-            ))
-        })
-        .optional()?;
-    if let Some((id, number, max_attempts)) = row {
+    let row = tx.row(
+        next_due_task!("id, attempt, max_attempts"),
+        args![endpoint, now],
+    )?;
+    if let Some(mut row) = row {
+        let id = row.text(0)?;
         let failed = Attempt {
             id: &id,
             endpoint,
-            number,
-            max_attempts,
+            number: row.count(1)? + 1,
+            max_attempts: row.count(2)?,
         };
         record_failure(tx, &failed, reason, None, now)?;
     }
@@ -291,41 +301,36 @@ pub(crate) fn fail_delivery(
 /// Lengthens the lease of a running task held under `lease` to end
 /// `seconds_ms` from now (a lease is never shortened).
 pub(crate) fn extend(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     id: &str,
     lease: &str,
     ms: Millis,
     now: Millis,
 ) -> Result<()> {
     let until = now + ms;
-    let slot: Option<Option<String>> = tx
-        .prepare_cached(
-            "UPDATE tasks SET lease_until = max(lease_until, ?3), updated_at = ?4
-             WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING slot_id",
-        )?
-        .query_row(params![id, lease, until, now], |r| r.get(0))
-        .optional()?;
-    match slot {
-        None => Err(not_held(tx, id)?),
-        Some(slot) => {
-            if let Some(slot) = slot {
-                crate::slots::hold_until(tx, &slot, until)?;
-            }
-            Ok(())
-        }
+    let row = tx.row(
+        "UPDATE tasks SET updated_at = ?4,
+                          lease_until = CASE WHEN lease_until > ?3 THEN lease_until ELSE ?3 END
+         WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING slot_id",
+        args![id, lease, until, now],
+    )?;
+    let Some(mut row) = row else {
+        return Err(not_held(tx, id)?);
+    };
+    if let Some(slot) = row.opt_text(0)? {
+        crate::slots::hold_until(tx, &slot, until)?;
     }
+    Ok(())
 }
 
 /// Cancels a queued task, or gives up on a dead one (which then goes with
 /// retention like any cancelled task); false if it is neither.
-pub(crate) fn cancel(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<bool> {
-    let endpoint: Option<String> = tx
-        .prepare_cached(
-            "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2
-             WHERE id = ?1 AND state IN ('queued', 'dead') RETURNING endpoint",
-        )?
-        .query_row(params![id, now], |r| r.get(0))
-        .optional()?;
+pub(crate) fn cancel(tx: &mut dyn Tx, id: &str, now: Millis) -> Result<bool> {
+    let endpoint = tx.text(
+        "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2
+         WHERE id = ?1 AND state IN ('queued', 'dead') RETURNING endpoint",
+        args![id, now],
+    )?;
     match endpoint {
         Some(e) => {
             recompute_next_due(tx, &e)?;
@@ -337,15 +342,13 @@ pub(crate) fn cancel(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<bool
 
 /// Puts a dead task back in the queue, due now, with a fresh set of
 /// attempts; false if it is not dead. Returns its endpoint when requeued.
-pub(crate) fn retry(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<Option<String>> {
-    let endpoint: Option<String> = tx
-        .prepare_cached(
-            "UPDATE tasks SET state = 'queued', attempt = 0, due_at = ?2, finished_at = NULL,
-                              updated_at = ?2
-             WHERE id = ?1 AND state = 'dead' RETURNING endpoint",
-        )?
-        .query_row(params![id, now], |r| r.get(0))
-        .optional()?;
+pub(crate) fn retry(tx: &mut dyn Tx, id: &str, now: Millis) -> Result<Option<String>> {
+    let endpoint = tx.text(
+        "UPDATE tasks SET state = 'queued', attempt = 0, due_at = ?2, finished_at = NULL,
+                          updated_at = ?2
+         WHERE id = ?1 AND state = 'dead' RETURNING endpoint",
+        args![id, now],
+    )?;
     if let Some(e) = &endpoint {
         lower_next_due(tx, e, now)?;
     }
@@ -353,20 +356,21 @@ pub(crate) fn retry(tx: &Transaction<'_>, id: &str, now: Millis) -> Result<Optio
 }
 
 /// Fails every running task whose lease ended before `now`; returns how many.
-pub(crate) fn reap_leases(tx: &Transaction<'_>, now: Millis) -> Result<usize> {
-    let expired: Vec<(String, Millis)> = tx
-        .prepare_cached(
-            "SELECT id, timeout FROM tasks WHERE state = 'running' AND lease_until < ?1 LIMIT 1000",
-        )?
-        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, timeout) in &expired {
+pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
+    // Tasks another server is reaping or finishing right now are passed by.
+    let expired = tx.query(
+        "SELECT id, timeout FROM tasks
+         WHERE state = 'running' AND lease_until < ?1 LIMIT 1000 /*skip locked*/",
+        args![now],
+    )?;
+    for mut row in expired.iter().cloned() {
+        let (id, timeout) = (row.text(0)?, row.int(1)?);
         let error = format!(
             "lease expired: no complete() or fail() within {} s (the request running it \
              died, hung or was killed; raise the 'timeout' option or call extend())",
-            crate::clock::ms_to_secs(*timeout)
+            crate::clock::ms_to_secs(timeout)
         );
-        fail(tx, id, None, &error, None, now)?;
+        fail(tx, &id, None, &error, None, now)?;
     }
     Ok(expired.len())
 }
@@ -383,47 +387,40 @@ const PURGE: &str = "DELETE FROM tasks WHERE id IN (
 /// Deletes up to `limit` done and cancelled tasks that finished at or before
 /// `before`; returns how many. Dead tasks are kept until retried or purged
 /// with `dead` set.
-pub(crate) fn purge(tx: &Transaction<'_>, before: Millis, dead: bool, limit: u32) -> Result<usize> {
-    let n = tx
-        .prepare_cached(PURGE)?
-        .execute(params![before, dead, limit])?;
-    Ok(n)
+pub(crate) fn purge(tx: &mut dyn Tx, before: Millis, dead: bool, limit: u32) -> Result<usize> {
+    tx.execute(PURGE, args![before, dead, limit])
 }
 
 const INFO_COLUMNS: &str = "id, endpoint, name, args, state, priority, attempt, max_attempts,
     timeout, unique_key, due_at, created_at, updated_at, started_at, finished_at, lease_until,
     last_error";
 
-fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
-    let state: String = r.get(4)?;
+fn info_from_row(mut r: Row) -> Result<TaskInfo> {
     Ok(TaskInfo {
-        id: r.get(0)?,
-        endpoint: r.get(1)?,
-        name: r.get(2)?,
-        args: r.get(3)?,
-        state: State::parse(&state).unwrap_or(State::Queued),
-        priority: r.get(5)?,
-        attempt: r.get(6)?,
-        max_attempts: r.get(7)?,
-        timeout: r.get(8)?,
-        unique: r.get(9)?,
-        due_at: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-        started_at: r.get(13)?,
-        finished_at: r.get(14)?,
-        lease_until: r.get(15)?,
-        last_error: r.get(16)?,
+        id: r.text(0)?,
+        endpoint: r.text(1)?,
+        name: r.text(2)?,
+        args: r.text(3)?,
+        state: State::parse(&r.text(4)?).unwrap_or(State::Queued),
+        priority: r.int(5)?,
+        attempt: r.count(6)?,
+        max_attempts: r.count(7)?,
+        timeout: r.int(8)?,
+        unique: r.opt_text(9)?,
+        due_at: r.int(10)?,
+        created_at: r.int(11)?,
+        updated_at: r.int(12)?,
+        started_at: r.opt_int(13)?,
+        finished_at: r.opt_int(14)?,
+        lease_until: r.opt_int(15)?,
+        last_error: r.opt_text(16)?,
     })
 }
 
 /// One task's record.
-pub(crate) fn status(tx: &Transaction<'_>, id: &str) -> Result<Option<TaskInfo>> {
+pub(crate) fn status(tx: &mut dyn Tx, id: &str) -> Result<Option<TaskInfo>> {
     let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1");
-    Ok(tx
-        .prepare_cached(&sql)?
-        .query_row([id], info_from_row)
-        .optional()?)
+    tx.row(&sql, args![id])?.map(info_from_row).transpose()
 }
 
 /// SQL of [`list`]: `?1` the state, `?2` the limit.
@@ -432,56 +429,50 @@ fn list_sql() -> String {
 }
 
 /// Tasks in `state`, newest first, at most `limit`.
-pub(crate) fn list(tx: &Transaction<'_>, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-    let sql = list_sql();
-    let rows = tx
-        .prepare_cached(&sql)?
-        .query_map(params![state.as_str(), limit], info_from_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+pub(crate) fn list(tx: &mut dyn Tx, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
+    tx.query(&list_sql(), args![state.as_str(), limit])?
+        .into_iter()
+        .map(info_from_row)
+        .collect()
 }
 
 /// Tasks that finished `done` and `dead` per `bucket` milliseconds since
 /// `since`, as (bucket start, done, dead), only for buckets with any.
 pub(crate) fn finished_per_bucket(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
     since: Millis,
     bucket: Millis,
 ) -> Result<Vec<(Millis, i64, i64)>> {
-    let rows = tx
-        .prepare_cached(
-            "SELECT (finished_at / ?2) * ?2 AS b, sum(state = 'done'), sum(state = 'dead')
-             FROM tasks WHERE finished_at >= ?1 GROUP BY b ORDER BY b",
-        )?
-        .query_map(params![since, bucket], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    tx.query(
+        "SELECT (finished_at / ?2) * ?2 AS b, count(*) FILTER (WHERE state = 'done'),
+                count(*) FILTER (WHERE state = 'dead')
+         FROM tasks WHERE finished_at >= ?1 GROUP BY b ORDER BY b",
+        args![since, bucket],
+    )?
+    .iter()
+    .map(|r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)))
+    .collect()
 }
 
 /// Task counts per state.
 pub(crate) type Counts = Vec<(State, i64)>;
 
 /// Task counts per state, the earliest due time of any queued task.
-pub(crate) fn counts(tx: &Transaction<'_>) -> Result<(Counts, Option<Millis>)> {
+pub(crate) fn counts(tx: &mut dyn Tx) -> Result<(Counts, Option<Millis>)> {
     let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-    let mut stmt = tx.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (state, n) = row?;
+    for mut row in tx.query("SELECT state, count(*) FROM tasks GROUP BY state", args![])? {
+        let (state, n) = (row.text(0)?, row.int(1)?);
         if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
             slot.1 = n;
         }
     }
     // Per endpoint through the (endpoint, due_at) index: cheap at any depth.
-    let next_due: Option<Millis> = tx
-        .prepare_cached(
-            "SELECT min((SELECT min(due_at) FROM tasks
-                         WHERE state = 'queued' AND tasks.endpoint = endpoints.endpoint))
-             FROM endpoints",
-        )?
-        .query_row([], |r| r.get(0))?;
+    let next_due = tx.int(
+        "SELECT min((SELECT min(due_at) FROM tasks
+                     WHERE state = 'queued' AND tasks.endpoint = endpoints.endpoint))
+         FROM endpoints",
+        args![],
+    )?;
     Ok((counts, next_due))
 }
 
@@ -493,7 +484,7 @@ mod tests {
     /// literals can differ).
     fn plan(sql: &str, params: usize) -> String {
         let conn = Connection::open_in_memory().unwrap();
-        for migration in crate::store::MIGRATIONS {
+        for migration in crate::sqlite::MIGRATIONS {
             conn.execute_batch(migration).unwrap();
         }
         let values = vec![rusqlite::types::Value::Integer(0); params];

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use crate::scalar::Scalar as SettingValue;
 
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 9] = [
+pub const SETTING_NAMES: [&str; 10] = [
     "database",
+    "server",
     "base_url",
     "secret",
     "max_workers",
@@ -22,13 +23,17 @@ pub const SETTING_NAMES: [&str; 9] = [
 /// The effective settings of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Path of the SQLite database; `None` means the default in the temp dir.
+    /// Path of the SQLite database, or a `postgres://` URL; `None` means a
+    /// SQLite file in the temp dir.
     pub database: Option<String>,
+    /// This web server's name among several sharing one database; `None`
+    /// means the machine's host name.
+    pub server: Option<String>,
     /// Where self-requests go; `None` means derived from the web request.
     pub base_url: Option<String>,
     /// HMAC key; `None` means generated once and stored in the database.
     pub secret: Option<String>,
-    /// Task requests in flight, server-wide.
+    /// Task requests in flight, per server.
     pub max_workers: u32,
     /// Default lease of a running task, in seconds.
     pub timeout: f64,
@@ -46,6 +51,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             database: None,
+            server: None,
             base_url: None,
             secret: None,
             max_workers: 4,
@@ -127,6 +133,13 @@ impl Settings {
         let defaults = Settings::default();
         match name {
             "database" => self.database = text(name, value)?,
+            "server" => {
+                let server = text(name, value)?;
+                if server.as_ref().is_some_and(|s| s.len() > 255) {
+                    return Err(usage(name, "at most 255 bytes long", value));
+                }
+                self.server = server;
+            }
             "base_url" => {
                 let url = text(name, value)?;
                 if let Some(u) = &url {
@@ -168,6 +181,21 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// This server's name: the `server` setting, else the host name.
+    pub fn server_name(&self) -> &str {
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        self.server.as_deref().unwrap_or_else(|| {
+            HOST.get_or_init(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                    .map(|h| h.trim().to_string())
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "localhost".into())
+            })
+        })
     }
 
     /// The database path in effect: the setting, else `async-engine.sqlite`

@@ -1,8 +1,9 @@
-//! Server-wide slots: the task requests in flight, at most `max_workers`.
+//! Each server's slots: the task requests it has in flight, at most its
+//! `max_workers`.
 
 use crate::clock::Millis;
+use crate::db::{args, Tx};
 use crate::error::{Error, Result};
-use rusqlite::{params, OptionalExtension, Transaction};
 
 /// How long a sent request may take to reach its endpoint before its slot
 /// is reaped and the endpoint made due again.
@@ -19,62 +20,79 @@ pub struct Reserved {
     pub endpoint: String,
 }
 
-/// Number of slots held (in flight), expired or not.
-pub(crate) fn in_flight(tx: &Transaction<'_>) -> Result<i64> {
-    Ok(tx
-        .prepare_cached("SELECT count(*) FROM slots")?
-        .query_row([], |r| r.get(0))?)
+/// Proof that the transaction holds a server's slot lock (see
+/// [`Tx::lock_slots`]): only then may it count that server's slots and add one.
+pub(crate) struct SlotLock<'a> {
+    server: &'a str,
 }
 
-/// Reserves a slot for the endpoint due earliest (at or before `now`), if a
-/// slot is free; the endpoint stops being due until its request arrives.
+/// Takes the slot lock of `server`; call it before anything else in the
+/// transaction.
+pub(crate) fn lock<'a>(tx: &mut dyn Tx, server: &'a str) -> Result<SlotLock<'a>> {
+    tx.lock_slots(server)?;
+    Ok(SlotLock { server })
+}
+
+/// Number of slots `server` holds (in flight), expired or not.
+pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
+    Ok(tx
+        .int("SELECT count(*) FROM slots WHERE server = ?1", args![server])?
+        .unwrap_or(0))
+}
+
+/// Reserves a slot of the locked server for the endpoint due earliest (at or
+/// before `now`), if one is free; the endpoint stops being due until its
+/// request arrives. An endpoint another transaction is changing is passed by.
 pub(crate) fn reserve(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
     max_workers: u32,
     now: Millis,
 ) -> Result<Option<Reserved>> {
     let max = i64::from(max_workers);
-    if in_flight(tx)? >= max {
+    if in_flight(tx, lock.server)? >= max {
         // Full: expired slots may be what holds them.
-        let expired: bool = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM slots WHERE deadline < ?1)")?
-            .query_row([now], |r| r.get(0))?;
-        if !expired {
+        let expired = tx.int(
+            "SELECT EXISTS (SELECT 1 FROM slots WHERE server = ?1 AND deadline < ?2)",
+            args![lock.server, now],
+        )?;
+        if expired != Some(1) {
             return Ok(None);
         }
         reap(tx, now)?;
-        if in_flight(tx)? >= max {
+        if in_flight(tx, lock.server)? >= max {
             return Ok(None);
         }
     }
-    let endpoint: Option<String> = tx
-        .prepare_cached(
-            "SELECT endpoint FROM endpoints WHERE next_due <= ?1 ORDER BY next_due LIMIT 1",
-        )?
-        .query_row([now], |r| r.get(0))
-        .optional()?;
+    let endpoint = tx.text(
+        "SELECT endpoint FROM endpoints WHERE next_due <= ?1
+         ORDER BY next_due LIMIT 1 /*skip locked*/",
+        args![now],
+    )?;
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
     let slot = crate::id::random_hex(16);
-    tx.prepare_cached(
-        "INSERT INTO slots (id, endpoint, state, deadline, created_at) VALUES (?1, ?2, 'sent', ?3, ?4)",
-    )?
-    .execute(params![slot, endpoint, now + SENT_TTL_MS, now])?;
-    tx.prepare_cached("UPDATE endpoints SET next_due = NULL WHERE endpoint = ?1")?
-        .execute([&endpoint])?;
+    tx.execute(
+        "INSERT INTO slots (id, server, endpoint, state, deadline, created_at)
+         VALUES (?1, ?2, ?3, 'sent', ?4, ?5)",
+        args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now],
+    )?;
+    tx.execute(
+        "UPDATE endpoints SET next_due = NULL WHERE endpoint = ?1",
+        args![&endpoint],
+    )?;
     Ok(Some(Reserved { slot, endpoint }))
 }
 
 /// Consumes a sent slot for the request that carries it: it becomes
 /// accepted, once. A replayed, reaped or foreign slot is rejected.
-pub(crate) fn accept(tx: &Transaction<'_>, slot: &str, endpoint: &str, now: Millis) -> Result<()> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE slots SET state = 'accepted', deadline = ?3
-             WHERE id = ?1 AND endpoint = ?2 AND state = 'sent' AND deadline >= ?4",
-        )?
-        .execute(params![slot, endpoint, now + GRACE_MS, now])?;
+pub(crate) fn accept(tx: &mut dyn Tx, slot: &str, endpoint: &str, now: Millis) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE slots SET state = 'accepted', deadline = ?3
+         WHERE id = ?1 AND endpoint = ?2 AND state = 'sent' AND deadline >= ?4",
+        args![slot, endpoint, now + GRACE_MS, now],
+    )?;
     if n == 0 {
         return Err(Error::Rejected(format!(
             "not a genuine self-request: slot {slot} for {endpoint} is unknown, expired or \
@@ -84,28 +102,38 @@ pub(crate) fn accept(tx: &Transaction<'_>, slot: &str, endpoint: &str, now: Mill
     Ok(())
 }
 
+/// Whether `slot` is accepted (its request is running tasks).
+pub(crate) fn is_accepted(tx: &mut dyn Tx, slot: &str) -> Result<bool> {
+    Ok(tx.int(
+        "SELECT count(*) FROM slots WHERE id = ?1 AND state = 'accepted'",
+        args![slot],
+    )? > Some(0))
+}
+
 /// Keeps an accepted slot held until `until` plus the grace period.
-pub(crate) fn hold_until(tx: &Transaction<'_>, slot: &str, until: Millis) -> Result<()> {
-    tx.prepare_cached("UPDATE slots SET deadline = max(deadline, ?2) WHERE id = ?1")?
-        .execute(params![slot, until + GRACE_MS])?;
+pub(crate) fn hold_until(tx: &mut dyn Tx, slot: &str, until: Millis) -> Result<()> {
+    tx.execute(
+        "UPDATE slots SET deadline = CASE WHEN deadline > ?2 THEN deadline ELSE ?2 END
+         WHERE id = ?1",
+        args![slot, until + GRACE_MS],
+    )?;
     Ok(())
 }
 
 /// Frees an accepted slot (sent ones are given up with [`abandon`]).
-pub(crate) fn release(tx: &Transaction<'_>, slot: &str) -> Result<()> {
-    tx.prepare_cached("DELETE FROM slots WHERE id = ?1")?
-        .execute([slot])?;
+pub(crate) fn release(tx: &mut dyn Tx, slot: &str) -> Result<()> {
+    tx.execute("DELETE FROM slots WHERE id = ?1", args![slot])?;
     Ok(())
 }
 
 /// Gives up on a sent request that did not reach `accept()`: frees its slot
 /// and records the failed delivery on its endpoint's next due task. False
 /// when the slot is not a sent one (accepted, or already freed).
-pub(crate) fn abandon(tx: &Transaction<'_>, slot: &str, reason: &str, now: Millis) -> Result<bool> {
-    let endpoint: Option<String> = tx
-        .prepare_cached("DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING endpoint")?
-        .query_row([slot], |r| r.get(0))
-        .optional()?;
+pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) -> Result<bool> {
+    let endpoint = tx.text(
+        "DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING endpoint",
+        args![slot],
+    )?;
     let Some(endpoint) = endpoint else {
         return Ok(false);
     };
@@ -114,23 +142,25 @@ pub(crate) fn abandon(tx: &Transaction<'_>, slot: &str, reason: &str, now: Milli
     Ok(true)
 }
 
-/// Frees slots past their deadline (a sent request that never arrived counts
-/// as a failed attempt of its endpoint's next task) and fails tasks whose
-/// lease expired; returns how many slots were freed.
-pub(crate) fn reap(tx: &Transaction<'_>, now: Millis) -> Result<usize> {
+/// Frees slots past their deadline, any server's (a sent request that never
+/// arrived counts as a failed attempt of its endpoint's next task), and fails
+/// tasks whose lease expired: a server that died leaves its work to the
+/// others. Returns how many slots were freed.
+pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
     crate::queue::reap_leases(tx, now)?;
-    let expired: Vec<(String, String)> = tx
-        .prepare_cached("SELECT id, endpoint FROM slots WHERE deadline < ?1")?
-        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (slot, endpoint) in &expired {
+    let expired = tx.query(
+        "SELECT id, endpoint FROM slots WHERE deadline < ?1 LIMIT 1000 /*skip locked*/",
+        args![now],
+    )?;
+    for mut row in expired.iter().cloned() {
+        let (slot, endpoint) = (row.text(0)?, row.text(1)?);
         let reason = format!(
             "the request to {endpoint} did not reach accept() within {} s (endpoint down, \
              overloaded, or not calling accept())",
             SENT_TTL_MS / 1000
         );
-        if !abandon(tx, slot, &reason, now)? {
-            release(tx, slot)?;
+        if !abandon(tx, &slot, &reason, now)? {
+            release(tx, &slot)?;
         }
     }
     Ok(expired.len())

@@ -1,437 +1,71 @@
-//! The SQLite store: opening, schema migrations, transactions, error mapping.
+//! The engine's database behind one trait: SQLite (a file path, the
+//! default) or PostgreSQL (a `postgres://` URL, shared by several servers).
 
-use crate::error::{Error, Result};
+use crate::db::Tx;
+use crate::error::Result;
 use crate::settings::Settings;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-/// The busy timeout of this process's connections, in microseconds: the
-/// busy handler is a plain function, so it reads it from here.
-static BUSY_TIMEOUT_US: AtomicU64 = AtomicU64::new(5_000_000);
-
-/// Naps this process has taken waiting for another writer's lock.
-static BUSY_NAPS: AtomicU64 = AtomicU64::new(0);
-
-/// How many times this process has waited for another writer's lock (each
-/// nap of the busy handler counts once): a measure of write contention.
-pub fn busy_naps() -> u64 {
-    BUSY_NAPS.load(Ordering::Relaxed)
-}
-
-/// Microseconds spent napping before nap number `count` (see [`busy_wait`]).
-fn napped_us(count: i32) -> u64 {
-    match count {
-        ..=0 => 0,
-        1..=6 => 20 * ((1 << count) - 1),
-        _ => 1260 + (count as u64 - 6) * 1000,
-    }
-}
-
-/// Waits for another writer's lock in short naps (20 µs doubling to 1 ms)
-/// rather than SQLite's default naps of 1 ms and more, which would dominate
-/// these short transactions whenever two processes write at once. Gives up
-/// once the busy timeout is spent.
-fn busy_wait(count: i32) -> bool {
-    if napped_us(count) >= BUSY_TIMEOUT_US.load(Ordering::Relaxed) {
-        return false;
-    }
-    let nap = if count < 6 { 20u64 << count } else { 1000 };
-    BUSY_NAPS.fetch_add(1, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_micros(nap));
-    true
-}
-
-fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
-    BUSY_TIMEOUT_US.store((seconds * 1e6) as u64, Ordering::Relaxed);
-    conn.busy_handler(Some(busy_wait))
-}
-
-/// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 2;
-
-/// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; 2] = [
-    r#"
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-
--- Server-wide: when each endpoint is next due (NULL while a request for it
--- is on its way, or when it has nothing queued).
-CREATE TABLE endpoints (
-    endpoint TEXT PRIMARY KEY,
-    next_due INTEGER
-) WITHOUT ROWID;
-CREATE INDEX endpoints_due ON endpoints(next_due) WHERE next_due IS NOT NULL;
-
--- Server-wide: task requests in flight. 'sent': signed and on its way;
--- 'accepted': the endpoint took it and is running tasks.
-CREATE TABLE slots (
-    id         TEXT PRIMARY KEY,
-    endpoint   TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('sent', 'accepted')),
-    deadline   INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- Per endpoint: the task queues.
-CREATE TABLE tasks (
-    id           TEXT PRIMARY KEY,
-    endpoint     TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    args         TEXT NOT NULL,
-    state        TEXT NOT NULL
-                 CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
-    priority     INTEGER NOT NULL DEFAULT 0,
-    due_at       INTEGER NOT NULL,
-    attempt      INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    timeout      INTEGER NOT NULL,
-    unique_key   TEXT,
-    lease        TEXT,
-    lease_until  INTEGER,
-    slot_id      TEXT,
-    last_error   TEXT,
-    created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
-    started_at   INTEGER,
-    finished_at  INTEGER
-);
-CREATE INDEX tasks_claim ON tasks(endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-CREATE INDEX tasks_next_due ON tasks(endpoint, due_at) WHERE state = 'queued';
-CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
-CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX tasks_state ON tasks(state);
-CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#,
-    r#"
--- 2: a state's tasks newest first straight from the index (tasks(), the
--- status page), not by sorting every task in that state.
-DROP INDEX tasks_state;
-CREATE INDEX tasks_state ON tasks(state, id);
-"#,
-];
+pub use crate::sqlite::SCHEMA_VERSION;
 
 /// One open connection to the engine's database.
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// Device and inode of the file opened: when the path names another
-    /// file (replaced or deleted), this connection no longer serves it.
-    file: (u64, u64),
-    busy_timeout: f64,
-    secret: Option<Vec<u8>>,
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        let code = e.sqlite_error_code();
-        let message = match code {
-            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-                "is locked by another writer for longer than the busy timeout".to_string()
-            }
-            Some(ErrorCode::NotADatabase) => "is not a SQLite database".to_string(),
-            Some(ErrorCode::DatabaseCorrupt) => "is corrupt".to_string(),
-            Some(ErrorCode::ReadOnly) => {
-                "is read-only (check the permissions of the file and its directory)".to_string()
-            }
-            Some(ErrorCode::CannotOpen) => {
-                "cannot be opened (check that its directory exists and is writable)".to_string()
-            }
-            Some(ErrorCode::DiskFull) => "cannot be written: the disk is full".to_string(),
-            Some(ErrorCode::SystemIoFailure) => format!("cannot be read or written: {e}"),
-            _ => format!("failed: {e}"),
-        };
-        Error::Storage(message)
-    }
-}
-
-impl Store {
-    /// Opens (creating if needed) and migrates the database the settings name.
-    pub fn open(settings: &Settings) -> Result<Store> {
-        let path = settings.database_path();
-        let ctx = |e: Error| contextualize(e, &path, settings.busy_timeout);
-        check_location(&path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| ctx(e.into()))?;
-        // SQLite falls back to read-only when the file is not writable; such
-        // a connection could never store a task, so it is refused rather
-        // than kept for the life of the process.
-        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
-            return Err(ctx(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
-                None,
-            )
-            .into()));
-        }
-        set_busy(&conn, settings.busy_timeout).map_err(|e| ctx(e.into()))?;
-        conn.set_prepared_statement_cache_capacity(64);
-        let mut store = Store {
-            conn,
-            file: file_id(&path).unwrap_or_default(),
-            path: path.clone(),
-            busy_timeout: settings.busy_timeout,
-            secret: None,
-        };
-        store.prepare().map_err(ctx)?;
-        Ok(store)
-    }
-
-    fn prepare(&mut self) -> Result<()> {
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Storage(format!(
-                "cannot switch to WAL mode (got {mode})"
-            )));
-        }
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
-        let version = self.schema_version()?;
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
-        if !(0..=SCHEMA_VERSION).contains(&version) {
-            return Err(Error::Storage(format!(
-                "has schema version {version}, newer than this extension supports \
-                 ({SCHEMA_VERSION}); upgrade the extension"
-            )));
-        }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another process may have migrated while we waited for the lock.
-        let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == 0 {
-            let tables: i64 = tx.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'",
-                [],
-                |r| r.get(0),
-            )?;
-            if tables > 0 {
-                return Err(Error::Storage(
-                    "is a SQLite database of another application (it has tables but no \
-                     async-engine schema); give async-engine a file of its own"
-                        .into(),
-                ));
-            }
-        }
-        while version < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[version as usize])?;
-            version += 1;
-        }
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
-    }
-
-    /// The database file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+pub trait Store: Send {
+    /// Runs `f` in one transaction: a write transaction (exclusive of other
+    /// writers on SQLite) when `write`, else one consistent snapshot.
+    /// Commits when `f` returns `Ok`, rolls back otherwise. A backend may run
+    /// `f` again when the database aborted the transaction for a conflict
+    /// with another (a deadlock, a lost connection before anything ran).
+    fn run(&mut self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
 
     /// Whether this connection was opened for these settings' database.
-    pub fn serves(&self, settings: &Settings) -> bool {
-        self.path == settings.database_path()
-    }
+    fn serves(&self, settings: &Settings) -> bool;
 
-    /// Refuses to go on when the path no longer names the file this
-    /// connection opened (one `stat`). Writing on would store tasks in a
-    /// file no other process sees; opening the new file beside the old
-    /// one's live WAL could mix the two. Every process must start afresh.
-    pub fn check_file(&self) -> Result<()> {
-        if file_id(&self.path) == Some(self.file) {
-            return Ok(());
-        }
-        Err(Error::Storage(format!(
-            "database '{}' was replaced or deleted after this process opened it; \
-             restart PHP (php-fpm, Apache, php -S) so that every process opens the file anew",
-            self.path.display()
-        )))
-    }
+    /// Refuses to go on when the database this connection opened is no
+    /// longer the one its settings name (a replaced SQLite file).
+    fn check(&self) -> Result<()>;
 
-    /// Applies a changed busy timeout to the open connection.
-    pub fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
-        if seconds != self.busy_timeout {
-            set_busy(&self.conn, seconds)?;
-            self.busy_timeout = seconds;
-        }
-        Ok(())
-    }
+    /// Applies a changed busy timeout (how long to wait for another
+    /// writer's lock) to the open connection.
+    fn set_busy_timeout(&mut self, seconds: f64) -> Result<()>;
+}
 
-    /// Runs `f` in one short `BEGIN IMMEDIATE` transaction; commits if it
-    /// returns `Ok`, rolls back otherwise.
-    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.transaction(TransactionBehavior::Immediate, f)
+impl dyn Store {
+    /// Runs `f` in one write transaction and returns what it returned.
+    pub fn write<T>(&mut self, mut f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        self.returning(true, &mut f)
     }
 
     /// Runs read-only queries in `f` against one consistent snapshot.
-    pub fn read<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.transaction(TransactionBehavior::Deferred, f)
+    pub fn read<T>(&mut self, mut f: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        self.returning(false, &mut f)
     }
 
-    fn transaction<T>(
+    fn returning<T>(
         &mut self,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Tx) -> Result<T>,
     ) -> Result<T> {
-        let Store {
-            conn,
-            path,
-            busy_timeout,
-            ..
-        } = self;
-        let run = || -> Result<T> {
-            let tx = conn.transaction_with_behavior(behavior)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        };
-        run().map_err(|e| contextualize(e, path, *busy_timeout))
-    }
-
-    /// The HMAC secret: `configured` if given, else the one stored in the
-    /// database, generated and stored on first use.
-    pub fn secret(&mut self, configured: Option<&str>) -> Result<Vec<u8>> {
-        if let Some(s) = configured {
-            return Ok(s.as_bytes().to_vec());
-        }
-        if let Some(s) = &self.secret {
-            return Ok(s.clone());
-        }
-        let fresh = crate::id::random_hex(32);
-        let secret: String = self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?1)",
-                [&fresh],
-            )?;
-            Ok(
-                tx.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| {
-                    r.get(0)
-                })?,
-            )
+        let mut out = None;
+        self.run(write, &mut |tx| {
+            out = Some(f(tx)?);
+            Ok(())
         })?;
-        self.secret = Some(secret.into_bytes());
-        Ok(self.secret.clone().unwrap_or_default())
+        Ok(out.expect("a committed transaction ran its body"))
     }
 }
 
-/// Device and inode of the file at `path`, if there is one.
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// Whether the `database` setting names a PostgreSQL database.
+pub fn is_postgres_url(database: &str) -> bool {
+    let lower = database.get(..13).unwrap_or(database).to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
-/// Prefixes a storage error with the database it concerns.
-fn contextualize(e: Error, path: &Path, busy_timeout: f64) -> Error {
-    match e {
-        Error::Storage(m) if m.starts_with("is locked") => Error::Storage(format!(
-            "database '{}' {m} ({busy_timeout} s; setting busy_timeout)",
-            path.display()
-        )),
-        Error::Storage(m) => Error::Storage(format!("database '{}' {m}", path.display())),
-        other => other,
-    }
-}
-
-/// Refuses a database path whose directory is missing or not a directory,
-/// or that names a directory, before SQLite gives a vaguer error.
-fn check_location(path: &Path) -> Result<()> {
-    let shown = path.display();
-    if path.is_dir() {
-        return Err(Error::Storage(format!(
-            "database '{shown}' is a directory; set async_engine.database to a file path"
-        )));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Storage(format!(
-            "database directory '{}' does not exist (database '{shown}')",
-            dir.display()
-        )));
-    }
-    if !path.exists() && !writable(dir) {
-        return Err(Error::Storage(format!(
-            "database directory '{}' is not writable, so database '{shown}' cannot be created",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Whether this process may create files in `dir`.
-fn writable(dir: &Path) -> bool {
-    let probe = dir.join(format!(".async-engine-probe-{}", crate::id::random_hex(6)));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A version 1 database (as 0.1 releases wrote it) is migrated on open
-    /// and keeps its tasks.
-    #[test]
-    fn a_version_1_database_is_migrated_with_its_tasks() {
-        let dir = std::env::temp_dir().join(format!("async-engine-migrate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v1.sqlite");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            conn.execute_batch(
-                "INSERT INTO tasks (id, endpoint, name, args, state, due_at, max_attempts, timeout,
-                                    created_at, updated_at)
-                 VALUES ('01A', '/w.php', 't', '[]', 'dead', 0, 5, 300000, 0, 0);
-                 PRAGMA user_version = 1;",
-            )
-            .unwrap();
-        }
-        let settings = Settings {
-            database: Some(path.to_string_lossy().into_owned()),
-            ..Settings::default()
-        };
-        let mut store = Store::open(&settings).unwrap();
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        let indexed: String = store
-            .conn
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'tasks_state'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(indexed.contains("(state, id)"), "{indexed}");
-        let dead = store
-            .read(|tx| crate::queue::list(tx, crate::task::State::Dead, 10))
-            .unwrap();
-        assert_eq!(dead.len(), 1);
-        drop(store);
-        std::fs::remove_dir_all(&dir).unwrap();
+/// Opens (creating and migrating if needed) the database the settings name.
+pub fn open(settings: &Settings) -> Result<Box<dyn Store>> {
+    match settings.database.as_deref() {
+        Some(url) if is_postgres_url(url) => Ok(Box::new(crate::pg::PgStore::open(
+            url,
+            settings.busy_timeout,
+        )?)),
+        _ => Ok(Box::new(crate::sqlite::SqliteStore::open(settings)?)),
     }
 }

@@ -5,8 +5,13 @@ use async_engine_core::protocol::Incoming;
 use async_engine_core::{DeferOptions, Dispatch, Engine, Settings};
 use std::path::PathBuf;
 
-/// A fresh temporary directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
+/// The admin URL of the test PostgreSQL cluster: set, the engine's tests
+/// run on PostgreSQL (a fresh schema each) instead of SQLite.
+pub const PG_ENV: &str = "ASYNC_ENGINE_TEST_PG";
+
+/// A fresh temporary directory, removed when dropped, and a fresh database:
+/// a SQLite file in it, or a PostgreSQL schema when [`PG_ENV`] is set.
+pub struct TempDir(pub PathBuf, Option<String>);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
@@ -16,10 +21,24 @@ impl TempDir {
             async_engine_core::id::random_hex(4)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
+        let schema = std::env::var(PG_ENV).ok().map(|admin| {
+            let name = format!("t_{tag}_{}", async_engine_core::id::random_hex(6));
+            pg_admin(&admin, &format!("CREATE SCHEMA {name}"));
+            name
+        });
+        TempDir(dir, schema)
     }
 
+    /// The test's database: a PostgreSQL URL or a SQLite path.
     pub fn db(&self) -> String {
+        match (&self.1, std::env::var(PG_ENV)) {
+            (Some(schema), Ok(admin)) => schema_url(&admin, schema),
+            _ => self.sqlite_db(),
+        }
+    }
+
+    /// A SQLite database file in the directory.
+    pub fn sqlite_db(&self) -> String {
         self.0.join("engine.sqlite").to_string_lossy().into_owned()
     }
 }
@@ -27,7 +46,22 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        if let (Some(schema), Ok(admin)) = (&self.1, std::env::var(PG_ENV)) {
+            pg_admin(&admin, &format!("DROP SCHEMA {schema} CASCADE"));
+        }
     }
+}
+
+/// The URL of `schema` in the cluster `admin` names.
+pub fn schema_url(admin: &str, schema: &str) -> String {
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    format!("{admin}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// Runs SQL as the cluster's administrator.
+pub fn pg_admin(admin: &str, sql: &str) {
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).expect("test cluster");
+    client.batch_execute(sql).unwrap();
 }
 
 pub fn settings(db: &str) -> Settings {

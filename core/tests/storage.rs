@@ -17,8 +17,8 @@ fn open_err(s: &Settings) -> String {
 #[test]
 fn creates_a_wal_database_with_the_current_schema() {
     let dir = TempDir::new("create");
-    Engine::open(&settings(&dir.db())).unwrap();
-    let c = Connection::open(dir.db()).unwrap();
+    Engine::open(&settings(&dir.sqlite_db())).unwrap();
+    let c = Connection::open(dir.sqlite_db()).unwrap();
     let mode: String = c
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -28,7 +28,7 @@ fn creates_a_wal_database_with_the_current_schema() {
     assert_eq!(mode, "wal");
     assert_eq!(version, async_engine_core::store::SCHEMA_VERSION);
     // Opening again (another process) leaves it as it is.
-    Engine::open(&settings(&dir.db())).unwrap();
+    Engine::open(&settings(&dir.sqlite_db())).unwrap();
 }
 
 #[test]
@@ -49,27 +49,27 @@ fn a_file_that_is_not_sqlite_is_refused_and_left_alone() {
     let dir = TempDir::new("garbage");
     let garbage =
         b"this is not a database, it is a text file with some length to it.....".repeat(20);
-    std::fs::write(dir.db(), &garbage).unwrap();
-    let m = open_err(&settings(&dir.db()));
+    std::fs::write(dir.sqlite_db(), &garbage).unwrap();
+    let m = open_err(&settings(&dir.sqlite_db()));
     assert!(m.contains("is not a SQLite database"), "{m}");
-    assert_eq!(std::fs::read(dir.db()).unwrap(), garbage);
+    assert_eq!(std::fs::read(dir.sqlite_db()).unwrap(), garbage);
 }
 
 #[test]
 fn another_applications_database_and_a_future_schema_are_refused() {
     let dir = TempDir::new("foreign");
-    Connection::open(dir.db())
+    Connection::open(dir.sqlite_db())
         .unwrap()
         .execute_batch("CREATE TABLE users (id INTEGER);")
         .unwrap();
-    assert!(open_err(&settings(&dir.db())).contains("another application"));
+    assert!(open_err(&settings(&dir.sqlite_db())).contains("another application"));
     let dir = TempDir::new("future");
-    Engine::open(&settings(&dir.db())).unwrap();
-    Connection::open(dir.db())
+    Engine::open(&settings(&dir.sqlite_db())).unwrap();
+    Connection::open(dir.sqlite_db())
         .unwrap()
         .execute_batch("PRAGMA user_version = 99;")
         .unwrap();
-    let m = open_err(&settings(&dir.db()));
+    let m = open_err(&settings(&dir.sqlite_db()));
     assert!(
         m.contains("schema version 99") && m.contains("upgrade"),
         "{m}"
@@ -79,10 +79,10 @@ fn another_applications_database_and_a_future_schema_are_refused() {
 #[test]
 fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
     let dir = TempDir::new("locked");
-    let mut s = settings(&dir.db());
+    let mut s = settings(&dir.sqlite_db());
     s.busy_timeout = 0.2;
     let mut e = Engine::open(&s).unwrap();
-    let holder = Connection::open(dir.db()).unwrap();
+    let holder = Connection::open(dir.sqlite_db()).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
     let naps = busy_naps();
@@ -122,7 +122,7 @@ fn an_unwritable_directory_is_named() {
     let probe = dir.0.join("probe");
     let privileged = std::fs::write(&probe, b"").is_ok();
     if !privileged {
-        let m = open_err(&settings(&dir.db()));
+        let m = open_err(&settings(&dir.sqlite_db()));
         assert!(m.contains("not writable"), "{m}");
     }
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -1,0 +1,527 @@
+//! The PostgreSQL store, for several web servers sharing one queue:
+//! connecting (and reconnecting), the schema, transactions, error mapping.
+//!
+//! Write transactions run at READ COMMITTED. Claims take a task with
+//! `FOR UPDATE SKIP LOCKED`, so servers claiming at once never wait on each
+//! other's rows; counting a server's slots and adding one happens under that
+//! server's advisory lock; an endpoint's row is locked before its next due
+//! time is computed; `unique` keys are enforced by a partial unique index.
+//! A transaction the database aborts for a deadlock is run again.
+
+use crate::db::{Param, Row, Tx, Value};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::store::Store;
+use postgres::error::SqlState;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{Client, Config, NoTls, Statement};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The schema version this build writes; newer databases are refused.
+pub const PG_SCHEMA_VERSION: i64 = 1;
+
+/// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
+const PG_MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE endpoints (
+    endpoint TEXT PRIMARY KEY,
+    next_due BIGINT
+);
+CREATE INDEX endpoints_due ON endpoints(next_due) WHERE next_due IS NOT NULL;
+CREATE TABLE slots (
+    id         TEXT PRIMARY KEY,
+    server     TEXT NOT NULL,
+    endpoint   TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('sent', 'accepted')),
+    deadline   BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX slots_server ON slots(server);
+CREATE TABLE tasks (
+    id           TEXT PRIMARY KEY,
+    endpoint     TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    args         TEXT NOT NULL,
+    state        TEXT NOT NULL
+                 CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
+    priority     BIGINT NOT NULL DEFAULT 0,
+    due_at       BIGINT NOT NULL,
+    attempt      BIGINT NOT NULL DEFAULT 0,
+    max_attempts BIGINT NOT NULL,
+    timeout      BIGINT NOT NULL,
+    unique_key   TEXT,
+    lease        TEXT,
+    lease_until  BIGINT,
+    slot_id      TEXT,
+    last_error   TEXT,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    started_at   BIGINT,
+    finished_at  BIGINT
+);
+CREATE INDEX tasks_claim ON tasks(endpoint, priority DESC, due_at, id) WHERE state = 'queued';
+CREATE INDEX tasks_next_due ON tasks(endpoint, due_at) WHERE state = 'queued';
+CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
+CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX tasks_state ON tasks(state, id);
+CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
+"#];
+
+/// Advisory lock key held while the schema is created or migrated.
+const MIGRATION_LOCK: i64 = 0x6173_796e_635f_6d69; // "async_mi"
+
+/// Times a transaction aborted by a deadlock is run again.
+const CONFLICT_RETRIES: u32 = 5;
+
+/// One connection to a PostgreSQL database.
+pub struct PgStore {
+    client: Client,
+    config: Config,
+    /// The setting as given (compared by `serves`).
+    url: String,
+    /// The URL without its password, for messages.
+    shown: String,
+    busy_timeout: f64,
+    /// Statements prepared on this connection, by their SQLite-dialect text.
+    statements: HashMap<String, Statement>,
+}
+
+impl PgStore {
+    /// Connects to the database `url` names and creates or migrates the schema.
+    pub fn open(url: &str, busy_timeout: f64) -> Result<PgStore> {
+        let mut config = Config::from_str(url).map_err(|e| {
+            Error::Storage(format!(
+                "database URL '{}' is not a valid PostgreSQL URL ({e}); use \
+                 postgres://user:password@host:port/dbname",
+                hide_password(url)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs_f64(busy_timeout.max(1.0)));
+        }
+        config.application_name("async-engine");
+        let shown = shown_url(&config);
+        let ctx = |e: Error| contextualize(e, &shown, busy_timeout);
+        let mut client = connect(&config).map_err(ctx)?;
+        set_lock_timeout(&mut client, busy_timeout).map_err(ctx)?;
+        let mut store = PgStore {
+            client,
+            config,
+            url: url.to_string(),
+            shown: shown.clone(),
+            busy_timeout,
+            statements: HashMap::new(),
+        };
+        store.migrate().map_err(ctx)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let tx = &mut self.client;
+        tx.batch_execute("BEGIN")?;
+        let result = (|| -> Result<()> {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            let tables: Option<String> = tx
+                .query_one(
+                    "SELECT string_agg(relname::text, ', ' ORDER BY relname) FROM pg_class
+                     WHERE relnamespace = current_schema()::regnamespace
+                       AND relname IN ('meta', 'tasks', 'slots', 'endpoints') AND relkind = 'r'",
+                    &[],
+                )?
+                .get(0);
+            let mut version = 0;
+            if let Some(tables) = tables {
+                let stored = if tables.contains("meta") {
+                    tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])?
+                        .and_then(|r| r.get::<_, String>(0).parse::<i64>().ok())
+                } else {
+                    None
+                };
+                version = stored.ok_or_else(|| {
+                    Error::Storage(format!(
+                        "already has tables of another application ({tables}); give \
+                         async-engine a database or schema of its own (for a schema: \
+                         ?options=-csearch_path%3Dasync_engine in the URL)"
+                    ))
+                })?;
+            }
+            if version > PG_SCHEMA_VERSION {
+                return Err(Error::Storage(format!(
+                    "has schema version {version}, newer than this extension supports \
+                     ({PG_SCHEMA_VERSION}); upgrade the extension"
+                )));
+            }
+            while version < PG_SCHEMA_VERSION {
+                tx.batch_execute(PG_MIGRATIONS[version as usize])?;
+                version += 1;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&version.to_string()],
+            )?;
+            Ok(())
+        })();
+        finish(tx, result)
+    }
+
+    /// Connects again after the connection was lost (the server restarted).
+    fn reconnect(&mut self) -> Result<()> {
+        self.client = connect(&self.config)?;
+        self.statements.clear();
+        set_lock_timeout(&mut self.client, self.busy_timeout)
+    }
+
+    fn attempt(
+        &mut self,
+        write: bool,
+        f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>,
+    ) -> std::result::Result<(), (Error, Option<SqlState>)> {
+        let begin = if write {
+            "BEGIN"
+        } else {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        };
+        if self.client.is_closed() {
+            self.reconnect().map_err(|e| (e, None))?;
+        }
+        if let Err(e) = self.client.batch_execute(begin) {
+            // A connection the server closed shows only now; nothing ran yet.
+            if !e.is_closed() && e.as_db_error().is_none() {
+                return Err((e.into(), None));
+            }
+            self.reconnect().map_err(|e| (e, None))?;
+            self.client
+                .batch_execute(begin)
+                .map_err(|e| (e.into(), None))?;
+        }
+        let mut tx = PgTx {
+            client: &mut self.client,
+            statements: &mut self.statements,
+            failed: None,
+        };
+        let result = f(&mut tx);
+        let failed = tx.failed.take();
+        finish(&mut self.client, result).map_err(|e| (e, failed))
+    }
+}
+
+/// Commits when `result` is `Ok`, rolls back otherwise.
+fn finish(client: &mut Client, result: Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(client.batch_execute("COMMIT")?),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn connect(config: &Config) -> Result<Client> {
+    Ok(config.connect(NoTls)?)
+}
+
+fn set_lock_timeout(client: &mut Client, seconds: f64) -> Result<()> {
+    let ms = (seconds * 1000.0).round().max(1.0) as i64;
+    client.batch_execute(&format!("SET lock_timeout = {ms}"))?;
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn run(&mut self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.attempt(write, f) {
+                Ok(()) => return Ok(()),
+                Err((_, Some(code)))
+                    if tries < CONFLICT_RETRIES
+                        && (code == SqlState::T_R_DEADLOCK_DETECTED
+                            || code == SqlState::T_R_SERIALIZATION_FAILURE) =>
+                {
+                    tries += 1;
+                }
+                Err((e, _)) => return Err(contextualize(e, &self.shown, self.busy_timeout)),
+            }
+        }
+    }
+
+    fn serves(&self, settings: &Settings) -> bool {
+        settings.database.as_deref() == Some(self.url.as_str())
+    }
+
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
+        if seconds != self.busy_timeout {
+            set_lock_timeout(&mut self.client, seconds)
+                .map_err(|e| contextualize(e, &self.shown, seconds))?;
+            self.busy_timeout = seconds;
+        }
+        Ok(())
+    }
+}
+
+/// A PostgreSQL transaction as the queue logic sees it.
+struct PgTx<'a> {
+    client: &'a mut Client,
+    statements: &'a mut HashMap<String, Statement>,
+    /// The SQLSTATE of the statement that failed, if one did.
+    failed: Option<SqlState>,
+}
+
+impl PgTx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self
+            .client
+            .prepare(&translate(sql))
+            .map_err(|e| self.note(e))?;
+        self.statements.insert(sql.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    fn note(&mut self, e: postgres::Error) -> Error {
+        self.failed = e.code().cloned();
+        e.into()
+    }
+
+    fn rows(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<postgres::Row>> {
+        let stmt = self.statement(sql)?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        self.client.query(&stmt, &refs).map_err(|e| self.note(e))
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize> {
+        let stmt = self.statement(sql)?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let n = self.client.execute(&stmt, &refs).map_err(|e| self.note(e))?;
+        Ok(n as usize)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
+        self.rows(sql, params)?.iter().map(read_row).collect()
+    }
+
+    fn lock_slots(&mut self, server: &str) -> Result<()> {
+        let key = lock_key(server);
+        self.rows("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
+        Ok(())
+    }
+
+    fn lock_endpoint(&mut self, endpoint: &str) -> Result<()> {
+        self.rows(
+            "SELECT 1 FROM endpoints WHERE endpoint = ?1 FOR UPDATE",
+            &[Param::Text(endpoint)],
+        )?;
+        Ok(())
+    }
+}
+
+/// The advisory lock key of a server's slots (FNV-1a of its name).
+fn lock_key(server: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"async-engine slots\0".iter().chain(server.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+fn read_row(r: &postgres::Row) -> Result<Row> {
+    let mut values = Vec::with_capacity(r.len());
+    for (i, column) in r.columns().iter().enumerate() {
+        let ty = column.type_();
+        let value = if *ty == Type::INT8 {
+            r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            r.try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(i64::from(v)))
+        } else if *ty == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(i64::from(v)))
+        } else if *ty == Type::VOID {
+            None
+        } else {
+            r.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Text(v) => v.to_sql(ty, out),
+            Param::Bool(v) if *ty == Type::BOOL => v.to_sql(ty, out),
+            Param::Bool(v) => Param::Int(i64::from(v)).to_sql(ty, out),
+            Param::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+            Param::Int(v) if *ty == Type::BOOL => (v != 0).to_sql(ty, out),
+            Param::Int(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// Rewrites SQL in the shared dialect (see [`crate::db`]) for PostgreSQL:
+/// `?N` becomes `$N`, `INDEXED BY name` goes, `/*skip locked*/` becomes
+/// `FOR UPDATE SKIP LOCKED`.
+fn translate(sql: &str) -> String {
+    let sql = sql.replace("/*skip locked*/", "FOR UPDATE SKIP LOCKED");
+    let mut out = String::with_capacity(sql.len());
+    let mut words = sql.split_inclusive(char::is_whitespace).peekable();
+    while let Some(word) = words.next() {
+        if word.trim_end() == "INDEXED" {
+            // "INDEXED BY name": skip this word and the next two.
+            let mut skipped = 0;
+            while skipped < 2 {
+                match words.next() {
+                    Some(w) if w.trim().is_empty() => {}
+                    Some(_) => skipped += 1,
+                    None => break,
+                }
+            }
+            continue;
+        }
+        out.push_str(word);
+    }
+    out.replace('?', "$")
+}
+
+/// The URL without its password.
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `postgres://user@host:port/db` from a parsed URL, without the password.
+fn shown_url(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or_default()
+    )
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        let Some(db) = e.as_db_error() else {
+            return Error::Storage(if e.is_closed() {
+                "lost its connection (the server restarted or closed it); the next \
+                 call connects again"
+                    .into()
+            } else {
+                format!("cannot be reached: {e} (is PostgreSQL running and listening there?)")
+            });
+        };
+        let code = db.code();
+        let detail = db.message();
+        Error::Storage(if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            format!("refused the login: {detail} (check the user and password in the URL)")
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            format!("does not exist: {detail} (create it, or fix the name in the URL)")
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            format!(
+                "refused an operation for lack of permission: {detail} (grant the user \
+                 CREATE and USAGE on the schema and rights on the engine's tables)"
+            )
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+            "is locked by another writer for longer than the busy timeout".into()
+        } else if *code == SqlState::DISK_FULL {
+            "cannot be written: the disk is full".into()
+        } else if *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+        {
+            format!("is shutting down or starting up: {detail}; the next call connects again")
+        } else {
+            format!("failed: {detail} (SQLSTATE {})", code.code())
+        })
+    }
+}
+
+/// Prefixes a storage error with the database it concerns.
+fn contextualize(e: Error, shown: &str, busy_timeout: f64) -> Error {
+    match e {
+        Error::Storage(m) if m.starts_with("database") => Error::Storage(m),
+        Error::Storage(m) if m.starts_with("is locked") => Error::Storage(format!(
+            "database '{shown}' {m} ({busy_timeout} s; setting busy_timeout)"
+        )),
+        Error::Storage(m) => Error::Storage(format!("database '{shown}' {m}")),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_dialect_is_rewritten() {
+        assert_eq!(
+            translate(
+                "SELECT id FROM tasks INDEXED BY tasks_claim\n  WHERE a = ?1 AND b <= ?12 LIMIT 1 /*skip locked*/"
+            ),
+            "SELECT id FROM tasks   WHERE a = $1 AND b <= $12 LIMIT 1 FOR UPDATE SKIP LOCKED"
+        );
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            hide_password("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        let config = Config::from_str("postgres://u:secret@127.0.0.1:5433/db").unwrap();
+        assert_eq!(shown_url(&config), "postgres://u@127.0.0.1:5433/db");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_server() {
+        assert_ne!(lock_key("a"), lock_key("b"));
+        assert_eq!(lock_key("a"), lock_key("a"));
+    }
+}
