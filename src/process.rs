@@ -136,7 +136,12 @@ pub fn target(settings: &Settings) -> Option<Target> {
         }) => {
             let learned = format!("{} {addr}", base.origin());
             let known = with(|p| p.learned.as_deref() == Some(learned.as_str()));
-            if !known && engine(settings, |e| e.set_meta(&learned_target_key(settings), &learned)).is_ok() {
+            if !known
+                && engine(settings, |e| {
+                    e.set_meta(&learned_target_key(settings), &learned)
+                })
+                .is_ok()
+            {
                 with(|p| p.learned = Some(learned));
             }
             found

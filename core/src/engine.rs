@@ -2,13 +2,13 @@
 //! then carried out in one short transaction.
 
 use crate::clock::{secs_to_ms, Millis};
+use crate::db::{args, Tx};
 use crate::endpoint::{normalize_endpoint, BaseUrl};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Incoming};
 use crate::queue::{self, NewTask};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
-use crate::db::{args, Tx};
 use crate::store::{self, Store};
 use crate::task::{
     check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
@@ -306,7 +306,12 @@ impl Engine {
             }
             let Some(slot) = slot else { return Ok(None) };
             slots::release(tx, slot)?;
-            queue::purge(tx, now - secs_to_ms(settings.retention), false, PURGE_PER_REQUEST)?;
+            queue::purge(
+                tx,
+                now - secs_to_ms(settings.retention),
+                false,
+                PURGE_PER_REQUEST,
+            )?;
             reserve(tx, lock.as_ref(), settings, now)
         })?;
         self.sign(settings, reserved, now)

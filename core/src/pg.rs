@@ -105,7 +105,9 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs_f64(busy_timeout.max(1.0)));
         }
-        config.application_name("async-engine");
+        if config.get_application_name().is_none() {
+            config.application_name("async-engine");
+        }
         let shown = shown_url(&config);
         let ctx = |e: Error| contextualize(e, &shown, busy_timeout);
         let mut client = connect(&config).map_err(ctx)?;
@@ -308,7 +310,10 @@ impl Tx for PgTx<'_> {
         let stmt = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let n = self.client.execute(&stmt, &refs).map_err(|e| self.note(e))?;
+        let n = self
+            .client
+            .execute(&stmt, &refs)
+            .map_err(|e| self.note(e))?;
         Ok(n as usize)
     }
 
@@ -457,29 +462,31 @@ impl From<postgres::Error> for Error {
         };
         let code = db.code();
         let detail = db.message();
-        Error::Storage(if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
-            format!("refused the login: {detail} (check the user and password in the URL)")
-        } else if *code == SqlState::INVALID_CATALOG_NAME {
-            format!("does not exist: {detail} (create it, or fix the name in the URL)")
-        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-            format!(
-                "refused an operation for lack of permission: {detail} (grant the user \
+        Error::Storage(
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                format!("refused the login: {detail} (check the user and password in the URL)")
+            } else if *code == SqlState::INVALID_CATALOG_NAME {
+                format!("does not exist: {detail} (create it, or fix the name in the URL)")
+            } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                format!(
+                    "refused an operation for lack of permission: {detail} (grant the user \
                  CREATE and USAGE on the schema and rights on the engine's tables)"
-            )
-        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
-            "is locked by another writer for longer than the busy timeout".into()
-        } else if *code == SqlState::DISK_FULL {
-            "cannot be written: the disk is full".into()
-        } else if *code == SqlState::ADMIN_SHUTDOWN
-            || *code == SqlState::CRASH_SHUTDOWN
-            || *code == SqlState::CANNOT_CONNECT_NOW
-        {
-            format!("is shutting down or starting up: {detail}; the next call connects again")
-        } else {
-            format!("failed: {detail} (SQLSTATE {})", code.code())
-        })
+                )
+            } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+                "is locked by another writer for longer than the busy timeout".into()
+            } else if *code == SqlState::DISK_FULL {
+                "cannot be written: the disk is full".into()
+            } else if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+            {
+                format!("is shutting down or starting up: {detail}; the next call connects again")
+            } else {
+                format!("failed: {detail} (SQLSTATE {})", code.code())
+            },
+        )
     }
 }
 

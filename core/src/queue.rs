@@ -2,10 +2,10 @@
 //! caller's transaction.
 
 use crate::clock::Millis;
+use crate::db::{args, Row, Tx};
 use crate::error::{Error, Result};
 use crate::retry::backoff_ms;
 use crate::task::{clip_error, Claimed, State, TaskInfo};
-use crate::db::{args, Row, Tx};
 
 /// A task to insert, already validated.
 #[derive(Debug, Clone)]

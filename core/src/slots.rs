@@ -36,7 +36,10 @@ pub(crate) fn lock<'a>(tx: &mut dyn Tx, server: &'a str) -> Result<SlotLock<'a>>
 /// Number of slots `server` holds (in flight), expired or not.
 pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
     Ok(tx
-        .int("SELECT count(*) FROM slots WHERE server = ?1", args![server])?
+        .int(
+            "SELECT count(*) FROM slots WHERE server = ?1",
+            args![server],
+        )?
         .unwrap_or(0))
 }
 

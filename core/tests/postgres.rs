@@ -1,0 +1,242 @@
+//! The PostgreSQL backend's own behaviour: its errors, reconnecting,
+//! several servers sharing one database, unique keys under concurrency.
+//! Needs the test cluster (`ASYNC_ENGINE_TEST_PG`, set by `bin/test`);
+//! without it these tests say so and pass nothing else.
+
+mod common;
+
+use async_engine_core::{DeferOptions, Engine, Error, Scalar, Settings, State};
+use common::*;
+
+/// The admin URL, or `None` (with a note) when no test cluster runs.
+fn admin() -> Option<String> {
+    let url = std::env::var(PG_ENV).ok();
+    if url.is_none() {
+        eprintln!("{PG_ENV} not set: PostgreSQL tests skipped (bin/test starts a cluster)");
+    }
+    url
+}
+
+/// `admin` with its user, password and database replaced.
+fn url_as(admin: &str, user_password: &str, db: &str) -> String {
+    let at = admin.rfind('@').unwrap();
+    let host_end = admin[at..].find('/').unwrap() + at;
+    format!("postgres://{user_password}{}/{db}", &admin[at..host_end])
+}
+
+fn open_err(s: &Settings) -> String {
+    match Engine::open(s) {
+        Err(Error::Storage(m)) => m,
+        Err(e) => panic!("not a StorageError: {e:?}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+fn server(db: &str, name: &str, max_workers: u32) -> Settings {
+    Settings {
+        server: Some(name.into()),
+        max_workers,
+        ..settings(db)
+    }
+}
+
+fn tables_in(admin: &str, schema: &str) -> i64 {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    c.query_one(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
+        &[&schema],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn bad_urls_unreachable_servers_and_refused_logins_are_storage_errors_naming_the_cause() {
+    let Some(admin) = admin() else { return };
+    let password = admin[11..admin.rfind('@').unwrap()]
+        .split_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let cases = [
+        (
+            "postgres://u@127.0.0.1:notaport/db".to_string(),
+            "not a valid PostgreSQL URL",
+        ),
+        (
+            "postgres://u:secret@127.0.0.1:1/db".to_string(),
+            "cannot be reached",
+        ),
+        (
+            url_as(&admin, "postgres:wrong", "postgres"),
+            "refused the login",
+        ),
+        (
+            url_as(&admin, "nobody_here:x", "postgres"),
+            "refused the login",
+        ),
+        (
+            url_as(&admin, &format!("postgres:{password}"), "no_such_db"),
+            "does not exist",
+        ),
+    ];
+    for (url, why) in cases {
+        let m = open_err(&settings(&url));
+        assert!(m.contains(why), "{url}: {m}");
+        assert!(
+            !m.contains("secret") && !m.contains("wrong"),
+            "password shown: {m}"
+        );
+    }
+}
+
+#[test]
+fn a_user_without_permission_gets_a_storage_error_and_nothing_is_half_created() {
+    let Some(admin) = admin() else { return };
+    let role = format!("limited_{}", async_engine_core::id::random_hex(4));
+    let schema = format!("locked_{}", async_engine_core::id::random_hex(4));
+    pg_admin(
+        &admin,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}';
+             CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO {role};"
+        ),
+    );
+    let url = schema_url(
+        &url_as(&admin, &format!("{role}:pw-{role}"), "postgres"),
+        &schema,
+    );
+    let m = open_err(&settings(&url));
+    assert!(m.contains("lack of permission"), "{m}");
+    assert!(m.contains("permission denied for schema"), "{m}");
+    assert_eq!(
+        tables_in(&admin, &schema),
+        0,
+        "the schema is created whole or not at all"
+    );
+    pg_admin(
+        &admin,
+        &format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {role};"),
+    );
+}
+
+#[test]
+fn another_applications_tables_are_refused_and_left_alone() {
+    let Some(admin) = admin() else { return };
+    let dir = TempDir::new("foreign");
+    let schema = dir.db().rsplit("%3D").next().unwrap().to_string();
+    pg_admin(
+        &admin,
+        &format!("CREATE TABLE {schema}.tasks (x int); INSERT INTO {schema}.tasks VALUES (7);"),
+    );
+    let m = open_err(&settings(&dir.db()));
+    assert!(m.contains("tables of another application (tasks)"), "{m}");
+    assert_eq!(tables_in(&admin, &schema), 1);
+}
+
+#[test]
+fn the_connection_is_made_again_after_the_server_closed_it() {
+    let Some(admin) = admin() else { return };
+    let dir = TempDir::new("reconnect");
+    let name = format!("reconnect_{}", async_engine_core::id::random_hex(4));
+    let url = format!("{}&application_name={name}", dir.db());
+    let s = settings(&url);
+    let mut e = Engine::open(&s).unwrap();
+    let first = defer(&mut e, &s, "/w.php", "a", T0);
+    pg_admin(
+        &admin,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let second = defer(&mut e, &s, "/w.php", "b", T0);
+    assert!(e.status(&first.id).unwrap().is_some());
+    assert_eq!(e.status(&second.id).unwrap().unwrap().name, "b");
+}
+
+#[test]
+fn each_server_has_its_own_slots_and_takes_over_another_servers_expired_leases() {
+    if admin().is_none() {
+        return;
+    }
+    let dir = TempDir::new("servers");
+    let (a, b) = (server(&dir.db(), "a", 1), server(&dir.db(), "b", 1));
+    let (mut ea, mut eb) = (Engine::open(&a).unwrap(), Engine::open(&b).unwrap());
+    let short = {
+        let mut o = DeferOptions::default();
+        o.set("timeout", &Scalar::Int(1)).unwrap();
+        o
+    };
+    // max_workers is per server: one request in flight on each.
+    let on_a = ea
+        .defer(&a, None, "/w.php", "t", "[]", &short, true, T0)
+        .unwrap();
+    let on_b = eb
+        .defer(&b, None, "/w.php", "t", "[]", &short, true, T0)
+        .unwrap();
+    assert!(on_a.dispatch.is_some() && on_b.dispatch.is_some());
+    assert!(
+        defer(&mut ea, &a, "/w.php", "t", T0).dispatch.is_none(),
+        "a is full"
+    );
+    assert_eq!(ea.stats(&a, T0).unwrap().in_flight, 1);
+    // Server a runs a task deferred on either, then dies holding it.
+    let got = ea
+        .accept(&a, &received(&on_a.dispatch.unwrap()), false, T0)
+        .unwrap();
+    let held = got.task.expect("a claimed a task");
+    // Its lease (1 s) expires; b's kick reaps it and sends it again from b.
+    let later = T0 + 1_500;
+    let sent = eb.kick(&b, later).unwrap();
+    let info = eb.status(&held.id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempt), (State::Queued, 1));
+    let retry_at = info.due_at;
+    assert!(info.last_error.unwrap().contains("lease expired"));
+    assert!(
+        sent.is_empty(),
+        "b's one slot is still held by its own request"
+    );
+    let got_b = eb
+        .accept(&b, &received(&on_b.dispatch.unwrap()), false, later)
+        .unwrap();
+    let mut ran = vec![got_b.task.unwrap().id];
+    while let Some(t) = eb.claim_next(&got_b.slot, "/w.php", retry_at).unwrap() {
+        eb.complete(&t.id, &t.lease, retry_at).unwrap();
+        ran.push(t.id);
+    }
+    assert!(ran.contains(&held.id), "b ran the task a held when it died");
+    assert_eq!(ran.len(), 3);
+    // a's dead request no longer counts against a once its slot is reaped.
+    let much_later = retry_at + 70_000;
+    eb.kick(&b, much_later).unwrap();
+    assert_eq!(ea.stats(&a, much_later).unwrap().in_flight, 0);
+}
+
+#[test]
+fn a_unique_key_is_held_by_one_task_however_many_processes_defer_it_at_once() {
+    if admin().is_none() {
+        return;
+    }
+    let dir = TempDir::new("unique");
+    let db = dir.db();
+    Engine::open(&settings(&db)).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let s = server(&db, &format!("s{i}"), 4);
+                let mut e = Engine::open(&s).unwrap();
+                let mut o = DeferOptions::default();
+                o.set("unique", &Scalar::Str("report".into())).unwrap();
+                let d = e
+                    .defer(&s, None, "/w.php", "t", "[]", &o, true, T0)
+                    .unwrap();
+                (d.id, d.created)
+            })
+        })
+        .collect();
+    let results: Vec<(String, bool)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|(_, c)| *c).count(), 1, "{results:?}");
+    assert!(results.iter().all(|(id, _)| *id == results[0].0));
+}
