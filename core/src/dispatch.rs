@@ -148,6 +148,20 @@ fn with_engine<T>(
     f(guard.as_mut().expect("opened above"))
 }
 
+/// Runs `f` with the sender's engine on tokio's blocking pool: a database
+/// call blocks (and the PostgreSQL client runs a runtime of its own, which
+/// cannot start inside this one).
+async fn engine_call<T: Send + 'static>(
+    shared: &SharedEngine,
+    settings: &Settings,
+    f: impl FnOnce(&mut Engine, &Settings) -> crate::Result<T> + Send + 'static,
+) -> crate::Result<T> {
+    let (shared, settings) = (shared.clone(), settings.clone());
+    tokio::task::spawn_blocking(move || with_engine(&shared, &settings, |e| f(e, &settings)))
+        .await
+        .unwrap_or_else(|e| Err(crate::Error::Storage(format!("engine call failed: {e}"))))
+}
+
 /// One timer per queue this process serves: a process may send for several
 /// sites or databases, and one's wake-up must not displace another's.
 type WakeKey = (Target, std::path::PathBuf);
@@ -196,7 +210,7 @@ async fn run(
                 for key in due {
                     let Some((_, settings)) = wakes.remove(&key) else { continue };
                     let target = key.0.clone();
-                    let work = with_engine(&engine, &settings, |e| Ok((e.kick(&settings, now)?, e.next_wake(now)?)));
+                    let work = engine_call(&engine, &settings, move |e, s| Ok((e.kick(s, now)?, e.next_wake(now)?))).await;
                     let Ok((dispatches, next)) = work else { continue };
                     if let Some(client) = client_for(&mut clients, &target) {
                         for d in dispatches {
@@ -232,8 +246,9 @@ async fn deliver(
         let (reason, answered) = post(&client, &dispatch, &target).await;
         // A no-op when the endpoint accepted the slot (the usual case).
         let now = now_ms();
-        let failed = with_engine(&engine, &settings, |e| {
-            let (abandoned, next) = e.dispatch_failed(&settings, &dispatch.slot, &reason, now)?;
+        let slot = dispatch.slot.clone();
+        let failed = engine_call(&engine, &settings, move |e, settings| {
+            let (abandoned, next) = e.dispatch_failed(settings, &slot, &reason, now)?;
             // A failed task retries after its backoff, a dead worker's task
             // after its lease: be there.
             let wake = if abandoned || !answered {
@@ -242,7 +257,8 @@ async fn deliver(
                 None
             };
             Ok((next, wake))
-        });
+        })
+        .await;
         let Ok((next, wake)) = failed else { break };
         if let Some(at) = wake {
             let _ = commands.send(Command::WakeAt(at, target.clone(), settings.clone()));

@@ -193,11 +193,10 @@ impl PgStore {
         if self.client.is_closed() {
             self.reconnect().map_err(|e| (e, None))?;
         }
-        if let Err(e) = self.client.batch_execute(begin) {
-            // A connection the server closed shows only now; nothing ran yet.
-            if !e.is_closed() && e.as_db_error().is_none() {
-                return Err((e.into(), None));
-            }
+        if self.client.batch_execute(begin).is_err() {
+            // A connection the server closed (restarted, terminated it) shows
+            // only now; nothing ran yet, so connecting again and starting
+            // over is safe.
             self.reconnect().map_err(|e| (e, None))?;
             self.client
                 .batch_execute(begin)

@@ -156,7 +156,7 @@ abstract class DispatchTestCase extends EngineTestCase
         $this->waitUntilSettled(20);
         $this->assertCount(2, $this->effects(), 'the tasks ran here');
         // What a CLI script would use: this server's own address, whatever the Host said.
-        $learned = $this->pdo()->query("SELECT value FROM meta WHERE key = 'learned_target'")->fetchColumn();
+        $learned = $this->pdo()->query("SELECT value FROM meta WHERE key LIKE 'learned_target:%'")->fetchColumn();
         $this->assertStringEndsWith(' 127.0.0.1:' . $this->server->port, (string) $learned);
     }
 

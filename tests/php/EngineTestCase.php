@@ -9,15 +9,20 @@ use PDO;
 use PHPUnit\Framework\TestCase;
 
 /**
- * Each test gets its own database in a fresh temp directory, configured
- * through Engine::configure(), and a clean $_SERVER.
+ * Each test gets its own database, configured through Engine::configure(),
+ * a fresh temp directory and a clean $_SERVER. The database is a SQLite file
+ * in that directory, or, when ASYNC_ENGINE_TEST_PG names the test cluster's
+ * admin URL (bin/test sets it for its PostgreSQL run), a fresh database there.
  */
 abstract class EngineTestCase extends TestCase
 {
     protected const SECRET = 'phpunit-secret-0123456789';
 
     protected string $dir;
+    /** The test's database: a SQLite path or a postgres:// URL. */
     protected string $db;
+    /** The test's PostgreSQL database name, when the tests run on PostgreSQL. */
+    protected ?string $pgDatabase = null;
     /** Where the engine sends self-requests in these tests: a port that takes connections and never answers. */
     protected string $baseUrl;
     /** @var resource */
@@ -30,6 +35,11 @@ abstract class EngineTestCase extends TestCase
         $this->dir = sys_get_temp_dir() . '/async-engine-phpunit-' . bin2hex(random_bytes(6));
         mkdir($this->dir);
         $this->db = $this->dir . '/engine.sqlite';
+        if (self::pgAdmin() !== null) {
+            $this->pgDatabase = 't_' . bin2hex(random_bytes(6));
+            self::adminPdo()->exec("CREATE DATABASE {$this->pgDatabase}");
+            $this->db = preg_replace('~/[^/]*$~', '/' . $this->pgDatabase, (string) self::pgAdmin());
+        }
         // Requests sent there wait unanswered, so their slots stay "sent" until
         // a test makes the request arrive (or the port closes in tearDown).
         $this->blackHole = stream_socket_server('tcp://127.0.0.1:0');
@@ -43,14 +53,45 @@ abstract class EngineTestCase extends TestCase
         fclose($this->blackHole);
         $_SERVER = $this->server;
         // Back to the ini values for every setting, whatever the test changed.
-        Engine::configure(array_fill_keys(['database', 'base_url', 'secret', 'max_workers', 'timeout',
+        Engine::configure(array_fill_keys(['database', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
             'max_attempts', 'retention', 'busy_timeout', 'max_args_size'], null));
         exec('rm -rf ' . escapeshellarg($this->dir));
+        if ($this->pgDatabase !== null) {
+            self::adminPdo()->exec("DROP DATABASE {$this->pgDatabase} WITH (FORCE)");
+        }
+    }
+
+    /** The test cluster's admin URL when the tests run on PostgreSQL, else null. */
+    protected static function pgAdmin(): ?string
+    {
+        $url = getenv('ASYNC_ENGINE_TEST_PG');
+        return $url === false || $url === '' ? null : $url;
+    }
+
+    /** A PDO connection to the test cluster as its administrator (to $database, else its own). */
+    protected static function adminPdo(?string $database = null): PDO
+    {
+        $u = parse_url((string) self::pgAdmin());
+        $database ??= ltrim($u['path'], '/');
+        $pdo = new PDO("pgsql:host={$u['host']};port={$u['port']};dbname=$database", $u['user'], $u['pass']);
+        $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
+        return $pdo;
+    }
+
+    /** Skips a test of SQLite's own behaviour (files, locks) in the PostgreSQL run. */
+    protected function requireSqlite(string $why): void
+    {
+        if ($this->pgDatabase !== null) {
+            $this->markTestSkipped("SQLite only: $why");
+        }
     }
 
     /** Reads the database directly, as another process would. */
     protected function pdo(): PDO
     {
+        if ($this->pgDatabase !== null) {
+            return self::adminPdo($this->pgDatabase);
+        }
         $pdo = new PDO('sqlite:' . $this->db);
         $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
         return $pdo;
@@ -97,7 +138,7 @@ abstract class EngineTestCase extends TestCase
     /** Everything that makes up the queue's state, to show that a call changed nothing. */
     protected function snapshot(): array
     {
-        if (!file_exists($this->db)) {
+        if ($this->pgDatabase === null && !file_exists($this->db)) {
             return [];
         }
         $pdo = $this->pdo();

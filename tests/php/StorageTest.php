@@ -7,8 +7,15 @@ namespace AsyncEngine\Tests;
 use AsyncEngine\Engine;
 use AsyncEngine\StorageError;
 
+/** SQLite's files, locks and permissions (PostgresTest covers PostgreSQL's). */
 final class StorageTest extends EngineTestCase
 {
+    protected function setUp(): void
+    {
+        parent::setUp();
+        $this->requireSqlite('these tests are about database files');
+    }
+
     private function assertStorageError(string $message, callable $call): void
     {
         try {

@@ -18,7 +18,7 @@ final class ApacheModPhp extends WebServer
         $d = $this->dir;
         $modules = '/usr/lib/apache2/modules';
         chmod($d, 0777);
-        foreach (['', '-wal', '-shm'] as $suffix) {
+        foreach (str_starts_with((string) $this->database, 'postgres://') ? [] : ['', '-wal', '-shm'] as $suffix) {
             if (!file_exists($this->database . $suffix)) {
                 touch($this->database . $suffix);
             }

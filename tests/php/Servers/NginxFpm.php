@@ -51,7 +51,7 @@ final class NginxFpm extends WebServer
 
             CONF);
         foreach ($this->engineIni() as $name => $value) {
-            file_put_contents("$d/fpm.conf", "php_admin_value[$name] = $value\n", FILE_APPEND);
+            file_put_contents("$d/fpm.conf", "php_admin_value[$name] = \"$value\"\n", FILE_APPEND);
         }
         $docroot = $this->docroot;
         $frontController = $this->frontController === null ? ''
