@@ -124,6 +124,16 @@ final class NginxFpm extends WebServer
         return $log;
     }
 
+    /** Kills php-fpm, master and workers, with SIGKILL (nginx stays and answers 502). */
+    public function killFpm(): void
+    {
+        posix_kill(-$this->pid(0), SIGKILL);
+        $deadline = microtime(true) + 10;
+        while (proc_get_status($this->processes[0])['running'] && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+    }
+
     /** Restarts php-fpm only (nginx stays). */
     public function restartFpm(): void
     {
