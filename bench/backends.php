@@ -1,0 +1,192 @@
+<?php
+
+/**
+ * SQLite next to PostgreSQL, measured in one run: defer() cost from the CLI
+ * and tasks/s through nginx + php-fpm. Run it with bench/backends, which
+ * builds the extension, starts a throwaway PostgreSQL cluster and sets
+ * ASYNC_ENGINE_TEST_PG (and BEFORE_SO for --before). --smoke: small counts,
+ * writes nothing.
+ */
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Bench;
+
+use AsyncEngine\Engine;
+use AsyncEngine\Tests\Servers\NginxFpm;
+use PDO;
+
+require dirname(__DIR__) . '/tests/php/Servers/WebServer.php';
+require dirname(__DIR__) . '/tests/php/Servers/NginxFpm.php';
+
+const SECRET = 'bench-secret-0123456789';
+
+$smoke = in_array('--smoke', $argv, true);
+$p = $smoke ? ['calls' => 1000, 'rounds' => 1, 'tasks' => 300] : ['calls' => 20000, 'rounds' => 3, 'tasks' => 3000];
+$admin = (string) getenv('ASYNC_ENGINE_TEST_PG');
+$beforeSo = (string) getenv('BEFORE_SO');
+$work = sys_get_temp_dir() . '/async-engine-backends-' . getmypid();
+mkdir($work);
+chmod($work, 0755);
+$hole = stream_socket_server('tcp://127.0.0.1:0');
+$blackHole = 'http://' . stream_socket_get_name($hole, false);
+$servers = [];
+register_shutdown_function(function () use (&$servers, $work): void {
+    foreach ($servers as $s) {
+        $s->stop();
+    }
+    exec('rm -rf ' . escapeshellarg($work));
+});
+$started = microtime(true);
+
+/** A fresh database on the test cluster; returns its URL. */
+function pgDatabase(string $admin, string $name): string
+{
+    adminPdo($admin)->exec("CREATE DATABASE $name");
+    return preg_replace('~/[^/]*$~', "/$name", $admin);
+}
+
+function adminPdo(string $url): PDO
+{
+    $u = parse_url($url);
+    $pdo = new PDO("pgsql:host={$u['host']};port={$u['port']};dbname=" . ltrim($u['path'], '/'), $u['user'], $u['pass']);
+    $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
+    return $pdo;
+}
+
+/** A PDO connection to the engine's database, SQLite path or PostgreSQL URL. */
+function open(string $database): PDO
+{
+    $pdo = str_starts_with($database, 'postgres://') ? adminPdo($database) : new PDO("sqlite:$database");
+    $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
+    return $pdo;
+}
+
+/** Nanosecond samples of defer() in a child process with the extension $so. */
+function deferCost(string $database, string $blackHole, int $calls, ?string $so = null): array
+{
+    $env = getenv();
+    if ($so !== null) {
+        $ini = sys_get_temp_dir() . '/async-engine-before-ini-' . getmypid();
+        @mkdir($ini);
+        file_put_contents("$ini/99-async_engine.ini", "extension=$so\n");
+        $env['PHP_INI_SCAN_DIR'] = PHP_CONFIG_FILE_SCAN_DIR . ":$ini";
+    }
+    $proc = proc_open([PHP_BINARY, __DIR__ . '/lib/defer-cost.php', $database, $blackHole, (string) $calls],
+        [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, null, $env);
+    $out = stream_get_contents($pipes[1]);
+    $err = stream_get_contents($pipes[2]);
+    if (proc_close($proc) !== 0) {
+        throw new \RuntimeException("defer-cost.php failed: $err");
+    }
+    return json_decode($out, true);
+}
+
+function summary(array $ns): array
+{
+    sort($ns);
+    $at = fn (float $q) => $ns[min(count($ns) - 1, (int) floor($q * count($ns)))] / 1000;
+    return ['median_us' => $at(0.5), 'p99_us' => $at(0.99), 'calls' => count($ns)];
+}
+
+/** No-op tasks completed per second, from the first defer() to the last completion. */
+function throughput(string $database, int $n, string $endpoint): float
+{
+    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
+    $t = microtime(true);
+    for ($i = 0; $i < $n; $i++) {
+        Engine::defer($endpoint, 'noop');
+    }
+    do {
+        usleep(2000);
+        $pending->execute();
+        $busy = (bool) $pending->fetchColumn();
+        $pending->closeCursor();
+        if (microtime(true) - $t > 300) {
+            throw new \RuntimeException('tasks did not finish: ' . json_encode(Engine::stats()));
+        }
+    } while ($busy);
+    return $n / (microtime(true) - $t);
+}
+
+$backends = [
+    'sqlite' => fn (string $tag) => "$work/$tag.sqlite",
+    'postgres' => fn (string $tag) => pgDatabase($admin, "bench_$tag"),
+];
+$variants = ['sqlite' => null, 'postgres' => null] + ($beforeSo !== '' ? ['sqlite-before' => $beforeSo] : []);
+
+echo "== defer() from the CLI ({$p['calls']} calls x {$p['rounds']} rounds, interleaved)\n";
+$dbs = [
+    'sqlite' => $backends['sqlite']('defer'),
+    'postgres' => $backends['postgres']('defer'),
+    'sqlite-before' => $backends['sqlite']('defer-before'),
+];
+$samples = array_fill_keys(array_keys($variants), []);
+for ($round = 0; $round < $p['rounds']; $round++) {
+    foreach ($variants as $variant => $so) {
+        array_push($samples[$variant], ...deferCost($dbs[$variant], $blackHole, $p['calls'], $so));
+    }
+}
+$results = ['params' => $p, 'before' => getenv('BEFORE_COMMIT') ?: null];
+foreach ($samples as $variant => $ns) {
+    $results['defer'][$variant] = summary($ns);
+    printf("  %-14s median %6.1f µs  p99 %7.1f µs\n", $variant, $results['defer'][$variant]['median_us'],
+        $results['defer'][$variant]['p99_us']);
+}
+
+echo "== tasks/s through nginx + php-fpm (4 workers, max_workers 4), {$p['tasks']} no-op tasks\n";
+foreach (['sqlite', 'postgres'] as $backend) {
+    $database = $backends[$backend]('tasks');
+    mkdir("$work/server-$backend");
+    $server = (new NginxFpm($database, SECRET, "$work/server-$backend"))->site(__DIR__ . '/www')
+        ->ini(['async_engine.max_workers' => '4']);
+    $servers[] = $server;
+    $server->start();
+    Engine::configure(['database' => $database, 'secret' => SECRET, 'base_url' => $server->url(), 'max_workers' => 4]);
+    throughput($database, 20, '/tasks.php'); // warm-up: workers connected, statements prepared
+    $results['tasks'][$backend] = [
+        'single' => throughput($database, $p['tasks'], '/tasks.php'),
+        'batched' => throughput($database, $p['tasks'], '/tasks.php?batch=50'),
+    ];
+    $server->stop();
+    printf("  %-9s one task per request %6.0f tasks/s, batches of 50 %6.0f tasks/s\n", $backend,
+        $results['tasks'][$backend]['single'], $results['tasks'][$backend]['batched']);
+}
+$results['seconds'] = microtime(true) - $started;
+printf("Took %.0f s.\n", $results['seconds']);
+
+$d = $results['defer'];
+$t = $results['tasks'];
+$rows = [
+    ['defer() median (CLI)', sprintf('%.1f µs', $d['sqlite']['median_us']), sprintf('%.1f µs', $d['postgres']['median_us']),
+        sprintf('%.2f×', $d['postgres']['median_us'] / $d['sqlite']['median_us'])],
+    ['defer() p99 (CLI)', sprintf('%.1f µs', $d['sqlite']['p99_us']), sprintf('%.1f µs', $d['postgres']['p99_us']),
+        sprintf('%.2f×', $d['postgres']['p99_us'] / $d['sqlite']['p99_us'])],
+    ['tasks/s, one per request', sprintf('%.0f', $t['sqlite']['single']), sprintf('%.0f', $t['postgres']['single']),
+        sprintf('%.2f×', $t['postgres']['single'] / $t['sqlite']['single'])],
+    ['tasks/s, batches of 50', sprintf('%.0f', $t['sqlite']['batched']), sprintf('%.0f', $t['postgres']['batched']),
+        sprintf('%.2f×', $t['postgres']['batched'] / $t['sqlite']['batched'])],
+];
+$md = "# SQLite and PostgreSQL, one run\n\n"
+    . "Measured by `bench/backends" . ($results['before'] ? " --before={$results['before']}" : '') . "` on "
+    . php_uname('n') . ' (' . trim((string) shell_exec('nproc')) . " cores), " . date('Y-m-d') . ", in "
+    . sprintf('%.0f', $results['seconds']) . " s. PostgreSQL " . trim((string) adminPdo($admin)->query('SHOW server_version')->fetchColumn())
+    . " in a throwaway cluster on 127.0.0.1 (fsync off, as in the tests), SQLite in WAL mode on the local disk. "
+    . "defer(): {$p['calls']} calls × {$p['rounds']} rounds per variant from the CLI, interleaved, task requests "
+    . "sent to a port that never answers. Tasks: {$p['tasks']} no-op tasks deferred from the CLI and run by "
+    . "nginx + php-fpm (4 workers, max_workers 4).\n\n"
+    . "| | SQLite | PostgreSQL | PostgreSQL / SQLite |\n|---|---|---|---|\n";
+foreach ($rows as $r) {
+    $md .= '| ' . implode(' | ', $r) . " |\n";
+}
+if (isset($d['sqlite-before'])) {
+    $md .= sprintf("\nSQLite defer() before the storage trait (commit %s): median %.1f µs, p99 %.1f µs; after: "
+        . "%.1f µs, %.1f µs (%.2f× the median).\n", $results['before'], $d['sqlite-before']['median_us'],
+        $d['sqlite-before']['p99_us'], $d['sqlite']['median_us'], $d['sqlite']['p99_us'],
+        $d['sqlite']['median_us'] / $d['sqlite-before']['median_us']);
+}
+echo "\n$md";
+if (!$smoke) {
+    file_put_contents(dirname(__DIR__) . '/docs/backends.md', $md);
+    echo "Wrote docs/backends.md.\n";
+}
