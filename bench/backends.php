@@ -92,11 +92,11 @@ function summary(array $ns): array
 /** No-op tasks completed per second, from the first defer() to the last completion. */
 function throughput(string $database, int $n, string $endpoint): float
 {
-    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
     $t = microtime(true);
     for ($i = 0; $i < $n; $i++) {
         Engine::defer($endpoint, 'noop');
     }
+    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
     do {
         usleep(2000);
         $pending->execute();

@@ -53,13 +53,18 @@ pub(crate) fn reserve(
     now: Millis,
 ) -> Result<Option<Reserved>> {
     let max = i64::from(max_workers);
-    if in_flight(tx, lock.server)? >= max {
-        // Full: expired slots may be what holds them.
-        let expired = tx.int(
-            "SELECT EXISTS (SELECT 1 FROM slots WHERE server = ?1 AND deadline < ?2)",
+    // Held slots, and how many of them expired (when full, those may be
+    // what holds them), in one query.
+    let held = tx
+        .row(
+            "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1",
             args![lock.server, now],
-        )?;
-        if expired != Some(1) {
+        )?
+        .map(|r| Ok::<_, Error>((r.int(0)?, r.int(1)?)))
+        .transpose()?
+        .unwrap_or((0, 0));
+    if held.0 >= max {
+        if held.1 == 0 {
             return Ok(None);
         }
         reap(tx, now)?;
