@@ -363,7 +363,8 @@ pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
          WHERE state = 'running' AND lease_until < ?1 LIMIT 1000 /*skip locked*/",
         args![now],
     )?;
-    for mut row in expired.iter().cloned() {
+    let reaped = expired.len();
+    for mut row in expired {
         let (id, timeout) = (row.text(0)?, row.int(1)?);
         let error = format!(
             "lease expired: no complete() or fail() within {} s (the request running it \
@@ -372,7 +373,7 @@ pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
         );
         fail(tx, &id, None, &error, None, now)?;
     }
-    Ok(expired.len())
+    Ok(reaped)
 }
 
 /// Deletes up to `?3` done and cancelled tasks (and dead ones when `?2`)

@@ -160,7 +160,8 @@ pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
         "SELECT id, endpoint FROM slots WHERE deadline < ?1 LIMIT 1000 /*skip locked*/",
         args![now],
     )?;
-    for mut row in expired.iter().cloned() {
+    let reaped = expired.len();
+    for mut row in expired {
         let (slot, endpoint) = (row.text(0)?, row.text(1)?);
         let reason = format!(
             "the request to {endpoint} did not reach accept() within {} s (endpoint down, \
@@ -171,5 +172,5 @@ pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
             release(tx, &slot)?;
         }
     }
-    Ok(expired.len())
+    Ok(reaped)
 }
