@@ -4,6 +4,7 @@
 
 use crate::convert::{
     args_to_json, entries, json_to_array, scalar, type_name, ArrayArg, Bytes, EmptyArray,
+    MAX_ID_LEN,
 };
 use crate::errors::{invalid, to_php, OrThrow};
 use crate::process;
@@ -271,13 +272,10 @@ impl Engine {
             let Some(handler) = handlers.get(name.as_str()) else {
                 let known: Vec<String> = entries(handlers).map(|(k, _)| k.name()).collect();
                 let endpoint = task.claimed().endpoint.clone();
-                task.fail(
-                    format!(
-                        "no handler for task '{name}' at {endpoint} (handlers: {})",
-                        known.join(", ")
-                    ),
-                    None,
-                )?;
+                task.finish(Some(format!(
+                    "no handler for task '{name}' at {endpoint} (handlers: {})",
+                    known.join(", ")
+                )))?;
                 continue;
             };
             let args = json_to_array(&args_json)?.into_zval(false)?;
@@ -329,24 +327,27 @@ impl Engine {
     }
 
     /// A task's record, or `null` for an unknown (or purged) id.
-    pub fn status(id: String) -> PhpResult<Option<ZBox<ZendHashTable>>> {
+    pub fn status(id: Bytes) -> PhpResult<Option<ZBox<ZendHashTable>>> {
+        let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
-        let info = process::engine(&settings, |e| e.status(&id)).or_throw()?;
+        let info = process::engine(&settings, |e| e.status(id)).or_throw()?;
         info.map(info_array).transpose()
     }
 
     /// Cancels a queued task or gives up on a dead one; false if it is neither.
-    pub fn cancel(id: String) -> PhpResult<bool> {
+    pub fn cancel(id: Bytes) -> PhpResult<bool> {
+        let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
-        process::engine(&settings, |e| e.cancel(&id, now_ms())).or_throw()
+        process::engine(&settings, |e| e.cancel(id, now_ms())).or_throw()
     }
 
     /// Puts a dead task back in the queue with fresh attempts; false if it is not dead.
-    pub fn retry(id: String) -> PhpResult<bool> {
+    pub fn retry(id: Bytes) -> PhpResult<bool> {
+        let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
         let target = process::target(&settings);
         let (requeued, dispatch) = process::engine(&settings, |e| {
-            e.retry(&settings, &id, target.is_some(), now_ms())
+            e.retry(&settings, id, target.is_some(), now_ms())
         })
         .or_throw()?;
         if let (Some(d), Some(t)) = (dispatch, &target) {
@@ -358,8 +359,9 @@ impl Engine {
     /// Tasks in `$state` (queued, running, done, dead, cancelled), newest
     /// first, at most `$limit` (1 to 1000) records as `status()` gives them.
     #[php(defaults(limit = 100))]
-    pub fn tasks(state: String, limit: i64) -> PhpResult<ZBox<ZendHashTable>> {
-        let Some(parsed) = State::parse(&state) else {
+    pub fn tasks(state: Bytes, limit: i64) -> PhpResult<ZBox<ZendHashTable>> {
+        let state = state.text("state", 64)?;
+        let Some(parsed) = State::parse(state) else {
             return Err(invalid(format!(
                 "state must be one of queued, running, done, dead, cancelled; got \"{}\"",
                 state.escape_debug()

@@ -35,7 +35,28 @@ impl Bytes<'_> {
             ))
         })
     }
+
+    /// The string as UTF-8 text without NUL bytes and at most `max` bytes
+    /// long, or an `InvalidTask` naming the parameter.
+    pub fn text(&self, what: &str, max: usize) -> PhpResult<&str> {
+        if self.0.len() > max {
+            return Err(invalid(format!(
+                "{what} is {} bytes long; the limit is {max}",
+                self.0.len()
+            )));
+        }
+        let text = self.utf8(what)?;
+        if let Some(at) = text.find('\0') {
+            return Err(invalid(format!(
+                "{what} contains a NUL byte (at offset {at})"
+            )));
+        }
+        Ok(text)
+    }
 }
+
+/// Longest task id accepted (ids are 26 characters; a longer one is a mistake).
+pub const MAX_ID_LEN: usize = 128;
 
 /// A PHP `array` parameter that defaults to `[]`.
 pub struct ArrayArg<'a>(pub Option<&'a ZendHashTable>);
@@ -149,7 +170,10 @@ pub fn scalar(z: &Zval) -> Scalar {
     } else if let Some(f) = z.double() {
         Scalar::Float(f)
     } else if let Some(s) = z.zend_str() {
-        Scalar::Str(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        match std::str::from_utf8(s.as_bytes()) {
+            Ok(text) => Scalar::Str(text.to_string()),
+            Err(_) => Scalar::Other("a string that is not valid UTF-8".into()),
+        }
     } else {
         Scalar::Other(type_name(z))
     }

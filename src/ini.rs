@@ -7,8 +7,9 @@ use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
 
 /// One entry per setting, all empty: an empty value means the built-in default.
-static INI_ENTRIES: IniEntryDefs<11> = IniEntryDefs::new([
+static INI_ENTRIES: IniEntryDefs<15> = IniEntryDefs::new([
     IniEntryDef::new(c"async_engine.database", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.site", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.server", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.base_url", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.secret", c"", IniEntryPermission::All),
@@ -18,6 +19,9 @@ static INI_ENTRIES: IniEntryDefs<11> = IniEntryDefs::new([
     IniEntryDef::new(c"async_engine.retention", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.busy_timeout", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.max_args_size", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.max_queued", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.dead_retention", c"", IniEntryPermission::All),
+    IniEntryDef::new(c"async_engine.log", c"", IniEntryPermission::All),
     IniEntryDef::end(),
 ]);
 

@@ -1,7 +1,7 @@
 //! The `AsyncEngine\Task` class: a task claimed by this request.
 #![allow(non_snake_case)] // the PHP parameter is $retryIn, as DESIGN.md names it
 
-use crate::convert::json_to_array;
+use crate::convert::{json_to_array, Bytes};
 use crate::errors::OrThrow;
 use crate::process;
 use async_engine_core::clock::now_ms;
@@ -10,6 +10,9 @@ use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::ZendHashTable;
+
+/// Longest error message `fail()` takes (it stores a clipped version).
+const MAX_ERROR_INPUT: usize = 1024 * 1024;
 
 /// A task this request claimed; its properties are read-only.
 #[php_class]
@@ -103,8 +106,9 @@ impl Task {
 
     /// Fails this attempt with `error`; the task retries after `retryIn`
     /// seconds (default: exponential backoff) or is dead when its attempts are spent.
-    pub fn fail(&self, error: String, retryIn: Option<f64>) -> PhpResult<()> {
-        self.finish_with(Some((&error, retryIn))).or_throw()
+    pub fn fail(&self, error: Bytes, retryIn: Option<f64>) -> PhpResult<()> {
+        let error = error.text("error", MAX_ERROR_INPUT)?;
+        self.finish_with(Some((error, retryIn))).or_throw()
     }
 
     /// Lengthens the lease so it ends `seconds` from now.

@@ -164,7 +164,7 @@ async fn engine_call<T: Send + 'static>(
 
 /// One timer per queue this process serves: a process may send for several
 /// sites or databases, and one's wake-up must not displace another's.
-type WakeKey = (Target, std::path::PathBuf);
+type WakeKey = (Target, Option<String>);
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
@@ -194,7 +194,7 @@ async fn run(
                     }
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
-                    let key = (target, settings.database_path());
+                    let key = (target, settings.database.clone());
                     if wakes.get(&key).is_none_or(|(w, _)| at < *w) {
                         wakes.insert(key, (at, settings));
                     }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use crate::scalar::Scalar as SettingValue;
 
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 10] = [
+pub const SETTING_NAMES: [&str; 14] = [
     "database",
+    "site",
     "server",
     "base_url",
     "secret",
@@ -18,14 +19,20 @@ pub const SETTING_NAMES: [&str; 10] = [
     "retention",
     "busy_timeout",
     "max_args_size",
+    "max_queued",
+    "dead_retention",
+    "log",
 ];
 
 /// The effective settings of one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Path of the SQLite database, or a `postgres://` URL; `None` means a
-    /// SQLite file in the temp dir.
+    /// Path of the SQLite database, or a `postgres://` URL; `None` (unset)
+    /// is refused when the database is first needed.
     pub database: Option<String>,
+    /// The site whose tasks these are, when several sites share one
+    /// database; `None` is the database's one site.
+    pub site: Option<String>,
     /// This web server's name among several sharing one database; `None`
     /// means the machine's host name.
     pub server: Option<String>,
@@ -45,12 +52,20 @@ pub struct Settings {
     pub busy_timeout: f64,
     /// Largest accepted size of a task's JSON-encoded args, in bytes.
     pub max_args_size: usize,
+    /// Most tasks queued per endpoint; `defer()` beyond it is refused.
+    pub max_queued: u64,
+    /// Seconds that dead tasks are kept.
+    pub dead_retention: f64,
+    /// Whether failures (dead tasks, failed deliveries, storage errors met
+    /// in the background) are written to PHP's error log.
+    pub log: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             database: None,
+            site: None,
             server: None,
             base_url: None,
             secret: None,
@@ -60,6 +75,9 @@ impl Default for Settings {
             retention: 86400.0,
             busy_timeout: 5.0,
             max_args_size: 1024 * 1024,
+            max_queued: 100_000,
+            dead_retention: 30.0 * 86400.0,
+            log: true,
         }
     }
 }
@@ -132,13 +150,30 @@ impl Settings {
             || matches!(value, SettingValue::Str(s) if s.trim().is_empty());
         let defaults = Settings::default();
         match name {
-            "database" => self.database = text(name, value)?,
-            "server" => {
-                let server = text(name, value)?;
-                if server.as_ref().is_some_and(|s| s.len() > 255) {
+            "database" => {
+                let database = text(name, value)?;
+                if database
+                    .as_ref()
+                    .is_some_and(|d| d.len() > 4096 || d.contains('\0'))
+                {
+                    return Err(Error::Usage(format!(
+                        "setting 'database' must be a path or URL of at most 4096 bytes \
+                         without NUL bytes, got {}",
+                        shown_database(database.as_deref().unwrap_or_default())
+                    )));
+                }
+                self.database = database;
+            }
+            "site" | "server" => {
+                let given = text(name, value)?;
+                if given.as_ref().is_some_and(|s| s.len() > 255) {
                     return Err(usage(name, "at most 255 bytes long", value));
                 }
-                self.server = server;
+                if name == "site" {
+                    self.site = given;
+                } else {
+                    self.server = given;
+                }
             }
             "base_url" => {
                 let url = text(name, value)?;
@@ -148,11 +183,39 @@ impl Settings {
                 self.base_url = url.map(|u| u.trim_end_matches('/').to_string());
             }
             "secret" => {
-                let secret = text(name, value)?;
-                if secret.as_ref().is_some_and(|s| s.len() < 16) {
-                    return Err(usage(name, "at least 16 characters long", value));
-                }
+                // The value is never shown, not even a wrong one.
+                let secret = match value {
+                    SettingValue::Null => None,
+                    SettingValue::Str(s) if s.is_empty() => None,
+                    SettingValue::Str(s) if s.len() < 16 => {
+                        return Err(Error::Usage(format!(
+                            "setting 'secret' must be at least 16 characters long, got {} \
+                             (the value is not shown)",
+                            s.len()
+                        )))
+                    }
+                    SettingValue::Str(s) => Some(s.clone()),
+                    _ => {
+                        return Err(Error::Usage(
+                            "setting 'secret' must be a string (the value is not shown)".into(),
+                        ))
+                    }
+                };
                 self.secret = secret;
+            }
+            "log" => {
+                self.log = match value {
+                    SettingValue::Null => defaults.log,
+                    SettingValue::Bool(b) => *b,
+                    SettingValue::Int(i @ (0 | 1)) => *i == 1,
+                    SettingValue::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                        "" => defaults.log,
+                        "1" | "on" | "true" | "yes" => true,
+                        "0" | "off" | "false" | "no" => false,
+                        _ => return Err(usage(name, "on or off", value)),
+                    },
+                    _ => return Err(usage(name, "on or off", value)),
+                }
             }
             _ if empty && SETTING_NAMES.contains(&name) => {
                 // Numeric settings: empty means default.
@@ -162,6 +225,8 @@ impl Settings {
                     "max_attempts" => self.max_attempts = defaults.max_attempts,
                     "retention" => self.retention = defaults.retention,
                     "busy_timeout" => self.busy_timeout = defaults.busy_timeout,
+                    "max_queued" => self.max_queued = defaults.max_queued,
+                    "dead_retention" => self.dead_retention = defaults.dead_retention,
                     _ => self.max_args_size = defaults.max_args_size,
                 }
             }
@@ -173,6 +238,8 @@ impl Settings {
             "max_args_size" => {
                 self.max_args_size = whole(name, value, 2, 64 * 1024 * 1024)? as usize
             }
+            "max_queued" => self.max_queued = whole(name, value, 1, 1_000_000_000)? as u64,
+            "dead_retention" => self.dead_retention = seconds(name, value, 0.0)?,
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown setting '{name}'; known settings: {}",
@@ -198,14 +265,58 @@ impl Settings {
         })
     }
 
-    /// The database path in effect: the setting, else `async-engine.sqlite`
-    /// in the system temp dir.
-    pub fn database_path(&self) -> PathBuf {
-        match &self.database {
-            Some(p) => PathBuf::from(p),
-            None => std::env::temp_dir().join("async-engine.sqlite"),
+    /// This site's name (see the `site` setting): empty for the database's
+    /// one site.
+    pub fn site_name(&self) -> &str {
+        self.site.as_deref().unwrap_or("")
+    }
+
+    /// The database setting, or a StorageError saying what to set. There is
+    /// no default: a file in the system temp dir would be readable by other
+    /// users, private to one service under systemd's PrivateTmp, and lost
+    /// with it (docs/architecture.md, "Where the database lives").
+    pub fn database(&self) -> Result<&str> {
+        self.database.as_deref().ok_or_else(|| {
+            Error::Storage(
+                "no database is set: set async_engine.database (php.ini, the pool's \
+                 php_admin_value, or Engine::configure()) to a file path in a directory of the \
+                 site's own that the web server's PHP and its CLI scripts can both write, such \
+                 as /var/lib/async-engine/example.sqlite (not the system temp dir), or to a \
+                 postgres:// URL"
+                    .into(),
+            )
+        })
+    }
+
+    /// The SQLite database path in effect (see [`Settings::database`]).
+    pub fn database_path(&self) -> Result<PathBuf> {
+        self.database().map(PathBuf::from)
+    }
+}
+
+/// A database setting as messages show it: a URL's password (in its user
+/// part or a `password=` parameter) replaced by `***`.
+pub fn shown_database(database: &str) -> String {
+    let mut shown = database.to_string();
+    if let (Some(s), Some(at)) = (shown.find("://"), shown.rfind('@')) {
+        if at > s {
+            if let Some(colon) = shown[s + 3..at].find(':') {
+                shown.replace_range(s + 3 + colon + 1..at, "***");
+            }
         }
     }
+    if let Some(q) = shown.find('?') {
+        let (head, query) = shown.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        shown = format!("{head}{}", query.join("&"));
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -244,6 +355,8 @@ mod tests {
             ("timeout", SettingValue::Int(0)),
             ("timeout", SettingValue::Float(f64::NAN)),
             ("secret", SettingValue::Str("short".into())),
+            ("max_queued", SettingValue::Int(0)),
+            ("log", SettingValue::Str("maybe".into())),
             ("base_url", SettingValue::Str("ftp://x".into())),
             ("bogus", SettingValue::Int(1)),
             ("database", SettingValue::Int(1)),
@@ -253,5 +366,33 @@ mod tests {
             assert!(err.message().contains(name), "{err}");
         }
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn secrets_and_passwords_are_never_shown() {
+        let mut s = Settings::default();
+        for value in [
+            SettingValue::Str("hunter2hunter".into()),
+            SettingValue::Int(12345),
+        ] {
+            let err = s.set("secret", &value).unwrap_err();
+            assert!(!err.message().contains("hunter2") && !err.message().contains("12345"));
+        }
+        for (url, hidden) in [
+            ("postgres://u:pw1@h/db", "postgres://u:***@h/db"),
+            ("postgress://u:pw1@h:5/db", "postgress://u:***@h:5/db"),
+            (
+                "postgres://u@h/db?password=pw1&sslmode=off",
+                "postgres://u@h/db?password=***&sslmode=off",
+            ),
+            ("/var/lib/a.sqlite", "/var/lib/a.sqlite"),
+        ] {
+            assert_eq!(shown_database(url), hidden);
+        }
+        assert!(Settings::default()
+            .database()
+            .unwrap_err()
+            .message()
+            .contains("async_engine.database"));
     }
 }

@@ -160,9 +160,10 @@ impl From<rusqlite::Error> for Error {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database the settings name.
     pub fn open(settings: &Settings) -> Result<SqliteStore> {
-        let path = settings.database_path();
+        let path = settings.database_path()?;
         let ctx = |e: Error| contextualize(e, &path, settings.busy_timeout);
         check_location(&path)?;
+        restrict_access(&path).map_err(ctx)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -272,7 +273,7 @@ impl Store for SqliteStore {
     }
 
     fn serves(&self, settings: &Settings) -> bool {
-        self.path == settings.database_path()
+        settings.database_path().is_ok_and(|p| p == self.path)
     }
 
     /// Refuses to go on when the path no longer names the file this
@@ -387,6 +388,49 @@ fn check_location(path: &Path) -> Result<()> {
             "database directory '{}' is not writable, so database '{shown}' cannot be created",
             dir.display()
         )));
+    }
+    Ok(())
+}
+
+/// Makes the database file (created here if missing) and its `-wal` and
+/// `-shm` companions readable and writable by their owner only, or also by
+/// their group when the directory is setgid (a group the site's users
+/// share). SQLite gives the companions the main file's mode, so creating
+/// the main file first is what keeps the secret and task args from other
+/// local users. Existing files open to others lose those permissions.
+fn restrict_access(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let shared_group = std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o2000 != 0);
+    let mode = if shared_group { 0o660 } else { 0o600 };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+    {
+        // The umask may have taken bits off; set exactly.
+        Ok(f) => f
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::Storage(format!("cannot be created: {e}")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::Storage(format!("cannot be created: {e}"))),
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let open_to_others = meta.mode() & 0o007 != 0;
+        if open_to_others && meta.uid() == me {
+            let tightened = meta.mode() & 0o7770 & !(if shared_group { 0 } else { 0o070 });
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(tightened));
+        }
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! default) or PostgreSQL (a `postgres://` URL, shared by several servers).
 
 use crate::db::Tx;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::settings::Settings;
 
 pub use crate::sqlite::SCHEMA_VERSION;
@@ -61,11 +61,21 @@ pub fn is_postgres_url(database: &str) -> bool {
 
 /// Opens (creating and migrating if needed) the database the settings name.
 pub fn open(settings: &Settings) -> Result<Box<dyn Store>> {
-    match settings.database.as_deref() {
-        Some(url) if is_postgres_url(url) => Ok(Box::new(crate::pg::PgStore::open(
-            url,
+    let database = settings.database()?;
+    if is_postgres_url(database) {
+        return Ok(Box::new(crate::pg::PgStore::open(
+            database,
             settings.busy_timeout,
-        )?)),
-        _ => Ok(Box::new(crate::sqlite::SqliteStore::open(settings)?)),
+        )?));
     }
+    // A mistyped URL must not fall through to a SQLite file named after it.
+    if let Some((scheme, _)) = database.split_once("://") {
+        return Err(Error::Storage(format!(
+            "database '{}' has the unknown scheme '{}'; use a file path for SQLite or a \
+             postgres:// URL for PostgreSQL",
+            crate::settings::shown_database(database),
+            scheme.escape_default()
+        )));
+    }
+    Ok(Box::new(crate::sqlite::SqliteStore::open(settings)?))
 }

@@ -97,6 +97,56 @@ final class BadInputTest extends EngineTestCase
         $this->assertSame(4, Engine::stats()['max_workers'], 'a refused configure() changes nothing');
     }
 
+    public function badStrings(): iterable
+    {
+        foreach (['invalid UTF-8' => ["\xc3\x28", 'is not valid UTF-8'], 'NUL' => ["01J\0x", 'contains a NUL byte'],
+            'over-long' => [str_repeat('7', 4096), 'bytes long; the limit is']] as $what => [$value, $message]) {
+            yield "status, $what" => [fn () => Engine::status($value), $message];
+            yield "cancel, $what" => [fn () => Engine::cancel($value), $message];
+            yield "retry, $what" => [fn () => Engine::retry($value), $message];
+            yield "tasks, $what" => [fn () => Engine::tasks($value), $message];
+        }
+    }
+
+    /** @dataProvider badStrings */
+    public function testEveryStringArgumentRefusesBadTextWithInvalidTask(\Closure $call, string $message): void
+    {
+        $id = Engine::defer('/w.php', 'existing', ['keep' => 1], ['delay' => 60]);
+        $before = $this->snapshot();
+        try {
+            $call();
+            $this->fail('no exception');
+        } catch (InvalidTask $e) {
+            $this->assertStringContainsString($message, $e->getMessage());
+        }
+        $this->assertSame($before, $this->snapshot());
+        $this->assertSame('queued', Engine::status($id)['state']);
+    }
+
+    public function testSecretsArePrintedInNoMessage(): void
+    {
+        $messages = [];
+        foreach ([['secret' => 'hunter2-short'], ['secret' => 424242424242], ['database' => 'postgress://app:hunter2-pw@db.example/app'],
+            ['database' => 'postgres://app@127.0.0.1:1/app?password=hunter2-pw&connect_timeout=1']] as $settings) {
+            try {
+                Engine::configure($settings);
+                Engine::stats();
+                $this->fail('no exception for ' . array_key_first($settings));
+            } catch (EngineException $e) {
+                $messages[] = $e->getMessage();
+            } finally {
+                Engine::configure(['database' => $this->db]);
+            }
+        }
+        $this->assertCount(4, $messages);
+        foreach ($messages as $m) {
+            $this->assertStringNotContainsString('hunter2', $m);
+            $this->assertStringNotContainsString('424242424242', $m);
+        }
+        $this->assertStringContainsString("unknown scheme 'postgress'", $messages[2]);
+        $this->assertStringContainsString('postgress://app:***@db.example/app', $messages[2]);
+    }
+
     public function testWrongPhpTypesAreTypeErrors(): void
     {
         $this->expectException(\TypeError::class);

@@ -122,13 +122,44 @@ final class DeferTest extends EngineTestCase
         $this->assertStringContainsString("php.ini async_engine.max_workers: setting 'max_workers' must be an integer", (string) $out);
     }
 
-    public function testTheDefaultDatabaseIsInTheTempDir(): void
+    public function testWithoutADatabaseSettingNothingIsCreatedAndTheErrorSaysWhatToSet(): void
     {
         $script = $this->dir . '/default.php';
-        file_put_contents($script, '<?php AsyncEngine\Engine::stats(); echo "ok";');
-        $cmd = 'TMPDIR=' . escapeshellarg($this->dir) . ' ' . escapeshellarg(PHP_BINARY) . ' ' . escapeshellarg($script);
-        $this->assertSame('ok', shell_exec($cmd));
-        $this->assertFileExists($this->dir . '/async-engine.sqlite');
+        file_put_contents($script, '<?php try { AsyncEngine\Engine::defer("/w.php", "t"); } '
+            . 'catch (AsyncEngine\StorageError $e) { echo $e->getMessage(); }');
+        $tmp = $this->dir . '/tmp';
+        mkdir($tmp);
+        $cmd = 'TMPDIR=' . escapeshellarg($tmp) . ' ' . escapeshellarg(PHP_BINARY) . ' ' . escapeshellarg($script);
+        $out = (string) shell_exec($cmd);
+        $this->assertStringContainsString('no database is set: set async_engine.database', $out);
+        $this->assertSame([], array_values(array_diff(scandir($tmp), ['.', '..'])), 'nothing written to the temp dir');
+    }
+
+    public function testTheDatabaseAndItsCompanionsAreReadableByTheirOwnerOnly(): void
+    {
+        $this->requireSqlite('file permissions');
+        umask(0022);
+        Engine::defer('/w.php', 'private', ['card' => '4111'], ['delay' => 60]);
+        clearstatcache();
+        foreach (['', '-wal', '-shm'] as $suffix) {
+            $this->assertFileExists($this->db . $suffix);
+            $this->assertSame('600', sprintf('%o', fileperms($this->db . $suffix) & 0777), "engine.sqlite$suffix");
+        }
+        // A database an earlier release left open to everybody is closed to others.
+        $other = $this->dir . '/old.sqlite';
+        touch($other);
+        chmod($other, 0644);
+        Engine::configure(['database' => $other]);
+        Engine::stats();
+        clearstatcache();
+        $this->assertSame('600', sprintf('%o', fileperms($other) & 0777));
+        // In a setgid directory (a group the site's users share) the group keeps access.
+        mkdir($this->dir . '/shared');
+        chmod($this->dir . '/shared', 02770);
+        Engine::configure(['database' => $this->dir . '/shared/engine.sqlite']);
+        Engine::stats();
+        clearstatcache();
+        $this->assertSame('660', sprintf('%o', fileperms($this->dir . '/shared/engine.sqlite') & 0777));
     }
 
     public function testAForkedChildReopensItsOwnConnection(): void

@@ -53,8 +53,8 @@ abstract class EngineTestCase extends TestCase
         fclose($this->blackHole);
         $_SERVER = $this->server;
         // Back to the ini values for every setting, whatever the test changed.
-        Engine::configure(array_fill_keys(['database', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
-            'max_attempts', 'retention', 'busy_timeout', 'max_args_size'], null));
+        Engine::configure(array_fill_keys(['database', 'site', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
+            'max_attempts', 'retention', 'busy_timeout', 'max_args_size', 'max_queued', 'dead_retention', 'log'], null));
         exec('rm -rf ' . escapeshellarg($this->dir));
         if ($this->pgDatabase !== null) {
             self::adminPdo()->exec("DROP DATABASE {$this->pgDatabase} WITH (FORCE)");
@@ -146,6 +146,7 @@ abstract class EngineTestCase extends TestCase
             'tasks' => $pdo->query('SELECT * FROM tasks ORDER BY id')->fetchAll(PDO::FETCH_ASSOC),
             'slots' => $pdo->query('SELECT * FROM slots ORDER BY id')->fetchAll(PDO::FETCH_ASSOC),
             'endpoints' => $pdo->query('SELECT * FROM endpoints ORDER BY endpoint')->fetchAll(PDO::FETCH_ASSOC),
+            'meta' => $pdo->query('SELECT * FROM meta ORDER BY key')->fetchAll(PDO::FETCH_ASSOC),
         ];
     }
 

@@ -8,8 +8,8 @@ namespace AsyncEngine\Tests\Servers;
  * Apache 2.4 with mod_php and the prefork MPM (4 to 8 children), with
  * `UseCanonicalName On` as README asks (else the Host header sets
  * SERVER_NAME and SERVER_PORT). Its
- * children run as nobody, so the test's directory and database are made
- * writable for them first.
+ * children run as nobody, so the test's directory is made writable for
+ * them and its database is theirs.
  */
 final class ApacheModPhp extends WebServer
 {
@@ -22,7 +22,10 @@ final class ApacheModPhp extends WebServer
             if (!file_exists($this->database . $suffix)) {
                 touch($this->database . $suffix);
             }
-            chmod($this->database . $suffix, 0666);
+            // Apache's children (nobody) own it; the test runs as root.
+            chown($this->database . $suffix, 'nobody');
+            chgrp($this->database . $suffix, 'nogroup');
+            chmod($this->database . $suffix, 0600);
         }
         $docroot = $this->docroot;
         file_put_contents("$d/apache.conf", <<<CONF
