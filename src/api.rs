@@ -81,6 +81,9 @@ fn accept_next() -> PhpResult<Option<Task>> {
             .or_throw()?;
             // The task keeps running if the sender hangs up.
             ignore_user_abort();
+            if let Some(t) = &target {
+                process::learn(&settings, t);
+            }
             if accepted.task.is_some() {
                 process::request(|r| {
                     r.accepted = Some((accepted.slot.clone(), accepted.endpoint.clone()))

@@ -119,8 +119,8 @@ fn learned_target_key(settings: &Settings) -> String {
 }
 
 /// Where this request's self-requests go (see [`crate::request::target`]);
-/// a CLI script without a configured base URL uses the one web requests
-/// stored. Web requests store theirs for the CLI.
+/// a CLI script without a configured base URL uses the one stored by the
+/// last signed request that arrived through the web server.
 pub fn target(settings: &Settings) -> Option<Target> {
     let cached = request(|r| r.target.clone());
     if let Some((setting, t)) = cached {
@@ -128,26 +128,8 @@ pub fn target(settings: &Settings) -> Option<Target> {
             return t;
         }
     }
-    let found = crate::request::target(settings);
-    let target = match &found {
-        Some(Target {
-            base,
-            connect_to: Some(addr),
-        }) => {
-            let learned = format!("{} {addr}", base.origin());
-            let known = with(|p| p.learned.as_deref() == Some(learned.as_str()));
-            if !known
-                && engine(settings, |e| {
-                    e.set_meta(&learned_target_key(settings), &learned)
-                })
-                .is_ok()
-            {
-                with(|p| p.learned = Some(learned));
-            }
-            found
-        }
-        Some(_) => found,
-        None => engine(settings, |e| e.meta(&learned_target_key(settings)))
+    let target = crate::request::target(settings).or_else(|| {
+        engine(settings, |e| e.meta(&learned_target_key(settings)))
             .ok()
             .flatten()
             .and_then(|learned| {
@@ -156,10 +138,31 @@ pub fn target(settings: &Settings) -> Option<Target> {
                     base: async_engine_core::endpoint::parse_base_url(url).ok()?,
                     connect_to: Some(addr.parse().ok()?),
                 })
-            }),
-    };
+            })
+    });
     request(|r| r.target = Some((settings.base_url.clone(), target.clone())));
     target
+}
+
+/// Stores where this request's self-requests go, for CLI scripts: called
+/// only once a signed request was verified, so the web server's values
+/// proved to reach this site (no unsigned request can move the CLI's
+/// target). Only a target worked out from the web request is stored.
+pub fn learn(settings: &Settings, target: &Target) {
+    let Some(addr) = target.connect_to else {
+        return;
+    };
+    let learned = format!("{} {addr}", target.base.origin());
+    if with(|p| p.learned.as_deref() == Some(learned.as_str())) {
+        return;
+    }
+    if engine(settings, |e| {
+        e.set_meta(&learned_target_key(settings), &learned)
+    })
+    .is_ok()
+    {
+        with(|p| p.learned = Some(learned));
+    }
 }
 
 /// Hands signed requests to this process's sender (started on first use).

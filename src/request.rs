@@ -4,11 +4,11 @@
 use async_engine_core::dispatch::Target;
 use async_engine_core::endpoint::parse_base_url;
 use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
+use async_engine_core::target::{derive, local_port_of_connection, ServerVars};
 use async_engine_core::Settings;
 use ext_php_rs::ffi::zend_is_auto_global;
 use ext_php_rs::types::{ZendHashTable, ZendStr};
 use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals, SapiModule};
-use std::net::{IpAddr, SocketAddr};
 
 /// `$_SERVER` key of a request header.
 fn server_key(header: &str) -> String {
@@ -53,10 +53,11 @@ pub fn incoming() -> Incoming {
     })
 }
 
-/// Where this request's self-requests go: the configured base URL, else the
-/// web request's scheme, server name and port, connecting to the server's
-/// own address (`SERVER_ADDR`), never to a host the client's Host header
-/// named. `None` outside a web request when no base URL is configured.
+/// Where this request's self-requests go: the configured base URL, else
+/// what the web server's own variables say (see
+/// [`async_engine_core::target::derive`]), read as the SAPI set them, so a
+/// script that copies `X-Forwarded-*` into `$_SERVER` changes nothing.
+/// `None` outside a web request when no base URL is configured.
 pub fn target(settings: &Settings) -> Option<Target> {
     if let Some(url) = &settings.base_url {
         return parse_base_url(url).ok().map(|base| Target {
@@ -64,31 +65,35 @@ pub fn target(settings: &Settings) -> Option<Target> {
             connect_to: None,
         });
     }
-    with_server(|server| {
-        let port: u16 = text(server, "SERVER_PORT")?.parse().ok()?;
-        let https = text(server, "HTTPS").is_some_and(|h| !h.is_empty() && h != "off");
-        let scheme = if https { "https" } else { "http" };
-        let ip =
-            |v: Option<String>| v.and_then(|a| a.trim_matches(['[', ']']).parse::<IpAddr>().ok());
-        // SERVER_NAME is the server's configured name (nginx "_" and the
-        // like are no host name); php -S gives its bind address there and
-        // no SERVER_ADDR.
-        let name = text(server, "SERVER_NAME").filter(|n| !n.is_empty() && n != "_");
-        let addr = ip(text(server, "SERVER_ADDR")).or_else(|| ip(name.clone()))?;
-        let host = name.unwrap_or_else(|| addr.to_string());
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        let base = parse_base_url(&format!("{scheme}://{host}:{port}"))
-            .or_else(|_| parse_base_url(&format!("{scheme}://{}", SocketAddr::new(addr, port))))
-            .ok()?;
-        Some(Target {
-            base,
-            connect_to: Some(SocketAddr::new(addr, port)),
+    let vars = {
+        let globals = ProcessGlobals::get();
+        let server = globals.http_server_vars();
+        ServerVars {
+            sapi: sapi_name(),
+            server_name: text(server, "SERVER_NAME"),
+            server_addr: text(server, "SERVER_ADDR"),
+            server_port: text(server, "SERVER_PORT"),
+            remote_port: text(server, "REMOTE_PORT"),
+            https: text(server, "HTTPS"),
+        }
+    };
+    if vars.sapi == "cli" {
+        return None;
+    }
+    derive(&vars, local_port_of_connection)
+}
+
+/// The SAPI module's name (`cli`, `fpm-fcgi`, `apache2handler`, ...).
+fn sapi_name() -> String {
+    let module = SapiModule::get();
+    // SAFETY: the SAPI's name is a static C string set before any request.
+    unsafe { module.name.as_ref() }
+        .map(|n| {
+            unsafe { std::ffi::CStr::from_ptr(n) }
+                .to_string_lossy()
+                .into_owned()
         })
-    })
+        .unwrap_or_default()
 }
 
 /// Whether this process serves web requests and outlives them (php-fpm,
@@ -96,10 +101,5 @@ pub fn target(settings: &Settings) -> Option<Target> {
 /// SAPI module itself: at request shutdown the PHP_SAPI constant may already
 /// be gone, which made CLI scripts skip waiting for their requests.
 pub fn persistent_sapi() -> bool {
-    let module = SapiModule::get();
-    // SAFETY: the SAPI's name is a static C string set before any request.
-    let name = unsafe { module.name.as_ref() }
-        .map(|n| unsafe { std::ffi::CStr::from_ptr(n) }.to_bytes().to_vec())
-        .unwrap_or_default();
-    !matches!(name.as_slice(), b"cli" | b"phpdbg" | b"embed")
+    !matches!(sapi_name().as_str(), "cli" | "phpdbg" | "embed")
 }

@@ -24,6 +24,11 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest pause between two timer runs, in milliseconds.
 const MIN_WAKE_MS: Millis = 50;
 
+/// Most HTTP clients (one per target) a sender keeps; more are dropped.
+const MAX_CLIENTS: usize = 16;
+/// Most timers (one per queue and target) a sender keeps.
+const MAX_WAKES: usize = 64;
+
 /// Where self-requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -127,6 +132,11 @@ fn client_for(
         builder = builder.resolve(host, addr);
     }
     let client = builder.build().ok()?;
+    if clients.len() >= MAX_CLIENTS {
+        // Targets come from settings and the web server's own values, so
+        // there are few; should there be more, start over rather than grow.
+        clients.clear();
+    }
     clients.insert(target.clone(), client.clone());
     Some(client)
 }
@@ -197,6 +207,7 @@ async fn run(
                     let key = (target, settings.database.clone());
                     if wakes.get(&key).is_none_or(|(w, _)| at < *w) {
                         wakes.insert(key, (at, settings));
+                        bound_wakes(&mut wakes);
                     }
                 }
             },
@@ -225,6 +236,21 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Keeps at most [`MAX_WAKES`] timers: the latest go (a kick or the next
+/// request brings them back).
+fn bound_wakes(wakes: &mut HashMap<WakeKey, (Millis, Settings)>) {
+    while wakes.len() > MAX_WAKES {
+        let latest = wakes
+            .iter()
+            .max_by_key(|(_, (at, _))| *at)
+            .map(|(key, _)| key.clone());
+        match latest {
+            Some(key) => wakes.remove(&key),
+            None => break,
+        };
     }
 }
 

@@ -21,6 +21,7 @@ pub mod settings;
 mod slots;
 pub mod sqlite;
 pub mod store;
+pub mod target;
 pub mod task;
 
 pub use engine::{Accepted, Deferred, Dispatch, Engine, Finished, Stats, MAX_HISTORY_BUCKETS};

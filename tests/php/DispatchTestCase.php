@@ -39,9 +39,7 @@ abstract class DispatchTestCase extends EngineTestCase
     /** Defers from a page: returns the ids. */
     protected function deferFromPage(array $query): array
     {
-        [$status, $body] = $this->server->request('/defer.php?' . http_build_query($query + ['file' => $this->effects]));
-        $this->assertSame(200, $status, $body . $this->server->log());
-        return json_decode($body, true);
+        return $this->deferFromPageWith($query, []);
     }
 
     /** Waits (bounded) until no task is queued or running; returns the stats. */
@@ -150,14 +148,42 @@ abstract class DispatchTestCase extends EngineTestCase
 
     public function testAForgedHostHeaderSendsNothingElsewhere(): void
     {
-        [$status, $body] = $this->server->request('/defer.php?' . http_build_query(['n' => 2, 'file' => $this->effects]),
-            ['Host' => 'evil.example']);
-        $this->assertSame(200, $status, $body);
+        // A listener on another local port: a forged Host names it.
+        $canary = stream_socket_server('tcp://127.0.0.1:0');
+        stream_set_blocking($canary, false);
+        $canaryAddress = stream_socket_get_name($canary, false);
+        $forged = ['Host' => $canaryAddress, 'X-Forwarded-Host' => $canaryAddress, 'X-Forwarded-Port' => explode(':', $canaryAddress)[1],
+            'X-Forwarded-Proto' => 'http'];
+        $ids = $this->deferFromPageWith(['n' => 2], $forged);
+        // An application that copies X-Forwarded-* into $_SERVER changes nothing either.
+        $ids = array_merge($ids, $this->deferFromPageWith(['n' => 2, 'copy_forwarded' => 1, 'prefix' => 'copied'], $forged));
         $this->waitUntilSettled(20);
-        $this->assertCount(2, $this->effects(), 'the tasks ran here');
-        // What a CLI script would use: this server's own address, whatever the Host said.
+        $this->assertCount(4, $this->effects(), 'the tasks ran here');
+        foreach ($ids as $id) {
+            $this->assertSame(['done', 1], [Engine::status($id)['state'], Engine::status($id)['attempt']], 'no attempt lost');
+        }
+        $this->assertFalse(@stream_socket_accept($canary, 0), 'nothing was sent to the host the client named');
+        fclose($canary);
+        // What a CLI script would use, learned from a signed request: this server's own address.
         $learned = $this->pdo()->query("SELECT value FROM meta WHERE key LIKE 'learned_target:%'")->fetchColumn();
         $this->assertStringEndsWith(' 127.0.0.1:' . $this->server->port, (string) $learned);
+        $this->assertStringNotContainsString((string) explode(':', $canaryAddress)[1], (string) $learned);
+    }
+
+    public function testAnUnsignedRequestLearnsNothingForTheCli(): void
+    {
+        $this->server->request('/defer.php?n=0', ['Host' => '127.0.0.1:1']);
+        $this->server->request('/worker.php', ['Host' => '127.0.0.1:1']);
+        $learned = $this->pdo()->query("SELECT count(*) FROM meta WHERE key LIKE 'learned_target:%'")->fetchColumn();
+        $this->assertSame(0, (int) $learned, 'only a verified, signed request stores a target');
+    }
+
+    /** Defers from a page with extra request headers: returns the ids. */
+    protected function deferFromPageWith(array $query, array $headers): array
+    {
+        [$status, $body] = $this->server->request('/defer.php?' . http_build_query($query + ['file' => $this->effects]), $headers);
+        $this->assertSame(200, $status, $body . $this->server->log());
+        return json_decode($body, true);
     }
 
     public function testKickFromTheCliStartsTasksAfterARestart(): void

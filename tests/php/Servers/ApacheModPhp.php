@@ -6,8 +6,8 @@ namespace AsyncEngine\Tests\Servers;
 
 /**
  * Apache 2.4 with mod_php and the prefork MPM (4 to 8 children), with
- * `UseCanonicalName On` as README asks (else the Host header sets
- * SERVER_NAME and SERVER_PORT). Its
+ * Apache's default `UseCanonicalName Off` (the Host header sets
+ * SERVER_NAME and SERVER_PORT: the engine must not trust them). Its
  * children run as nobody, so the test's directory is made writable for
  * them and its database is theirs.
  */
@@ -34,7 +34,6 @@ final class ApacheModPhp extends WebServer
             LoadModule dir_module $modules/mod_dir.so
             LoadModule php_module $modules/libphp8.2.so
             ServerName 127.0.0.1:{$this->port}
-            UseCanonicalName On
             Listen 127.0.0.1:{$this->port}
             PidFile $d/apache.pid
             DefaultRuntimeDir $d
