@@ -11,8 +11,9 @@ namespace AsyncEngine;
  *
  * GET renders the page (`?format=json` the same data for monitoring,
  * `?format=fragment` the part the page reloads every REFRESH_MS); POST
- * `action=retry|cancel` and `id` acts on a task, only when authorised.
- * Task arguments are shown only when authorised.
+ * `action=retry|cancel` and `id` acts on a task, only when authorised and,
+ * when the page was given a CSRF token, only with it. Task arguments are
+ * shown only when authorised. Every answer forbids framing.
  */
 final class StatusPage
 {
@@ -33,11 +34,22 @@ final class StatusPage
 
     private const STATES = ['queued', 'running', 'done', 'dead', 'cancelled'];
 
-    private const TEXT = ['Content-Type' => 'text/plain; charset=utf-8', 'Cache-Control' => 'no-store'];
+    /** Name of the cookie that authorises a viewer who gave the token once. */
+    public const SESSION_COOKIE = 'async_engine_status';
 
-    private const HTML = ['Content-Type' => 'text/html; charset=utf-8', 'Cache-Control' => 'no-store'];
+    /** Name of the cookie holding the CSRF token the action forms repeat. */
+    public const CSRF_COOKIE = 'async_engine_csrf';
 
-    private const JSON = ['Content-Type' => 'application/json', 'Cache-Control' => 'no-store'];
+    /** Headers of every answer: never cached, never framed (clickjacking). */
+    private const COMMON = ['Cache-Control' => 'no-store', 'X-Frame-Options' => 'DENY',
+        'Content-Security-Policy' => "frame-ancestors 'none'", 'X-Content-Type-Options' => 'nosniff',
+        'Referrer-Policy' => 'no-referrer'];
+
+    private const TEXT = ['Content-Type' => 'text/plain; charset=utf-8'] + self::COMMON;
+
+    private const HTML = ['Content-Type' => 'text/html; charset=utf-8'] + self::COMMON;
+
+    private const JSON = ['Content-Type' => 'application/json'] + self::COMMON;
 
     /**
      * @param bool $authorised may the viewer see arguments, retry and cancel
@@ -45,42 +57,103 @@ final class StatusPage
      *        (a token, a CSRF token)
      * @param string $title the page's title
      * @param string $intro HTML shown above the status (trusted, not escaped)
+     * @param ?string $csrf when set, a POST acts only if its `csrf` field equals it
+     *        (serve() sets it; a framework that checks its own CSRF token, as
+     *        SilverStripe's SecurityID, passes that token in $formFields instead)
      */
     public function __construct(
         private bool $authorised = false,
         private array $formFields = [],
         private string $title = 'async-engine status',
-        private string $intro = ''
+        private string $intro = '',
+        private ?string $csrf = null
     ) {
     }
 
     /**
      * Answers the current request from PHP's globals and sends the response.
      *
-     * Options: `token` (a secret; a viewer who gives it as `?token=` or form
-     * field `token` is authorised), `authorised` (true authorises everyone:
-     * only for a page that is already protected), `title`, `intro` (HTML).
-     * Without either the page is read-only.
+     * Options: `token` (a secret: a viewer who gives it once, as `?token=` or
+     * form field `token`, gets an HttpOnly, SameSite=Strict cookie and is
+     * sent back to the page without it, so it stays out of URLs and access
+     * logs), `authorised` (true authorises everyone: only for a page that is
+     * already protected), `title`, `intro` (HTML). Without either the page is
+     * read-only. A `token` option that is given but empty (an unset
+     * environment variable) refuses to serve rather than open the page.
+     * Every action form carries a CSRF token (a cookie it must match).
      *
-     * @param array{token?: string, authorised?: bool, title?: string, intro?: string} $options
+     * @param array{token?: mixed, authorised?: bool, title?: string, intro?: string} $options
      */
     public static function serve(array $options = []): void
     {
-        $token = (string) ($options['token'] ?? '');
-        $given = $_POST['token'] ?? $_GET['token'] ?? '';
-        $tokenOk = $token !== '' && is_string($given) && hash_equals($token, $given);
-        $page = new self(
-            ($options['authorised'] ?? false) === true || $tokenOk,
-            $tokenOk ? ['token' => $given] : [],
-            (string) ($options['title'] ?? 'async-engine status'),
-            (string) ($options['intro'] ?? '')
-        );
-        [$status, $headers, $body] = $page->handle($_SERVER['REQUEST_METHOD'] ?? 'GET', $_GET, $_POST);
+        [$status, $headers, $body] = self::answer($options, $_SERVER, $_GET, $_POST, $_COOKIE);
         http_response_code($status);
         foreach ($headers as $name => $value) {
-            header("$name: $value");
+            foreach ((array) $value as $one) {
+                header("$name: $one", false);
+            }
         }
         echo $body;
+    }
+
+    /**
+     * What serve() answers, from the request's parts (testable without globals).
+     *
+     * @param array<string, mixed> $options as serve() takes them
+     * @param array<string, mixed> $server $_SERVER
+     * @param array<string, mixed> $query $_GET
+     * @param array<string, mixed> $post $_POST
+     * @param array<string, mixed> $cookies $_COOKIE
+     * @return array{int, array<string, string|list<string>>, string} status, headers, body
+     */
+    public static function answer(array $options, array $server, array $query, array $post, array $cookies): array
+    {
+        $secure = !empty($server['HTTPS']) && $server['HTTPS'] !== 'off';
+        $path = strtok((string) ($server['REQUEST_URI'] ?? '/'), '?') ?: '/';
+        $cookie = static fn (string $name, string $value): string => sprintf(
+            '%s=%s; Path=%s; HttpOnly; SameSite=Strict%s',
+            $name,
+            rawurlencode($value),
+            $path,
+            $secure ? '; Secure' : ''
+        );
+        $session = null;
+        if (array_key_exists('token', $options)) {
+            $token = $options['token'];
+            if (!is_string($token) || strlen($token) < 16) {
+                return [500, self::TEXT, "The status page is misconfigured: its token is empty or shorter than 16 "
+                    . "characters (is the environment variable that holds it set?). Refusing to serve.\n"];
+            }
+            $session = hash_hmac('sha256', 'async-engine status session', $token);
+            $given = $post['token'] ?? $query['token'] ?? null;
+            if ($given !== null) {
+                if (!is_string($given) || !hash_equals($token, $given)) {
+                    return [403, self::TEXT, "Wrong token.\n"];
+                }
+                // Exchanged once for a cookie; the URL goes back without it.
+                $back = http_build_query(array_diff_key($query, ['token' => 1]));
+                return [303, self::TEXT + ['Location' => $path . ($back === '' ? '' : "?$back"),
+                    'Set-Cookie' => $cookie(self::SESSION_COOKIE, $session)], "Signed in.\n"];
+            }
+        }
+        $fromCookie = $cookies[self::SESSION_COOKIE] ?? null;
+        $authorised = ($options['authorised'] ?? false) === true
+            || ($session !== null && is_string($fromCookie) && hash_equals($session, $fromCookie));
+        $headers = [];
+        $csrf = $cookies[self::CSRF_COOKIE] ?? null;
+        if ($authorised && (!is_string($csrf) || !preg_match('/^[0-9a-f]{64}$/', $csrf))) {
+            $csrf = bin2hex(random_bytes(32));
+            $headers['Set-Cookie'] = $cookie(self::CSRF_COOKIE, $csrf);
+        }
+        $page = new self(
+            $authorised,
+            $authorised ? ['csrf' => $csrf] : [],
+            (string) ($options['title'] ?? 'async-engine status'),
+            (string) ($options['intro'] ?? ''),
+            $authorised ? $csrf : null
+        );
+        [$status, $own, $body] = $page->handle((string) ($server['REQUEST_METHOD'] ?? 'GET'), $query, $post);
+        return [$status, $own + $headers, $body];
     }
 
     /**
@@ -157,6 +230,10 @@ final class StatusPage
         if (!$this->authorised) {
             return [403, self::TEXT, "The status page is read-only: retry and cancel need authorisation.\n"];
         }
+        $csrf = $post['csrf'] ?? null;
+        if ($this->csrf !== null && (!is_string($csrf) || !hash_equals($this->csrf, $csrf))) {
+            return [403, self::TEXT, "The form's CSRF token is missing or wrong: reload the page and try again.\n"];
+        }
         $action = $post['action'] ?? null;
         $id = $post['id'] ?? null;
         if (!is_string($id) || $id === '') {
@@ -177,7 +254,7 @@ final class StatusPage
         if ($json) {
             return [200, self::JSON, self::json(['message' => $message])];
         }
-        $back = array_diff_key($query, ['format' => 1, 'msg' => 1]) + ['msg' => $message];
+        $back = array_diff_key($query, ['format' => 1, 'msg' => 1, 'token' => 1]) + ['msg' => $message];
         return [303, self::TEXT + ['Location' => '?' . http_build_query($back)], "$message\n"];
     }
 
@@ -393,7 +470,7 @@ final class StatusPage
     /** @param array<string, string> $set */
     private function query(array $set): string
     {
-        return http_build_query(array_intersect_key($this->formFields, ['token' => 1]) + $set);
+        return http_build_query($set);
     }
 
     private function minutes(): string

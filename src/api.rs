@@ -69,9 +69,10 @@ fn accept_next() -> PhpResult<Option<Task>> {
     let now = now_ms();
     let held_slot = process::request(|r| r.accepted.clone());
     let claimed = match held_slot {
-        Some((slot, endpoint)) => {
-            process::engine(&settings, |e| e.claim_next(&slot, &endpoint, now)).or_throw()?
-        }
+        Some((slot, endpoint)) => process::engine(&settings, |e| {
+            e.claim_next(&settings, &slot, &endpoint, now)
+        })
+        .or_throw()?,
         None => {
             let incoming = request::incoming();
             let target = process::target(&settings);
@@ -229,10 +230,10 @@ impl Engine {
                     // running it is reaped then, without traffic.
                     let lease = opts.timeout.map_or(settings.timeout, |t| t);
                     let check = secs_to_ms(lease).min(async_engine_core::SENT_TTL_MS);
-                    process::wake_at(&settings, t, now + check + 1);
+                    process::wake_at(&settings, t, Some(now + check + 1));
                 }
-                None if due > now => process::wake_at(&settings, t, due),
-                None => {}
+                None if due > now => process::wake_at(&settings, t, Some(due)),
+                None => process::wake_at(&settings, t, None),
             },
             Some(_) => {}
             None => warn_no_target(),
@@ -318,14 +319,12 @@ impl Engine {
         };
         let now = now_ms();
         let (dispatches, next) = process::engine(&settings, |e| {
-            Ok((e.kick(&settings, now)?, e.next_wake(now)?))
+            Ok((e.kick(&settings, now)?, e.next_wake(&settings, now)?))
         })
         .or_throw()?;
         let sent = dispatches.len() as i64;
         process::send(&settings, &target, dispatches);
-        if let Some(next) = next {
-            process::wake_at(&settings, &target, next);
-        }
+        process::wake_at(&settings, &target, next);
         Ok(sent)
     }
 
@@ -333,7 +332,7 @@ impl Engine {
     pub fn status(id: Bytes) -> PhpResult<Option<ZBox<ZendHashTable>>> {
         let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
-        let info = process::engine(&settings, |e| e.status(id)).or_throw()?;
+        let info = process::engine(&settings, |e| e.status(&settings, id)).or_throw()?;
         info.map(info_array).transpose()
     }
 
@@ -341,7 +340,7 @@ impl Engine {
     pub fn cancel(id: Bytes) -> PhpResult<bool> {
         let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
-        process::engine(&settings, |e| e.cancel(id, now_ms())).or_throw()
+        process::engine(&settings, |e| e.cancel(&settings, id, now_ms())).or_throw()
     }
 
     /// Puts a dead task back in the queue with fresh attempts; false if it is not dead.
@@ -376,7 +375,8 @@ impl Engine {
             )));
         }
         let settings = settings()?;
-        let found = process::engine(&settings, |e| e.list(parsed, limit as u32)).or_throw()?;
+        let found =
+            process::engine(&settings, |e| e.list(&settings, parsed, limit as u32)).or_throw()?;
         let mut a = ZendHashTable::new();
         for t in found {
             a.push(info_array(t)?)?;
@@ -411,8 +411,9 @@ impl Engine {
         Ok(a)
     }
 
-    /// Task counts per state, in_flight, max_workers, next_due, oldest_due_age, and
-    /// busy_naps (this process's waits for another writer's lock).
+    /// Task counts per state, in_flight, max_workers, next_due, oldest_due_age,
+    /// busy_naps (this process's waits for another writer's lock) and
+    /// failing_endpoints (deliveries failing, backing off).
     pub fn stats() -> PhpResult<ZBox<ZendHashTable>> {
         let settings = settings()?;
         let now = now_ms();
@@ -426,6 +427,16 @@ impl Engine {
         a.insert("next_due", stats.next_due.map(secs))?;
         a.insert("oldest_due_age", stats.oldest_due_age.map(secs))?;
         a.insert("busy_naps", async_engine_core::busy_naps() as i64)?;
+        let mut failing = ZendHashTable::new();
+        for f in stats.failing {
+            let mut row = ZendHashTable::new();
+            row.insert("endpoint", f.endpoint)?;
+            row.insert("failures", f.failures)?;
+            row.insert("last_error", f.last_error)?;
+            row.insert("retry_at", secs(f.retry_at))?;
+            failing.push(row)?;
+        }
+        a.insert("failing_endpoints", failing)?;
         Ok(a)
     }
 

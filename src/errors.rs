@@ -25,6 +25,7 @@ static ENGINE_EXCEPTION: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_m
 static INVALID_TASK: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static REQUEST_REJECTED: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 static STORAGE_ERROR: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
+static QUEUE_FULL: AtomicPtr<ClassEntry> = AtomicPtr::new(std::ptr::null_mut());
 
 fn get(slot: &AtomicPtr<ClassEntry>) -> &'static ClassEntry {
     // SAFETY: class entries registered at module startup live until shutdown.
@@ -35,7 +36,7 @@ fn engine_exception() -> &'static ClassEntry {
     get(&ENGINE_EXCEPTION)
 }
 
-/// Registers `AsyncEngine\EngineException` and its three subclasses (module startup).
+/// Registers `AsyncEngine\EngineException` and its four subclasses (module startup).
 pub fn register() -> ext_php_rs::error::Result<()> {
     fn class(
         name: &str,
@@ -64,6 +65,9 @@ pub fn register() -> ext_php_rs::error::Result<()> {
     })?;
     class("AsyncEngine\\StorageError", parent, |ce, _| {
         STORAGE_ERROR.store(ce, Ordering::Release)
+    })?;
+    class("AsyncEngine\\QueueFull", parent, |ce, _| {
+        QUEUE_FULL.store(ce, Ordering::Release)
     })
 }
 
@@ -73,6 +77,7 @@ pub fn to_php(e: Error) -> PhpException {
         Error::InvalidTask(_) => &INVALID_TASK,
         Error::Rejected(_) => &REQUEST_REJECTED,
         Error::Storage(_) => &STORAGE_ERROR,
+        Error::QueueFull(_) => &QUEUE_FULL,
         Error::Usage(_) | Error::NotHeld(_) => &ENGINE_EXCEPTION,
     };
     // PHP cannot throw a message holding a NUL byte (a task or setting name

@@ -30,12 +30,12 @@ pub fn register(module_number: i32) {
     IniEntryDef::register(INI_ENTRIES.as_slice(), module_number);
 }
 
-/// The current value of `async_engine.<name>`, if set and not empty.
+/// The current value of ini setting `name`, if set and not empty.
 fn ini_value(globals: &ExecutorGlobals, name: &str) -> Option<String> {
     // SAFETY: EG(ini_directives) is valid while a request runs; entries are
     // zend_ini_entry pointers owned by the table.
     let table = unsafe { globals.ini_directives.as_ref() }?;
-    let zval = table.get(format!("async_engine.{name}").as_str())?;
+    let zval = table.get(name)?;
     let entry = unsafe { zval.ptr::<zend_ini_entry>().and_then(|e| e.as_ref()) }?;
     let value = unsafe { entry.value.as_ref() }?;
     let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -48,7 +48,7 @@ pub fn settings(overrides: &[(String, Scalar)]) -> async_engine_core::Result<Set
     {
         let globals = ExecutorGlobals::get();
         for name in SETTING_NAMES {
-            if let Some(value) = ini_value(&globals, name) {
+            if let Some(value) = ini_value(&globals, &format!("async_engine.{name}")) {
                 settings.set(name, &Scalar::Str(value)).map_err(|e| {
                     async_engine_core::Error::Usage(format!("php.ini async_engine.{name}: {e}"))
                 })?;
@@ -59,4 +59,9 @@ pub fn settings(overrides: &[(String, Scalar)]) -> async_engine_core::Result<Set
         settings.set(name, value)?;
     }
     Ok(settings)
+}
+
+/// PHP's own `error_log` setting (where PHP writes its log), if set.
+pub fn error_log() -> Option<String> {
+    ini_value(&ExecutorGlobals::get(), "error_log")
 }

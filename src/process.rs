@@ -68,10 +68,28 @@ pub fn request<T>(f: impl FnOnce(&mut RequestState) -> T) -> T {
     with(|p| f(&mut p.request))
 }
 
-/// The settings in effect for this request.
+/// The settings in effect for this request. Points the engine's log at
+/// PHP's error log and hands it the lines the background thread left.
 pub fn settings() -> async_engine_core::Result<Settings> {
     let overrides = request(|r| r.overrides.clone());
-    crate::ini::settings(&overrides)
+    let settings = crate::ini::settings(&overrides)?;
+    async_engine_core::log::configure(crate::ini::error_log().as_deref(), settings.log);
+    flush_log();
+    Ok(settings)
+}
+
+/// Writes the engine's waiting log lines through PHP's `error_log()`
+/// (PHP's own logger: the SAPI's log when no `error_log` file is set).
+pub fn flush_log() {
+    let lines = async_engine_core::log::take_pending();
+    if lines.is_empty() {
+        return;
+    }
+    if let Ok(f) = ext_php_rs::types::ZendCallable::try_from_name("error_log") {
+        for line in lines {
+            let _ = f.try_call(vec![&line]);
+        }
+    }
 }
 
 /// Runs `f` with the engine for `settings`' database, opening it on first
@@ -115,7 +133,10 @@ pub fn request_is_idle() -> bool {
 /// forged Host header can at worst name the Host it sends, never where.
 /// One per server (see the `server` setting): each sends to itself.
 fn learned_target_key(settings: &Settings) -> String {
-    format!("learned_target:{}", settings.server_name())
+    match settings.site_name() {
+        "" => format!("learned_target:{}", settings.server_name()),
+        site => format!("learned_target:{}@{site}", settings.server_name()),
+    }
 }
 
 /// Where this request's self-requests go (see [`crate::request::target`]);
@@ -180,9 +201,10 @@ pub fn send(settings: &Settings, target: &Target, dispatches: impl IntoIterator<
     })
 }
 
-/// Asks this process's sender to dispatch what is due at `at` (persistent
-/// web workers only: a CLI script does not stay to wait).
-pub fn wake_at(settings: &Settings, target: &Target, at: i64) {
+/// Asks this process's sender to watch this queue and to dispatch what is
+/// due at `at`, if given (persistent web workers only: a CLI script does
+/// not stay to wait).
+pub fn wake_at(settings: &Settings, target: &Target, at: Option<i64>) {
     if !crate::request::persistent_sapi() {
         return;
     }

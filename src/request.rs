@@ -15,13 +15,18 @@ fn server_key(header: &str) -> String {
     format!("HTTP_{}", header.to_ascii_uppercase().replace('-', "_"))
 }
 
-/// Calls `f` with the request's `$_SERVER`, as the script sees it (so CLI
-/// scripts and tests that set entries are heard).
-fn with_server<T>(f: impl FnOnce(Option<&ZendHashTable>) -> T) -> T {
-    // $_SERVER is created on first use (auto_globals_jit): make sure it exists.
+/// Makes sure `$_SERVER` exists: it is created on first use
+/// (auto_globals_jit), and a script that never names it has none yet.
+fn create_server_vars() {
     let mut name = ZendStr::new("_SERVER", false);
     // SAFETY: `name` outlives the call; the engine only reads it.
     unsafe { zend_is_auto_global(name.as_mut_ptr()) };
+}
+
+/// Calls `f` with the request's `$_SERVER`, as the script sees it (so CLI
+/// scripts and tests that set entries are heard).
+fn with_server<T>(f: impl FnOnce(Option<&ZendHashTable>) -> T) -> T {
+    create_server_vars();
     let globals = ExecutorGlobals::get();
     let own = globals
         .symbol_table
@@ -65,6 +70,7 @@ pub fn target(settings: &Settings) -> Option<Target> {
             connect_to: None,
         });
     }
+    create_server_vars();
     let vars = {
         let globals = ProcessGlobals::get();
         let server = globals.http_server_vars();

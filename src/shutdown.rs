@@ -43,6 +43,7 @@ pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
 }
 
 fn end_request() {
+    process::flush_log();
     if process::request_is_idle() {
         return;
     }
@@ -60,12 +61,19 @@ fn end_request() {
         let ended = process::engine(&settings, |e| {
             let next =
                 e.end_request(&settings, slot, &state.held, &reason, target.is_some(), now)?;
-            Ok((next, if persistent { e.next_wake(now)? } else { None }))
+            Ok((
+                next,
+                if persistent {
+                    e.next_wake(&settings, now)?
+                } else {
+                    None
+                },
+            ))
         });
         if let (Ok((next, wake)), Some(t)) = (ended, &target) {
             process::send(&settings, t, next);
-            if let Some(at) = wake {
-                process::wake_at(&settings, t, at);
+            if persistent {
+                process::wake_at(&settings, t, wake);
             }
         }
     }
@@ -73,4 +81,5 @@ fn end_request() {
         // A CLI script waits (briefly) for its requests to go out.
         process::drain(CLI_DRAIN);
     }
+    process::flush_log();
 }

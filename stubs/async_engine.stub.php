@@ -41,7 +41,8 @@ final class Engine
      * URL queues the task and warns once.
      *
      * @throws InvalidTask  for a bad endpoint, name, args or option
-     * @throws StorageError when the database cannot be opened or written
+     * @throws QueueFull    when the endpoint's queue already holds max_queued tasks (nothing is stored)
+     * @throws StorageError when the database cannot be opened or written, or no database is set
      */
     public static function defer(string $endpoint, string $task, array $args = [], array $options = []): string
     {
@@ -86,7 +87,10 @@ final class Engine
     /**
      * A task's record: id, endpoint, task, args, state, priority, attempt, max_attempts,
      * timeout, unique, due_at, created_at, updated_at, started_at, finished_at,
-     * lease_until, last_error (times are float Unix seconds). null for an unknown id.
+     * lease_until, last_error (times are float Unix seconds). null for an unknown id
+     * (or another site's task).
+     *
+     * @throws InvalidTask for an id that is not valid UTF-8, holds a NUL byte or is over 128 bytes
      *
      * @return array<string, mixed>|null
      */
@@ -142,10 +146,14 @@ final class Engine
     }
 
     /**
-     * Counts per state (queued, running, done, dead, cancelled), in_flight (this server's
-     * task requests in flight) and max_workers,
-     * next_due (Unix seconds or null), oldest_due_age (seconds or null), and busy_naps:
-     * how many times this process has waited for another writer's lock (contention).
+     * This site's counts per state (queued, running, done, dead, cancelled), in_flight
+     * (this server's task requests in flight) and max_workers,
+     * next_due (Unix seconds or null), oldest_due_age (seconds or null), busy_naps:
+     * how many times this process has waited for another writer's lock (contention),
+     * and failing_endpoints: endpoints whose deliveries fail (wrong base_url, a
+     * redirect, an endpoint that does not call accept()), each
+     * ['endpoint', 'failures' (in a row), 'last_error', 'retry_at' (Unix seconds)];
+     * their tasks stay queued with their attempts untouched.
      *
      * @return array<string, int|float|null>
      */
@@ -155,8 +163,9 @@ final class Engine
 
     /**
      * Overrides async_engine.* ini settings for the rest of this request: database
-     * (a SQLite path or a postgres:// URL), server, base_url, secret, max_workers, timeout, max_attempts, retention, busy_timeout,
-     * max_args_size. null restores the ini value. A bad name or value changes nothing.
+     * (a SQLite path or a postgres:// URL), site, server, base_url, secret, max_workers, timeout,
+     * max_attempts, retention, busy_timeout, max_args_size, max_queued, dead_retention, log.
+     * null restores the ini value. A bad name or value changes nothing.
      *
      * @param array<string, mixed> $settings
      * @throws EngineException naming the bad setting
@@ -219,7 +228,15 @@ class RequestRejected extends EngineException
 {
 }
 
-/** Database missing, unwritable, corrupt or locked for longer than busy_timeout. */
+/** Database not set, missing, unwritable, corrupt or locked for longer than busy_timeout. */
 class StorageError extends EngineException
+{
+}
+
+/**
+ * defer() to an endpoint whose queue already holds max_queued queued tasks
+ * (setting, 100000 by default); nothing was stored.
+ */
+class QueueFull extends EngineException
 {
 }

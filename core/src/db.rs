@@ -29,6 +29,12 @@ impl From<i64> for Param<'_> {
     }
 }
 
+impl From<Option<i64>> for Param<'_> {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Param::Null, Param::Int)
+    }
+}
+
 impl From<u32> for Param<'_> {
     fn from(v: u32) -> Self {
         Param::Int(i64::from(v))
@@ -143,7 +149,7 @@ pub trait Tx {
     /// Locks an endpoint's row before its next due time is computed from
     /// the queue, so the computation sees every task committed before it
     /// (PostgreSQL; SQLite's write transactions already exclude each other).
-    fn lock_endpoint(&mut self, _endpoint: &str) -> Result<()> {
+    fn lock_endpoint(&mut self, _site: &str, _endpoint: &str) -> Result<()> {
         Ok(())
     }
 }

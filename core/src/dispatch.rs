@@ -42,8 +42,14 @@ pub struct Target {
 
 enum Command {
     Send(Dispatch, Target, Settings),
-    WakeAt(Millis, Target, Settings),
+    /// Watch this queue (see [`POLL`]), and wake at the time if one is given.
+    WakeAt(Option<Millis>, Target, Settings),
 }
+
+/// How often a persistent worker's sender reads when its queues are next
+/// due: work deferred elsewhere (a CLI script, another worker) gets a
+/// timer here within this time, without traffic or cron.
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// One process's sender. Create it in the process that sends (after any
 /// fork): its thread does not survive `fork()`.
@@ -84,9 +90,10 @@ impl Sender {
         }
     }
 
-    /// Asks the background thread to dispatch what is due at `at` (the
-    /// earliest wake-up asked for wins).
-    pub fn wake_at(&self, at: Millis, target: &Target, settings: &Settings) {
+    /// Asks the background thread to watch this queue from now on (it polls
+    /// when the queue is next due, see [`POLL`]) and to dispatch what is due
+    /// at `at`, if given (the earliest wake-up asked for wins).
+    pub fn wake_at(&self, at: Option<Millis>, target: &Target, settings: &Settings) {
         let _ = self
             .commands
             .send(Command::WakeAt(at, target.clone(), settings.clone()));
@@ -184,6 +191,9 @@ async fn run(
     let mut clients = HashMap::new();
     let engine: SharedEngine = Arc::default();
     let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
+    let mut watched: HashMap<WakeKey, Settings> = HashMap::new();
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sleep = wakes
             .values()
@@ -205,12 +215,25 @@ async fn run(
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
                     let key = (target, settings.database.clone());
-                    if wakes.get(&key).is_none_or(|(w, _)| at < *w) {
-                        wakes.insert(key, (at, settings));
-                        bound_wakes(&mut wakes);
+                    if watched.len() < MAX_WAKES || watched.contains_key(&key) {
+                        watched.insert(key.clone(), settings.clone());
+                    }
+                    if let Some(at) = at {
+                        set_wake(&mut wakes, key, at, settings);
                     }
                 }
             },
+            _ = poll.tick(), if !watched.is_empty() => {
+                let now = now_ms();
+                for (key, settings) in watched.clone() {
+                    let next = engine_call(&engine, &settings, move |e, s| e.next_wake(s, now)).await;
+                    match next {
+                        Ok(Some(at)) => set_wake(&mut wakes, key, at.max(now), settings),
+                        Ok(None) => {}
+                        Err(e) => crate::log::emit(format!("the background sender could not read the queue: {e}")),
+                    }
+                }
+            }
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
                 let now = now_ms();
                 let due: Vec<WakeKey> = wakes
@@ -221,8 +244,14 @@ async fn run(
                 for key in due {
                     let Some((_, settings)) = wakes.remove(&key) else { continue };
                     let target = key.0.clone();
-                    let work = engine_call(&engine, &settings, move |e, s| Ok((e.kick(s, now)?, e.next_wake(now)?))).await;
-                    let Ok((dispatches, next)) = work else { continue };
+                    let work = engine_call(&engine, &settings, move |e, s| Ok((e.kick(s, now)?, e.next_wake(s, now)?))).await;
+                    let (dispatches, next) = match work {
+                        Ok(work) => work,
+                        Err(e) => {
+                            crate::log::emit(format!("the background sender could not dispatch due tasks: {e}"));
+                            continue;
+                        }
+                    };
                     if let Some(client) = client_for(&mut clients, &target) {
                         for d in dispatches {
                             pending.fetch_add(1, Ordering::SeqCst);
@@ -236,6 +265,19 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Sets the timer of a queue to `at` unless it is already set earlier.
+fn set_wake(
+    wakes: &mut HashMap<WakeKey, (Millis, Settings)>,
+    key: WakeKey,
+    at: Millis,
+    settings: Settings,
+) {
+    if wakes.get(&key).is_none_or(|(w, _)| at < *w) {
+        wakes.insert(key, (at, settings));
+        bound_wakes(wakes);
     }
 }
 
@@ -278,16 +320,25 @@ async fn deliver(
             // A failed task retries after its backoff, a dead worker's task
             // after its lease: be there.
             let wake = if abandoned || !answered {
-                e.next_wake(now)?
+                e.next_wake(settings, now)?
             } else {
                 None
             };
             Ok((next, wake))
         })
         .await;
-        let Ok((next, wake)) = failed else { break };
+        let (next, wake) = match failed {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                crate::log::emit(format!(
+                    "could not record the outcome of the request to {}: {e}",
+                    dispatch.endpoint
+                ));
+                break;
+            }
+        };
         if let Some(at) = wake {
-            let _ = commands.send(Command::WakeAt(at, target.clone(), settings.clone()));
+            let _ = commands.send(Command::WakeAt(Some(at), target.clone(), settings.clone()));
         }
         match next {
             Some(d) => dispatch = d,

@@ -6,7 +6,7 @@ use crate::db::{args, Tx};
 use crate::endpoint::{normalize_endpoint, BaseUrl};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Incoming};
-use crate::queue::{self, NewTask};
+use crate::queue::{self, FailingEndpoint, NewTask};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
 use crate::store::{self, Store};
@@ -61,6 +61,8 @@ pub struct Accepted {
 pub struct Stats {
     /// Task count per state.
     pub counts: Vec<(State, i64)>,
+    /// Endpoints whose last deliveries failed (backing off).
+    pub failing: Vec<FailingEndpoint>,
     /// Task requests in flight (slots held).
     pub in_flight: i64,
     /// The `max_workers` setting.
@@ -172,7 +174,9 @@ impl Engine {
         check_name(name)?;
         check_args_size(args, settings)?;
         let id = crate::id::new_task_id(now);
+        let site = settings.site_name();
         let task = NewTask {
+            site,
             endpoint: &endpoint,
             name,
             args,
@@ -186,9 +190,9 @@ impl Engine {
         let due = send && task.due_at <= now;
         let (id, created, reserved) = self.store.write(|tx| {
             let lock = due.then(|| slots::lock(tx, server)).transpose()?;
-            let (id, created) = queue::insert(tx, &id, &task, now)?;
+            let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
             let reserved = match &lock {
-                Some(lock) if created => slots::reserve(tx, lock, settings.max_workers, now)?,
+                Some(lock) if created => slots::reserve(tx, lock, site, settings.max_workers, now)?,
                 _ => None,
             };
             Ok((id, created, reserved))
@@ -215,10 +219,11 @@ impl Engine {
         let slot = protocol::verify(&secret, req, now.div_euclid(1000))?;
         let endpoint = req.uri.clone();
         let server = settings.server_name();
+        let site = settings.site_name();
         let (task, reserved) = self.store.write(|tx| {
             let lock = send.then(|| slots::lock(tx, server)).transpose()?;
-            slots::accept(tx, &slot, &endpoint, now)?;
-            match queue::claim(tx, &endpoint, &slot, now)? {
+            slots::accept(tx, &slot, site, &endpoint, now)?;
+            match queue::claim(tx, site, &endpoint, &slot, now)? {
                 Some(task) => Ok((Some(task), None)),
                 None => {
                     slots::release(tx, &slot)?;
@@ -239,15 +244,17 @@ impl Engine {
     /// `slot` (a batch in `serve()`).
     pub fn claim_next(
         &mut self,
+        settings: &Settings,
         slot: &str,
         endpoint: &str,
         now: Millis,
     ) -> Result<Option<Claimed>> {
+        let site = settings.site_name();
         self.store.write(|tx| {
             if !slots::is_accepted(tx, slot)? {
                 return Ok(None);
             }
-            queue::claim(tx, endpoint, slot, now)
+            queue::claim(tx, site, endpoint, slot, now)
         })
     }
 
@@ -306,12 +313,7 @@ impl Engine {
             }
             let Some(slot) = slot else { return Ok(None) };
             slots::release(tx, slot)?;
-            queue::purge(
-                tx,
-                now - secs_to_ms(settings.retention),
-                false,
-                PURGE_PER_REQUEST,
-            )?;
+            purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
             reserve(tx, lock.as_ref(), settings, now)
         })?;
         self.sign(settings, reserved, now)
@@ -321,17 +323,13 @@ impl Engine {
     /// tasks, and reserves a slot for every due endpoint while slots are free.
     pub fn kick(&mut self, settings: &Settings, now: Millis) -> Result<Vec<Dispatch>> {
         let server = settings.server_name();
+        let site = settings.site_name();
         let reserved = self.store.write(|tx| {
             let lock = slots::lock(tx, server)?;
             slots::reap(tx, now)?;
-            queue::purge(
-                tx,
-                now - secs_to_ms(settings.retention),
-                false,
-                PURGE_PER_KICK,
-            )?;
+            purge_expired(tx, settings, now, PURGE_PER_KICK)?;
             let mut out = vec![];
-            while let Some(r) = slots::reserve(tx, &lock, settings.max_workers, now)? {
+            while let Some(r) = slots::reserve(tx, &lock, site, settings.max_workers, now)? {
                 out.push(r);
             }
             Ok(out)
@@ -347,9 +345,9 @@ impl Engine {
 
     /// Records what became of a sent request whose slot was never accepted
     /// (connection refused, timeout, an HTTP answer without `accept()`): the
-    /// slot is freed, the endpoint's next due task is charged an attempt with
-    /// `reason`, and the slot goes to whatever is due next. Nothing happens
-    /// (false) when the endpoint already accepted the slot.
+    /// slot is freed, the endpoint backs off with `reason` (its tasks keep
+    /// their attempts), and the slot goes to whatever is due next. Nothing
+    /// happens (false) when the endpoint already accepted the slot.
     pub fn dispatch_failed(
         &mut self,
         settings: &Settings,
@@ -373,7 +371,8 @@ impl Engine {
             if !slots::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));
             }
-            Ok((true, slots::reserve(tx, &lock, settings.max_workers, now)?))
+            let next = slots::reserve(tx, &lock, settings.site_name(), settings.max_workers, now)?;
+            Ok((true, next))
         })?;
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }
@@ -381,15 +380,15 @@ impl Engine {
     /// When `kick()` next has work: the earliest future due time of an
     /// endpoint, or the first slot deadline or lease to expire (so that a
     /// killed worker's task is retried without waiting for traffic).
-    pub fn next_wake(&mut self, now: Millis) -> Result<Option<Millis>> {
+    pub fn next_wake(&mut self, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
         self.store.read(|tx| {
             tx.int(
                 "SELECT min(t) FROM (
-                    SELECT min(next_due) AS t FROM endpoints WHERE next_due > ?1
+                    SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
                     UNION ALL SELECT min(deadline) + 1 FROM slots
                     UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
                  ) AS wakes",
-                args![now],
+                args![now, settings.site_name()],
             )
         })
     }
@@ -413,19 +412,22 @@ impl Engine {
         })
     }
 
-    /// A task's record.
-    pub fn status(&mut self, id: &str) -> Result<Option<TaskInfo>> {
-        self.store.read(|tx| queue::status(tx, id))
+    /// A task's record (this site's tasks only).
+    pub fn status(&mut self, settings: &Settings, id: &str) -> Result<Option<TaskInfo>> {
+        self.store
+            .read(|tx| queue::status(tx, settings.site_name(), id))
     }
 
-    /// Tasks in `state`, newest first.
-    pub fn list(&mut self, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-        self.store.read(|tx| queue::list(tx, state, limit))
+    /// This site's tasks in `state`, newest first.
+    pub fn list(&mut self, settings: &Settings, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
+        self.store
+            .read(|tx| queue::list(tx, settings.site_name(), state, limit))
     }
 
-    /// Cancels a queued or dead task; false if it is neither.
-    pub fn cancel(&mut self, id: &str, now: Millis) -> Result<bool> {
-        self.store.write(|tx| queue::cancel(tx, id, now))
+    /// Cancels a queued or dead task of this site; false if it is neither.
+    pub fn cancel(&mut self, settings: &Settings, id: &str, now: Millis) -> Result<bool> {
+        self.store
+            .write(|tx| queue::cancel(tx, settings.site_name(), id, now))
     }
 
     /// Requeues a dead task with fresh attempts; false if it is not dead.
@@ -440,7 +442,7 @@ impl Engine {
         let server = settings.server_name();
         let (requeued, reserved) = self.store.write(|tx| {
             let lock = send.then(|| slots::lock(tx, server)).transpose()?;
-            if queue::retry(tx, id, now)?.is_none() {
+            if queue::retry(tx, settings.site_name(), id, now)?.is_none() {
                 return Ok((false, None));
             }
             Ok((true, reserve(tx, lock.as_ref(), settings, now)?))
@@ -452,8 +454,9 @@ impl Engine {
     /// when `dead`); returns how many.
     pub fn purge(&mut self, older_than: f64, dead: bool, now: Millis) -> Result<usize> {
         let before = now - check_seconds("olderThan", older_than, false)?;
+        let dead_before = if dead { before } else { Millis::MIN };
         self.store
-            .write(|tx| queue::purge(tx, before, dead, u32::MAX))
+            .write(|tx| queue::purge(tx, before, dead_before, u32::MAX))
     }
 
     /// Tasks finished done and dead per `bucket` seconds over the last
@@ -489,15 +492,19 @@ impl Engine {
         Ok(out)
     }
 
-    /// Counts per state, slots in flight, next due time, age of the oldest due task.
+    /// This site's counts per state, endpoints whose deliveries fail, this
+    /// server's slots in flight, next due time, age of the oldest due task.
     pub fn stats(&mut self, settings: &Settings, now: Millis) -> Result<Stats> {
         let server = settings.server_name();
-        let (counts, next_due, in_flight) = self.store.read(|tx| {
-            let (counts, next_due) = queue::counts(tx)?;
-            Ok((counts, next_due, slots::in_flight(tx, server)?))
+        let site = settings.site_name();
+        let (counts, next_due, in_flight, failing) = self.store.read(|tx| {
+            let (counts, next_due) = queue::counts(tx, site)?;
+            let failing = queue::failing_endpoints(tx, site)?;
+            Ok((counts, next_due, slots::in_flight(tx, server)?, failing))
         })?;
         Ok(Stats {
             counts,
+            failing,
             in_flight,
             max_workers: settings.max_workers,
             next_due,
@@ -515,9 +522,20 @@ fn reserve(
     now: Millis,
 ) -> Result<Option<Reserved>> {
     match lock {
-        Some(lock) => slots::reserve(tx, lock, settings.max_workers, now),
+        Some(lock) => slots::reserve(tx, lock, settings.site_name(), settings.max_workers, now),
         None => Ok(None),
     }
+}
+
+/// Deletes up to `limit` finished tasks past their retention: done and
+/// cancelled ones after `retention`, dead ones after `dead_retention`.
+fn purge_expired(tx: &mut dyn Tx, settings: &Settings, now: Millis, limit: u32) -> Result<usize> {
+    queue::purge(
+        tx,
+        now - secs_to_ms(settings.retention),
+        now - secs_to_ms(settings.dead_retention),
+        limit,
+    )
 }
 
 /// Checks a duration argument in seconds and converts it to milliseconds.

@@ -11,6 +11,8 @@ pub enum Error {
     Rejected(String),
     /// Database missing, unwritable, corrupt or locked too long (`StorageError`).
     Storage(String),
+    /// The endpoint's queue holds `max_queued` tasks already (`QueueFull`).
+    QueueFull(String),
     /// Misuse of the API that is none of the above (`EngineException`).
     Usage(String),
     /// A task finished or failed by a request that no longer holds it: its
@@ -29,6 +31,7 @@ impl Error {
             Error::InvalidTask(m)
             | Error::Rejected(m)
             | Error::Storage(m)
+            | Error::QueueFull(m)
             | Error::Usage(m)
             | Error::NotHeld(m) => m,
         }

@@ -12,6 +12,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod log;
 pub mod pg;
 pub mod protocol;
 mod queue;

@@ -20,10 +20,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The schema version this build writes; newer databases are refused.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-const PG_MIGRATIONS: [&str; 1] = [r#"
+const PG_MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -71,7 +72,32 @@ CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX tasks_state ON tasks(state, id);
 CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#];
+"#,
+    r#"
+-- 2: tasks, slots and endpoints belong to a site; endpoints count their
+-- queued tasks (max_queued) and back off after failed deliveries.
+ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
+ALTER TABLE slots ADD COLUMN site TEXT NOT NULL DEFAULT '';
+ALTER TABLE endpoints ADD COLUMN site TEXT NOT NULL DEFAULT '',
+    ADD COLUMN queued BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN failures BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN retry_at BIGINT,
+    ADD COLUMN last_error TEXT;
+ALTER TABLE endpoints DROP CONSTRAINT endpoints_pkey;
+ALTER TABLE endpoints ADD PRIMARY KEY (site, endpoint);
+DROP INDEX endpoints_due;
+CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
+DROP INDEX tasks_claim;
+CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
+DROP INDEX tasks_next_due;
+CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
+DROP INDEX tasks_unique;
+CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
+UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
+    WHERE tasks.endpoint = endpoints.endpoint AND tasks.state = 'queued');
+"#,
+];
 
 /// Advisory lock key held while the schema is created or migrated.
 const MIGRATION_LOCK: i64 = 0x6173_796e_635f_6d69; // "async_mi"
@@ -326,10 +352,10 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
-    fn lock_endpoint(&mut self, endpoint: &str) -> Result<()> {
+    fn lock_endpoint(&mut self, site: &str, endpoint: &str) -> Result<()> {
         self.rows(
-            "SELECT 1 FROM endpoints WHERE endpoint = ?1 FOR UPDATE",
-            &[Param::Text(endpoint)],
+            "SELECT 1 FROM endpoints WHERE site = ?1 AND endpoint = ?2 FOR UPDATE",
+            &[Param::Text(site), Param::Text(endpoint)],
         )?;
         Ok(())
     }

@@ -10,6 +10,8 @@ use crate::task::{clip_error, Claimed, State, TaskInfo};
 /// A task to insert, already validated.
 #[derive(Debug, Clone)]
 pub struct NewTask<'a> {
+    /// The site it belongs to (see the `site` setting).
+    pub site: &'a str,
     /// Endpoint path.
     pub endpoint: &'a str,
     /// Task name.
@@ -28,14 +30,42 @@ pub struct NewTask<'a> {
     pub unique: Option<&'a str>,
 }
 
+/// The live task of `site` holding `unique`, if any.
+fn live_unique(tx: &mut dyn Tx, site: &str, unique: Option<&str>) -> Result<Option<String>> {
+    tx.text(
+        "SELECT id FROM tasks
+         WHERE site = ?1 AND unique_key = ?2 AND state IN ('queued', 'running')",
+        args![site, unique],
+    )
+}
+
 /// Inserts a task (or finds the live one with its unique key); returns its
 /// id and whether it was created (false: the live task with that key).
+/// A QueueFull error, and nothing stored, when its endpoint already holds
+/// `max_queued` queued tasks.
 pub(crate) fn insert(
     tx: &mut dyn Tx,
     id: &str,
     t: &NewTask<'_>,
+    max_queued: u64,
     now: Millis,
 ) -> Result<(String, bool)> {
+    let queued = tx
+        .int(
+            "SELECT queued FROM endpoints WHERE site = ?1 AND endpoint = ?2",
+            args![t.site, t.endpoint],
+        )?
+        .unwrap_or(0);
+    if queued >= max_queued as i64 {
+        if let Some(existing) = live_unique(tx, t.site, t.unique)? {
+            return Ok((existing, false));
+        }
+        return Err(Error::QueueFull(format!(
+            "the queue of {} already holds {queued} queued tasks, the limit (setting \
+             max_queued is {max_queued}); nothing was stored",
+            t.endpoint
+        )));
+    }
     // A live task with the same unique key makes the insert do nothing (the
     // partial unique index decides, so two processes cannot both insert);
     // that task is returned instead. Should it finish between the two
@@ -43,10 +73,10 @@ pub(crate) fn insert(
     let mut tries = 0;
     loop {
         let inserted = tx.execute(
-            "INSERT INTO tasks (id, endpoint, name, args, state, priority, due_at, max_attempts,
-                                timeout, unique_key, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-             ON CONFLICT (unique_key)
+            "INSERT INTO tasks (id, site, endpoint, name, args, state, priority, due_at,
+                                max_attempts, timeout, unique_key, created_at, updated_at)
+             VALUES (?1, ?11, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (site, unique_key)
                  WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
                  DO NOTHING",
             args![
@@ -59,17 +89,14 @@ pub(crate) fn insert(
                 t.max_attempts,
                 t.timeout,
                 t.unique,
-                now
+                now,
+                t.site
             ],
         )?;
         if inserted > 0 {
             break;
         }
-        let live = tx.text(
-            "SELECT id FROM tasks WHERE unique_key = ?1 AND state IN ('queued', 'running')",
-            args![t.unique],
-        )?;
-        if let Some(existing) = live {
+        if let Some(existing) = live_unique(tx, t.site, t.unique)? {
             return Ok((existing, false));
         }
         tries += 1;
@@ -80,35 +107,65 @@ pub(crate) fn insert(
             )));
         }
     }
-    lower_next_due(tx, t.endpoint, t.due_at)?;
+    became_queued(tx, t.site, t.endpoint, t.due_at)?;
     Ok((id.to_string(), true))
 }
 
-/// Makes the endpoint due no later than `due_at`.
-pub(crate) fn lower_next_due(tx: &mut dyn Tx, endpoint: &str, due_at: Millis) -> Result<()> {
+/// Counts a task that became queued, due at `due_at`, on its endpoint: one
+/// more queued, and the endpoint due no later than then (nor before a
+/// delivery backoff ends).
+pub(crate) fn became_queued(
+    tx: &mut dyn Tx,
+    site: &str,
+    endpoint: &str,
+    due_at: Millis,
+) -> Result<()> {
     tx.execute(
-        "INSERT INTO endpoints (endpoint, next_due) VALUES (?1, ?2)
-         ON CONFLICT (endpoint) DO UPDATE SET next_due = excluded.next_due
-         WHERE endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due",
-        args![endpoint, due_at],
+        "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
+             next_due = CASE
+                 WHEN endpoints.retry_at > (CASE WHEN endpoints.next_due IS NULL
+                         OR excluded.next_due < endpoints.next_due
+                         THEN excluded.next_due ELSE endpoints.next_due END)
+                     THEN endpoints.retry_at
+                 WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
+                     THEN excluded.next_due
+                 ELSE endpoints.next_due END",
+        args![site, endpoint, due_at],
     )?;
     Ok(())
 }
 
-/// Sets the endpoint's next due time from its queue (NULL when empty).
-pub(crate) fn recompute_next_due(tx: &mut dyn Tx, endpoint: &str) -> Result<()> {
-    tx.lock_endpoint(endpoint)?;
+/// Sets the endpoint's next due time from its queue (NULL when empty; not
+/// before a delivery backoff ends) and adds `delta` to its queued count (a
+/// task claimed or cancelled: -1). An empty queue counts 0 whatever the
+/// count said, so a count can never drift for long.
+pub(crate) fn recompute_next_due(
+    tx: &mut dyn Tx,
+    site: &str,
+    endpoint: &str,
+    delta: i64,
+) -> Result<()> {
+    tx.lock_endpoint(site, endpoint)?;
+    let due = tx.int(
+        "SELECT min(due_at) FROM tasks INDEXED BY tasks_next_due
+         WHERE state = 'queued' AND site = ?1 AND endpoint = ?2",
+        args![site, endpoint],
+    )?;
     tx.execute(
-        "UPDATE endpoints SET next_due =
-            (SELECT min(due_at) FROM tasks WHERE state = 'queued' AND endpoint = ?1)
-         WHERE endpoint = ?1",
-        args![endpoint],
+        "UPDATE endpoints SET
+             next_due = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN NULL
+                             WHEN retry_at > ?3 THEN retry_at ELSE ?3 END,
+             queued = CASE WHEN CAST(?3 AS BIGINT) IS NULL OR queued + ?4 < 0 THEN 0
+                           ELSE queued + ?4 END
+         WHERE site = ?1 AND endpoint = ?2",
+        args![site, endpoint, due, delta],
     )?;
     Ok(())
 }
 
 /// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,
-/// `?2` now), in the queue's one order: priority first, then due time.
+/// `?2` now, `?3` the site), in the queue's one order: priority first, then due time.
 /// On PostgreSQL the row is locked, and tasks other servers are claiming
 /// are passed by (`SKIP LOCKED`). On SQLite the query
 /// walks the claim index in that order and stops at the first due task;
@@ -120,7 +177,7 @@ macro_rules! next_due_task {
             "SELECT ",
             $cols,
             " FROM tasks INDEXED BY tasks_claim
-              WHERE state = 'queued' AND endpoint = ?1 AND due_at <= ?2
+              WHERE state = 'queued' AND site = ?3 AND endpoint = ?1 AND due_at <= ?2
               ORDER BY priority DESC, due_at, id LIMIT 1 /*skip locked*/"
         )
     };
@@ -130,16 +187,17 @@ macro_rules! next_due_task {
 /// the request holding `slot`, under a lease.
 pub(crate) fn claim(
     tx: &mut dyn Tx,
+    site: &str,
     endpoint: &str,
     slot: &str,
     now: Millis,
 ) -> Result<Option<Claimed>> {
     let row = tx.row(
         next_due_task!("id, name, args, attempt, timeout"),
-        args![endpoint, now],
+        args![endpoint, now, site],
     )?;
     let Some(mut row) = row else {
-        recompute_next_due(tx, endpoint)?;
+        recompute_next_due(tx, site, endpoint, 0)?;
         return Ok(None);
     };
     let (id, name, args, attempt, timeout) = (
@@ -158,7 +216,7 @@ pub(crate) fn claim(
         args![&id, &lease, lease_until, slot, now],
     )?;
     crate::slots::hold_until(tx, slot, lease_until)?;
-    recompute_next_due(tx, endpoint)?;
+    recompute_next_due(tx, site, endpoint, -1)?;
     Ok(Some(Claimed {
         id,
         endpoint: endpoint.to_string(),
@@ -209,12 +267,12 @@ pub(crate) fn fail(
     // Reaping (no lease) takes whatever holds the task.
     let row = match lease {
         Some(lease) => tx.row(
-            "SELECT endpoint, attempt, max_attempts FROM tasks
+            "SELECT endpoint, attempt, max_attempts, site FROM tasks
              WHERE id = ?1 AND state = 'running' AND lease = ?2",
             args![id, lease],
         )?,
         None => tx.row(
-            "SELECT endpoint, attempt, max_attempts FROM tasks
+            "SELECT endpoint, attempt, max_attempts, site FROM tasks
              WHERE id = ?1 AND state = 'running'",
             args![id],
         )?,
@@ -223,8 +281,10 @@ pub(crate) fn fail(
         return Err(not_held(tx, id)?);
     };
     let (endpoint, attempt, max_attempts) = (row.text(0)?, row.count(1)?, row.count(2)?);
+    let site = row.text(3)?;
     let failed = Attempt {
         id,
+        site: &site,
         endpoint: &endpoint,
         number: attempt,
         max_attempts,
@@ -235,6 +295,7 @@ pub(crate) fn fail(
 /// A task's failed attempt.
 struct Attempt<'a> {
     id: &'a str,
+    site: &'a str,
     endpoint: &'a str,
     /// The attempt's number, from 1.
     number: u32,
@@ -259,6 +320,10 @@ fn record_failure(
              WHERE id = ?1",
             args![a.id, a.number, &*error, now],
         )?;
+        crate::log::emit(format!(
+            "task {} at {} is dead after {} attempt(s): {error}",
+            a.id, a.endpoint, a.number
+        ));
         return Ok(State::Dead);
     }
     let due = now + retry_in.unwrap_or_else(|| backoff_ms(a.number, crate::id::random_unit()));
@@ -268,34 +333,83 @@ fn record_failure(
          WHERE id = ?1",
         args![a.id, a.number, &*error, due, now],
     )?;
-    lower_next_due(tx, a.endpoint, due)?;
+    became_queued(tx, a.site, a.endpoint, due)?;
     Ok(State::Queued)
 }
 
-/// Records a failed delivery on the endpoint's next due task: the request
-/// meant to run it never reached `accept()`. The attempt counts; the task
-/// retries after a backoff, or is dead once its attempts are spent.
-pub(crate) fn fail_delivery(
+/// Records a failed delivery to an endpoint (its request never reached
+/// `accept()`): the endpoint backs off (1 s, 2 s, 4 s, … up to
+/// [`MAX_DELIVERY_BACKOFF_MS`]) and keeps the error; its tasks stay queued
+/// with their attempts untouched. Returns the failures in a row and when
+/// the next delivery is tried.
+pub(crate) fn delivery_failed(
     tx: &mut dyn Tx,
+    site: &str,
     endpoint: &str,
     reason: &str,
     now: Millis,
-) -> Result<()> {
-    let row = tx.row(
-        next_due_task!("id, attempt, max_attempts"),
-        args![endpoint, now],
+) -> Result<(i64, Millis)> {
+    let failures = tx
+        .int(
+            "SELECT failures FROM endpoints WHERE site = ?1 AND endpoint = ?2",
+            args![site, endpoint],
+        )?
+        .unwrap_or(0)
+        + 1;
+    let exp = (failures - 1).clamp(0, 20) as u32;
+    let retry_at = now + (1000i64 << exp).min(MAX_DELIVERY_BACKOFF_MS);
+    tx.execute(
+        "UPDATE endpoints SET failures = ?3, retry_at = ?4, last_error = ?5
+         WHERE site = ?1 AND endpoint = ?2",
+        args![site, endpoint, failures, retry_at, &*clip_error(reason)],
     )?;
-    if let Some(mut row) = row {
-        let id = row.text(0)?;
-        let failed = Attempt {
-            id: &id,
-            endpoint,
-            number: row.count(1)? + 1,
-            max_attempts: row.count(2)?,
-        };
-        record_failure(tx, &failed, reason, None, now)?;
-    }
+    recompute_next_due(tx, site, endpoint, 0)?;
+    Ok((failures, retry_at))
+}
+
+/// Longest pause between deliveries to an endpoint that keeps failing.
+pub const MAX_DELIVERY_BACKOFF_MS: Millis = 300_000;
+
+/// Clears an endpoint's delivery failures: a request reached `accept()`.
+pub(crate) fn delivered(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE endpoints SET failures = 0, retry_at = NULL, last_error = NULL
+         WHERE site = ?1 AND endpoint = ?2 AND failures > 0",
+        args![site, endpoint],
+    )?;
     Ok(())
+}
+
+/// An endpoint whose deliveries are failing, as `stats()` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailingEndpoint {
+    /// The endpoint's path.
+    pub endpoint: String,
+    /// Failed deliveries in a row.
+    pub failures: i64,
+    /// The last delivery's error.
+    pub last_error: String,
+    /// When the next delivery is tried.
+    pub retry_at: Millis,
+}
+
+/// The endpoints of `site` whose last deliveries failed.
+pub(crate) fn failing_endpoints(tx: &mut dyn Tx, site: &str) -> Result<Vec<FailingEndpoint>> {
+    tx.query(
+        "SELECT endpoint, failures, last_error, retry_at FROM endpoints
+         WHERE site = ?1 AND failures > 0 ORDER BY endpoint LIMIT 100",
+        args![site],
+    )?
+    .into_iter()
+    .map(|mut r| {
+        Ok(FailingEndpoint {
+            endpoint: r.text(0)?,
+            failures: r.int(1)?,
+            last_error: r.opt_text(2)?.unwrap_or_default(),
+            retry_at: r.opt_int(3)?.unwrap_or_default(),
+        })
+    })
+    .collect()
 }
 
 /// Lengthens the lease of a running task held under `lease` to end
@@ -325,32 +439,37 @@ pub(crate) fn extend(
 
 /// Cancels a queued task, or gives up on a dead one (which then goes with
 /// retention like any cancelled task); false if it is neither.
-pub(crate) fn cancel(tx: &mut dyn Tx, id: &str, now: Millis) -> Result<bool> {
-    let endpoint = tx.text(
-        "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2
-         WHERE id = ?1 AND state IN ('queued', 'dead') RETURNING endpoint",
+pub(crate) fn cancel(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Result<bool> {
+    let Some(mut row) = tx.row(
+        "SELECT state, endpoint FROM tasks
+         WHERE id = ?1 AND site = ?2 AND state IN ('queued', 'dead')",
+        args![id, site],
+    )?
+    else {
+        return Ok(false);
+    };
+    let (state, endpoint) = (row.text(0)?, row.text(1)?);
+    tx.execute(
+        "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2 WHERE id = ?1",
         args![id, now],
     )?;
-    match endpoint {
-        Some(e) => {
-            recompute_next_due(tx, &e)?;
-            Ok(true)
-        }
-        None => Ok(false),
+    if state == "queued" {
+        recompute_next_due(tx, site, &endpoint, -1)?;
     }
+    Ok(true)
 }
 
 /// Puts a dead task back in the queue, due now, with a fresh set of
 /// attempts; false if it is not dead. Returns its endpoint when requeued.
-pub(crate) fn retry(tx: &mut dyn Tx, id: &str, now: Millis) -> Result<Option<String>> {
+pub(crate) fn retry(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Result<Option<String>> {
     let endpoint = tx.text(
         "UPDATE tasks SET state = 'queued', attempt = 0, due_at = ?2, finished_at = NULL,
                           updated_at = ?2
-         WHERE id = ?1 AND state = 'dead' RETURNING endpoint",
-        args![id, now],
+         WHERE id = ?1 AND site = ?3 AND state = 'dead' RETURNING endpoint",
+        args![id, now, site],
     )?;
     if let Some(e) = &endpoint {
-        lower_next_due(tx, e, now)?;
+        became_queued(tx, site, e, now)?;
     }
     Ok(endpoint)
 }
@@ -376,20 +495,28 @@ pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
     Ok(reaped)
 }
 
-/// Deletes up to `?3` done and cancelled tasks (and dead ones when `?2`)
-/// that finished at or before `?1`. INDEXED BY: with `?2` a parameter SQLite
-/// would otherwise OR two scans of the state index and read every done task
-/// at the end of every request.
+/// Deletes up to `?3` done and cancelled tasks that finished at or before
+/// `?1`, and dead ones that died at or before `?2`; `?4` is the later of
+/// the two. INDEXED BY: SQLite would otherwise OR two scans of the state
+/// index and read every done task at the end of every request.
 const PURGE: &str = "DELETE FROM tasks WHERE id IN (
-    SELECT id FROM tasks INDEXED BY tasks_finished WHERE finished_at <= ?1
-      AND (state IN ('done', 'cancelled') OR (?2 AND state = 'dead'))
+    SELECT id FROM tasks INDEXED BY tasks_finished WHERE finished_at <= ?4
+      AND ((state IN ('done', 'cancelled') AND finished_at <= ?1)
+           OR (state = 'dead' AND finished_at <= ?2))
     LIMIT ?3)";
 
 /// Deletes up to `limit` done and cancelled tasks that finished at or before
-/// `before`; returns how many. Dead tasks are kept until retried or purged
-/// with `dead` set.
-pub(crate) fn purge(tx: &mut dyn Tx, before: Millis, dead: bool, limit: u32) -> Result<usize> {
-    tx.execute(PURGE, args![before, dead, limit])
+/// `before`, and dead ones that died at or before `dead_before`; returns how many.
+pub(crate) fn purge(
+    tx: &mut dyn Tx,
+    before: Millis,
+    dead_before: Millis,
+    limit: u32,
+) -> Result<usize> {
+    tx.execute(
+        PURGE,
+        args![before, dead_before, limit, before.max(dead_before)],
+    )
 }
 
 const INFO_COLUMNS: &str = "id, endpoint, name, args, state, priority, attempt, max_attempts,
@@ -419,19 +546,24 @@ fn info_from_row(mut r: Row) -> Result<TaskInfo> {
 }
 
 /// One task's record.
-pub(crate) fn status(tx: &mut dyn Tx, id: &str) -> Result<Option<TaskInfo>> {
-    let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1");
-    tx.row(&sql, args![id])?.map(info_from_row).transpose()
+pub(crate) fn status(tx: &mut dyn Tx, site: &str, id: &str) -> Result<Option<TaskInfo>> {
+    let sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1 AND site = ?2");
+    tx.row(&sql, args![id, site])?
+        .map(info_from_row)
+        .transpose()
 }
 
-/// SQL of [`list`]: `?1` the state, `?2` the limit.
+/// SQL of [`list`]: `?1` the state, `?2` the limit, `?3` the site.
 fn list_sql() -> String {
-    format!("SELECT {INFO_COLUMNS} FROM tasks WHERE state = ?1 ORDER BY id DESC LIMIT ?2")
+    format!(
+        "SELECT {INFO_COLUMNS} FROM tasks INDEXED BY tasks_state
+         WHERE state = ?1 AND site = ?3 ORDER BY id DESC LIMIT ?2"
+    )
 }
 
-/// Tasks in `state`, newest first, at most `limit`.
-pub(crate) fn list(tx: &mut dyn Tx, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-    tx.query(&list_sql(), args![state.as_str(), limit])?
+/// Tasks of `site` in `state`, newest first, at most `limit`.
+pub(crate) fn list(tx: &mut dyn Tx, site: &str, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
+    tx.query(&list_sql(), args![state.as_str(), limit, site])?
         .into_iter()
         .map(info_from_row)
         .collect()
@@ -458,10 +590,13 @@ pub(crate) fn finished_per_bucket(
 /// Task counts per state.
 pub(crate) type Counts = Vec<(State, i64)>;
 
-/// Task counts per state, the earliest due time of any queued task.
-pub(crate) fn counts(tx: &mut dyn Tx) -> Result<(Counts, Option<Millis>)> {
+/// Task counts per state of `site`, the earliest due time of its queued tasks.
+pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Millis>)> {
     let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-    for mut row in tx.query("SELECT state, count(*) FROM tasks GROUP BY state", args![])? {
+    for mut row in tx.query(
+        "SELECT state, count(*) FROM tasks WHERE site = ?1 GROUP BY state",
+        args![site],
+    )? {
         let (state, n) = (row.text(0)?, row.int(1)?);
         if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
             slot.1 = n;
@@ -470,9 +605,10 @@ pub(crate) fn counts(tx: &mut dyn Tx) -> Result<(Counts, Option<Millis>)> {
     // Per endpoint through the (endpoint, due_at) index: cheap at any depth.
     let next_due = tx.int(
         "SELECT min((SELECT min(due_at) FROM tasks
-                     WHERE state = 'queued' AND tasks.endpoint = endpoints.endpoint))
-         FROM endpoints",
-        args![],
+                     WHERE state = 'queued' AND tasks.site = endpoints.site
+                       AND tasks.endpoint = endpoints.endpoint))
+         FROM endpoints WHERE site = ?1",
+        args![site],
     )?;
     Ok((counts, next_due))
 }
@@ -503,7 +639,7 @@ mod tests {
     /// The claim walks its index however deep the queue: no sort of the due tasks.
     #[test]
     fn the_claim_query_walks_the_claim_index_without_sorting() {
-        let plan = plan(next_due_task!("id, name, args, attempt, timeout"), 2);
+        let plan = plan(next_due_task!("id, name, args, attempt, timeout"), 3);
         assert!(plan.contains("USING INDEX tasks_claim"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
@@ -511,7 +647,7 @@ mod tests {
     /// A state's newest tasks come from the index, not from sorting them all.
     #[test]
     fn listing_a_state_walks_the_state_index_without_sorting() {
-        let plan = plan(&super::list_sql(), 2);
+        let plan = plan(&super::list_sql(), 3);
         assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
@@ -520,7 +656,7 @@ mod tests {
     /// not every finished task.
     #[test]
     fn the_purge_query_walks_the_finished_index() {
-        let plan = plan(super::PURGE, 3);
+        let plan = plan(super::PURGE, 4);
         assert!(
             plan.contains("USING INDEX tasks_finished (finished_at<?)"),
             "{plan}"

@@ -43,12 +43,14 @@ pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// Reserves a slot of the locked server for the endpoint due earliest (at or
-/// before `now`), if one is free; the endpoint stops being due until its
-/// request arrives. An endpoint another transaction is changing is passed by.
+/// Reserves a slot of the locked server for `site`'s endpoint due earliest
+/// (at or before `now`), if one is free; the endpoint stops being due until
+/// its request arrives. An endpoint another transaction is changing is
+/// passed by.
 pub(crate) fn reserve(
     tx: &mut dyn Tx,
     lock: &SlotLock<'_>,
+    site: &str,
     max_workers: u32,
     now: Millis,
 ) -> Result<Option<Reserved>> {
@@ -73,41 +75,48 @@ pub(crate) fn reserve(
         }
     }
     let endpoint = tx.text(
-        "SELECT endpoint FROM endpoints WHERE next_due <= ?1
+        "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
          ORDER BY next_due LIMIT 1 /*skip locked*/",
-        args![now],
+        args![now, site],
     )?;
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
     let slot = crate::id::random_hex(16);
     tx.execute(
-        "INSERT INTO slots (id, server, endpoint, state, deadline, created_at)
-         VALUES (?1, ?2, ?3, 'sent', ?4, ?5)",
-        args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now],
+        "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at)
+         VALUES (?1, ?2, ?6, ?3, 'sent', ?4, ?5)",
+        args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now, site],
     )?;
     tx.execute(
-        "UPDATE endpoints SET next_due = NULL WHERE endpoint = ?1",
-        args![&endpoint],
+        "UPDATE endpoints SET next_due = NULL WHERE site = ?1 AND endpoint = ?2",
+        args![site, &endpoint],
     )?;
     Ok(Some(Reserved { slot, endpoint }))
 }
 
 /// Consumes a sent slot for the request that carries it: it becomes
-/// accepted, once. A replayed, reaped or foreign slot is rejected.
-pub(crate) fn accept(tx: &mut dyn Tx, slot: &str, endpoint: &str, now: Millis) -> Result<()> {
+/// accepted, once, and its endpoint's delivery failures are over. A
+/// replayed, reaped or foreign slot (another site's) is rejected.
+pub(crate) fn accept(
+    tx: &mut dyn Tx,
+    slot: &str,
+    site: &str,
+    endpoint: &str,
+    now: Millis,
+) -> Result<()> {
     let n = tx.execute(
         "UPDATE slots SET state = 'accepted', deadline = ?3
-         WHERE id = ?1 AND endpoint = ?2 AND state = 'sent' AND deadline >= ?4",
-        args![slot, endpoint, now + GRACE_MS, now],
+         WHERE id = ?1 AND endpoint = ?2 AND state = 'sent' AND deadline >= ?4 AND site = ?5",
+        args![slot, endpoint, now + GRACE_MS, now, site],
     )?;
     if n == 0 {
         return Err(Error::Rejected(format!(
-            "not a genuine self-request: slot {slot} for {endpoint} is unknown, expired or \
-             already used (a replayed request)"
+            "not a genuine self-request: slot {slot} for {endpoint} is unknown, expired, \
+             another site's, or already used (a replayed request)"
         )));
     }
-    Ok(())
+    crate::queue::delivered(tx, site, endpoint)
 }
 
 /// Whether `slot` is accepted (its request is running tasks).
@@ -135,18 +144,29 @@ pub(crate) fn release(tx: &mut dyn Tx, slot: &str) -> Result<()> {
 }
 
 /// Gives up on a sent request that did not reach `accept()`: frees its slot
-/// and records the failed delivery on its endpoint's next due task. False
-/// when the slot is not a sent one (accepted, or already freed).
+/// and backs its endpoint off (its tasks keep their attempts), with a line
+/// in the error log. False when the slot is not a sent one (accepted, or
+/// already freed).
 pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) -> Result<bool> {
-    let endpoint = tx.text(
-        "DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING endpoint",
+    let row = tx.row(
+        "DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING site, endpoint",
         args![slot],
     )?;
-    let Some(endpoint) = endpoint else {
+    let Some(mut row) = row else {
         return Ok(false);
     };
-    crate::queue::fail_delivery(tx, &endpoint, reason, now)?;
-    crate::queue::recompute_next_due(tx, &endpoint)?;
+    let (site, endpoint) = (row.text(0)?, row.text(1)?);
+    let (failures, retry_at) = crate::queue::delivery_failed(tx, &site, &endpoint, reason, now)?;
+    crate::log::emit(format!(
+        "delivery to {endpoint}{} failed ({failures} in a row; tasks stay queued, next try in \
+         {:.0} s): {reason}",
+        if site.is_empty() {
+            String::new()
+        } else {
+            format!(" (site {site})")
+        },
+        ((retry_at - now) as f64 / 1000.0).max(0.0)
+    ));
     Ok(true)
 }
 

@@ -53,10 +53,10 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 }
 
 /// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; 3] = [
+pub(crate) const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -121,6 +121,36 @@ CREATE INDEX tasks_state ON tasks(state, id);
     r#"
 -- 3: slots belong to a server (max_workers counts each server's own).
 ALTER TABLE slots ADD COLUMN server TEXT NOT NULL DEFAULT '';
+"#,
+    r#"
+-- 4: tasks, slots and endpoints belong to a site; endpoints count their
+-- queued tasks (max_queued) and back off after failed deliveries.
+ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
+ALTER TABLE slots ADD COLUMN site TEXT NOT NULL DEFAULT '';
+CREATE TABLE endpoints_4 (
+    site       TEXT NOT NULL DEFAULT '',
+    endpoint   TEXT NOT NULL,
+    next_due   INTEGER,
+    queued     INTEGER NOT NULL DEFAULT 0,
+    failures   INTEGER NOT NULL DEFAULT 0,
+    retry_at   INTEGER,
+    last_error TEXT,
+    PRIMARY KEY (site, endpoint)
+) WITHOUT ROWID;
+INSERT INTO endpoints_4 (endpoint, next_due, queued)
+    SELECT endpoint, next_due, (SELECT count(*) FROM tasks
+        WHERE tasks.endpoint = endpoints.endpoint AND tasks.state = 'queued')
+    FROM endpoints;
+DROP TABLE endpoints;
+ALTER TABLE endpoints_4 RENAME TO endpoints;
+CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
+DROP INDEX tasks_claim;
+CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
+DROP INDEX tasks_next_due;
+CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
+DROP INDEX tasks_unique;
+CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
 "#,
 ];
 
@@ -489,7 +519,7 @@ mod tests {
             .unwrap();
         assert!(indexed.contains("(state, id)"), "{indexed}");
         let dead = (&mut store as &mut dyn Store)
-            .read(|tx| crate::queue::list(tx, crate::task::State::Dead, 10))
+            .read(|tx| crate::queue::list(tx, "", crate::task::State::Dead, 10))
             .unwrap();
         assert_eq!(dead.len(), 1);
         drop(store);

@@ -38,7 +38,9 @@ fn work(db: &str) -> Vec<String> {
             while let Some(task) = next {
                 claimed.push(task.id.clone());
                 e.complete(&task.id, &task.lease, now_ms()).unwrap();
-                next = e.claim_next(&acc.slot, &acc.endpoint, now_ms()).unwrap();
+                next = e
+                    .claim_next(&Settings::default(), &acc.slot, &acc.endpoint, now_ms())
+                    .unwrap();
             }
             pending.extend(acc.dispatch);
             pending.extend(
@@ -133,7 +135,10 @@ fn threads_and_processes_claim_every_task_exactly_once() {
     assert!(twice.is_empty(), "claimed more than once: {twice:?}");
     assert_eq!(claims.len(), TASKS, "every task claimed");
     for id in &ids {
-        assert_eq!(e.status(id).unwrap().unwrap().state, State::Done);
+        assert_eq!(
+            e.status(&Settings::default(), id).unwrap().unwrap().state,
+            State::Done
+        );
     }
     eprintln!("claims by child processes: {by_process} of {TASKS}");
 }

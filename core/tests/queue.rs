@@ -2,7 +2,9 @@
 
 mod common;
 
-use async_engine_core::{DeferOptions, Engine, Error, Scalar, State, GRACE_MS, SENT_TTL_MS};
+use async_engine_core::{
+    DeferOptions, Engine, Error, Scalar, Settings, State, GRACE_MS, SENT_TTL_MS,
+};
 use common::*;
 
 fn opts(pairs: &[(&str, Scalar)]) -> DeferOptions {
@@ -34,7 +36,7 @@ fn defer_stores_the_task_and_reserves_a_slot_when_due() {
     assert_eq!(d.id.len(), 26);
     let disp = d.dispatch.expect("due now with free slots: dispatched");
     assert_eq!(disp.endpoint, "/w.php");
-    let info = e.status(&d.id).unwrap().unwrap();
+    let info = e.status(&Settings::default(), &d.id).unwrap().unwrap();
     assert_eq!(
         (info.state, info.attempt, info.name.as_str()),
         (State::Queued, 0, "send")
@@ -47,7 +49,7 @@ fn defer_stores_the_task_and_reserves_a_slot_when_due() {
     assert_eq!(stats.counts[0], (State::Queued, 1));
     assert_eq!(stats.next_due, Some(T0));
     assert_eq!(stats.oldest_due_age, Some(0));
-    assert!(e.status("nope").unwrap().is_none());
+    assert!(e.status(&Settings::default(), "nope").unwrap().is_none());
 }
 
 #[test]
@@ -69,7 +71,13 @@ fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
         )
         .unwrap();
     assert!(late.dispatch.is_none());
-    assert_eq!(e.status(&late.id).unwrap().unwrap().due_at, T0 + 10_000);
+    assert_eq!(
+        e.status(&Settings::default(), &late.id)
+            .unwrap()
+            .unwrap()
+            .due_at,
+        T0 + 10_000
+    );
     let deferred: Vec<_> = ["/a", "/b", "/c", "/d"]
         .iter()
         .map(|ep| defer(&mut e, &s, ep, "t", T0))
@@ -86,16 +94,176 @@ fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
         endpoints.contains(&"/c") && endpoints.contains(&"/d"),
         "{endpoints:?}"
     );
-    // The lost requests count as failed attempts of the tasks they were for.
+    // The lost requests back their endpoints off; the tasks keep their attempts.
     for d in &deferred[..2] {
-        let info = e.status(&d.id).unwrap().unwrap();
-        assert_eq!((info.state, info.attempt), (State::Queued, 1));
-        assert!(info
-            .last_error
-            .unwrap()
-            .contains("did not reach accept() within 60 s"));
-        assert!(info.due_at > later, "retried after a backoff");
+        let info = e.status(&s, &d.id).unwrap().unwrap();
+        assert_eq!((info.state, info.attempt), (State::Queued, 0));
+        assert!(info.last_error.is_none());
     }
+    let failing = e.stats(&s, later).unwrap().failing;
+    assert_eq!(failing.len(), 2, "{failing:?}");
+    for f in &failing {
+        assert_eq!(f.failures, 1);
+        assert!(f.last_error.contains("did not reach accept() within 60 s"));
+        assert!(f.retry_at > later, "retried after a backoff");
+    }
+}
+
+#[test]
+fn failed_deliveries_back_the_endpoint_off_and_never_spend_attempts() {
+    let dir = TempDir::new("backoff");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let d = defer(&mut e, &s, "/w.php", "t", T0);
+    let mut slot = d.dispatch.unwrap().slot;
+    let mut now = T0;
+    let mut gaps = vec![];
+    for _ in 0..8 {
+        let (abandoned, next) = e
+            .dispatch_failed(&s, &slot, "http://x/w.php answered HTTP 302", now)
+            .unwrap();
+        assert!(abandoned && next.is_none(), "not due again at once");
+        let wake = e.next_wake(&s, now).unwrap().unwrap();
+        gaps.push(wake - now);
+        now = wake;
+        let again = e.kick(&s, now).unwrap();
+        assert_eq!(again.len(), 1, "due again when the backoff ends");
+        slot = again[0].slot.clone();
+    }
+    assert_eq!(gaps, [1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000]);
+    let info = e.status(&s, &d.id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempt), (State::Queued, 0));
+    assert_eq!(e.stats(&s, now).unwrap().failing[0].failures, 8);
+    // A task deferred meanwhile does not skip the backoff either.
+    e.dispatch_failed(&s, &slot, "refused", now).unwrap();
+    assert!(defer(&mut e, &s, "/w.php", "t2", now).dispatch.is_none());
+    // The request that arrives ends the backoff.
+    let later = now + 256_000;
+    let sent = e.kick(&s, later).unwrap().remove(0);
+    let acc = e.accept(&s, &received(&sent), true, later).unwrap();
+    assert!(acc.task.is_some());
+    assert!(e.stats(&s, later).unwrap().failing.is_empty());
+}
+
+#[test]
+fn two_sites_on_one_database_never_run_each_others_tasks() {
+    let dir = TempDir::new("sites");
+    let mut a = settings(&dir.db());
+    a.site = Some("a".into());
+    let mut b = a.clone();
+    b.site = Some("b".into());
+    let mut e = Engine::open(&a).unwrap();
+    let da = defer(&mut e, &a, "/w.php", "t", T0);
+    let db = defer(&mut e, &b, "/w.php", "t", T0);
+    let (sa, sb) = (da.dispatch.unwrap(), db.dispatch.unwrap());
+    // Site b's request carries a's slot: refused, nothing claimed.
+    let err = e.accept(&b, &received(&sa), true, T0).unwrap_err();
+    assert!(matches!(err, Error::Rejected(_)), "{err}");
+    let got = e
+        .accept(&b, &received(&sb), true, T0)
+        .unwrap()
+        .task
+        .unwrap();
+    assert_eq!(got.id, db.id);
+    assert!(
+        e.status(&b, &da.id).unwrap().is_none(),
+        "a's task is not b's to see"
+    );
+    assert!(!e.cancel(&b, &da.id, T0).unwrap());
+    let got = e
+        .accept(&a, &received(&sa), true, T0)
+        .unwrap()
+        .task
+        .unwrap();
+    assert_eq!(got.id, da.id);
+    // Unique keys are per site.
+    let ua = e
+        .defer(
+            &a,
+            None,
+            "/w.php",
+            "u",
+            "[]",
+            &opts(&[("unique", Scalar::Str("k".into()))]),
+            false,
+            T0,
+        )
+        .unwrap();
+    let ub = e
+        .defer(
+            &b,
+            None,
+            "/w.php",
+            "u",
+            "[]",
+            &opts(&[("unique", Scalar::Str("k".into()))]),
+            false,
+            T0,
+        )
+        .unwrap();
+    assert!(ua.created && ub.created && ua.id != ub.id);
+}
+
+#[test]
+fn a_full_queue_refuses_the_next_task_and_stores_nothing() {
+    let dir = TempDir::new("quota");
+    let mut s = settings(&dir.db());
+    s.max_queued = 3;
+    let mut e = Engine::open(&s).unwrap();
+    let first: Vec<_> = (0..3)
+        .map(|_| defer(&mut e, &s, "/w.php", "t", T0).id)
+        .collect();
+    let err = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "t",
+            "[]",
+            &DeferOptions::default(),
+            false,
+            T0,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::QueueFull(_)), "{err}");
+    assert!(err.message().contains("max_queued is 3"), "{err}");
+    assert_eq!(e.list(&s, State::Queued, 10).unwrap().len(), 3);
+    // Another endpoint has a queue of its own; a claimed task makes room.
+    defer(&mut e, &s, "/other.php", "t", T0);
+    assert!(e.cancel(&s, &first[0], T0).unwrap());
+    defer(&mut e, &s, "/w.php", "t", T0);
+}
+
+#[test]
+fn dead_tasks_go_after_their_own_retention() {
+    let dir = TempDir::new("deadretention");
+    let mut s = settings(&dir.db());
+    s.dead_retention = 10.0;
+    s.retention = 1000.0;
+    let mut e = Engine::open(&s).unwrap();
+    let d = e
+        .defer(
+            &s,
+            None,
+            "/w.php",
+            "t",
+            "[]",
+            &opts(&[("max_attempts", Scalar::Int(1))]),
+            true,
+            T0,
+        )
+        .unwrap();
+    let acc = e
+        .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
+        .unwrap();
+    let t = acc.task.unwrap();
+    e.fail(&t.id, &t.lease, "boom", None, T0).unwrap();
+    e.end_request(&s, Some(&acc.slot), &[], "end", true, T0)
+        .unwrap();
+    e.kick(&s, T0 + 9_000).unwrap();
+    assert!(e.status(&s, &t.id).unwrap().is_some(), "kept 10 s");
+    e.kick(&s, T0 + 10_001).unwrap();
+    assert!(e.status(&s, &t.id).unwrap().is_none(), "purged after 10 s");
 }
 
 #[test]
@@ -132,26 +300,44 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
     let task = acc.task.expect("a task was due");
     assert_eq!(task.id, high.id, "higher priority first");
     assert_eq!(task.attempt, 1);
-    let info = e.status(&high.id).unwrap().unwrap();
+    let info = e.status(&Settings::default(), &high.id).unwrap().unwrap();
     assert_eq!(info.state, State::Running);
     assert_eq!(info.lease_until, Some(T0 + 2 + 300_000));
     // A replay of the same request claims nothing.
     let replay = e.accept(&s, &received(&first), true, T0 + 3).unwrap_err();
     assert!(matches!(replay, Error::Rejected(_)), "{replay}");
     assert!(replay.message().contains("already used"));
-    assert_eq!(e.status(&low.id).unwrap().unwrap().state, State::Queued);
+    assert_eq!(
+        e.status(&Settings::default(), &low.id)
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Queued
+    );
     e.complete(&task.id, &task.lease, T0 + 4).unwrap();
-    assert_eq!(e.status(&high.id).unwrap().unwrap().state, State::Done);
+    assert_eq!(
+        e.status(&Settings::default(), &high.id)
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Done
+    );
     // Completing twice is refused.
     assert!(matches!(
         e.complete(&task.id, &task.lease, T0 + 5),
         Err(Error::NotHeld(_))
     ));
     // Same slot, next task of the batch.
-    let next = e.claim_next(&acc.slot, "/w.php", T0 + 6).unwrap().unwrap();
+    let next = e
+        .claim_next(&Settings::default(), &acc.slot, "/w.php", T0 + 6)
+        .unwrap()
+        .unwrap();
     assert_eq!(next.id, low.id);
     e.complete(&next.id, &next.lease, T0 + 7).unwrap();
-    assert!(e.claim_next(&acc.slot, "/w.php", T0 + 8).unwrap().is_none());
+    assert!(e
+        .claim_next(&Settings::default(), &acc.slot, "/w.php", T0 + 8)
+        .unwrap()
+        .is_none());
     assert!(e
         .end_request(&s, Some(&acc.slot), &[], "ended", true, T0 + 9)
         .unwrap()
@@ -218,7 +404,7 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
             .unwrap();
         e.end_request(&s, Some(&acc.slot), &[], "", true, now)
             .unwrap();
-        let info = e.status(&id).unwrap().unwrap();
+        let info = e.status(&Settings::default(), &id).unwrap().unwrap();
         assert_eq!(
             info.last_error.as_deref(),
             Some(format!("boom {attempt}").as_str())
@@ -235,7 +421,7 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
     assert!((2000..=2500).contains(&dues[1]), "{dues:?}");
     let (requeued, _) = e.retry(&s, &id, true, now).unwrap();
     assert!(requeued);
-    let info = e.status(&id).unwrap().unwrap();
+    let info = e.status(&Settings::default(), &id).unwrap().unwrap();
     assert_eq!((info.state, info.attempt), (State::Queued, 0));
     assert!(
         !e.retry(&s, &id, true, now).unwrap().0,
@@ -259,7 +445,13 @@ fn explicit_retry_in_and_unknown_tasks() {
             .unwrap(),
         State::Queued
     );
-    assert_eq!(e.status(&task.id).unwrap().unwrap().due_at, T0 + 30_000);
+    assert_eq!(
+        e.status(&Settings::default(), &task.id)
+            .unwrap()
+            .unwrap()
+            .due_at,
+        T0 + 30_000
+    );
     assert!(matches!(
         e.fail(&task.id, &task.lease, "x", Some(-1.0), T0),
         Err(Error::InvalidTask(_))
@@ -284,9 +476,15 @@ fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
         .unwrap();
     assert_eq!(a.id, b.id);
     assert!(!b.created && b.dispatch.is_none());
-    assert!(e.cancel(&a.id, T0 + 2).unwrap());
-    assert!(!e.cancel(&a.id, T0 + 3).unwrap());
-    assert_eq!(e.status(&a.id).unwrap().unwrap().state, State::Cancelled);
+    assert!(e.cancel(&Settings::default(), &a.id, T0 + 2).unwrap());
+    assert!(!e.cancel(&Settings::default(), &a.id, T0 + 3).unwrap());
+    assert_eq!(
+        e.status(&Settings::default(), &a.id)
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Cancelled
+    );
     let c = e
         .defer(&s, None, "/w.php", "report", "[]", &u, true, T0 + 4)
         .unwrap();
@@ -311,13 +509,19 @@ fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
         .accept(&s, &received(&d.dispatch.unwrap()), true, T0 + 6)
         .unwrap();
     let t = acc.task.unwrap();
-    assert!(!e.cancel(&t.id, T0 + 7).unwrap(), "running");
+    assert!(
+        !e.cancel(&Settings::default(), &t.id, T0 + 7).unwrap(),
+        "running"
+    );
     assert_eq!(
         e.fail(&t.id, &t.lease, "gone", None, T0 + 8).unwrap(),
         State::Dead
     );
-    assert!(e.cancel(&t.id, T0 + 9).unwrap(), "dead");
-    let info = e.status(&t.id).unwrap().unwrap();
+    assert!(
+        e.cancel(&Settings::default(), &t.id, T0 + 9).unwrap(),
+        "dead"
+    );
+    let info = e.status(&Settings::default(), &t.id).unwrap().unwrap();
     assert_eq!(
         (info.state, info.finished_at),
         (State::Cancelled, Some(T0 + 9))
@@ -353,7 +557,10 @@ fn expired_leases_are_reaped_and_retried() {
     let task = acc.task.unwrap();
     e.extend(&task.id, &task.lease, 20.0, T0 + 5_000).unwrap();
     assert_eq!(
-        e.status(&task.id).unwrap().unwrap().lease_until,
+        e.status(&Settings::default(), &task.id)
+            .unwrap()
+            .unwrap()
+            .lease_until,
         Some(T0 + 25_000)
     );
     assert!(
@@ -362,7 +569,7 @@ fn expired_leases_are_reaped_and_retried() {
     );
     // The worker died (kill -9): nothing calls complete or end_request.
     let resent = e.kick(&s, T0 + 25_001 + GRACE_MS).unwrap();
-    let info = e.status(&task.id).unwrap().unwrap();
+    let info = e.status(&Settings::default(), &task.id).unwrap().unwrap();
     assert_eq!(info.state, State::Queued);
     assert!(info.last_error.unwrap().contains("lease expired"));
     assert_eq!(
@@ -406,7 +613,7 @@ fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
         .unwrap()
         .expect("the freed slot goes to the next due endpoint");
     assert_eq!(next.endpoint, "/b.php");
-    let info = e.status(&task.id).unwrap().unwrap();
+    let info = e.status(&Settings::default(), &task.id).unwrap().unwrap();
     assert_eq!(info.state, State::Queued);
     assert_eq!(info.last_error.as_deref(), Some("request ended: exit"));
 }
@@ -435,7 +642,10 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
             T0,
         )
         .unwrap();
-    let t2 = e.claim_next(&acc.slot, "/w.php", T0).unwrap().unwrap();
+    let t2 = e
+        .claim_next(&Settings::default(), &acc.slot, "/w.php", T0)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(),
         State::Dead
@@ -444,18 +654,27 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
         .unwrap();
     e.kick(&s, T0 + 9_000).unwrap();
     assert!(
-        e.status(&done.id).unwrap().is_some(),
+        e.status(&Settings::default(), &done.id).unwrap().is_some(),
         "kept within retention"
     );
     e.kick(&s, T0 + 10_001).unwrap();
     assert!(
-        e.status(&done.id).unwrap().is_none(),
+        e.status(&Settings::default(), &done.id).unwrap().is_none(),
         "purged after retention"
     );
-    assert_eq!(e.status(&dead.id).unwrap().unwrap().state, State::Dead);
-    assert_eq!(e.list(State::Dead, 10).unwrap().len(), 1);
+    assert_eq!(
+        e.status(&Settings::default(), &dead.id)
+            .unwrap()
+            .unwrap()
+            .state,
+        State::Dead
+    );
+    assert_eq!(
+        e.list(&Settings::default(), State::Dead, 10).unwrap().len(),
+        1
+    );
     assert_eq!(e.purge(0.0, true, T0 + 10_001).unwrap(), 1);
-    assert!(e.status(&dead.id).unwrap().is_none());
+    assert!(e.status(&Settings::default(), &dead.id).unwrap().is_none());
 }
 
 #[test]

@@ -50,7 +50,7 @@ foreach (bursts() as $value => [$label]) {
         . htmlspecialchars($label) . '</button> ';
 }
 $maxWorkers = (int) ini_get('async_engine.max_workers');
-$database = ini_get('async_engine.database') ?: sys_get_temp_dir() . '/async-engine.sqlite';
+$database = ini_get('async_engine.database') ?: '(not set)';
 $intro = <<<HTML
     <style>.demo button{font:inherit;padding:.4em .8em;margin:.2em .2em .2em 0}
     .demo .primary{font-weight:600}.demo p{color:#5b6475}</style>

@@ -63,6 +63,11 @@ class AsyncController extends Controller
             return Security::permissionFailure($this, 'The async-engine status page is for administrators.');
         }
         $token = SecurityToken::inst();
+        if ($request->isPOST() && !$token->isEnabled()) {
+            // No CSRF protection, no state-changing action.
+            return HTTPResponse::create("Actions need SilverStripe's SecurityToken, which is disabled.\n", 403)
+                ->addHeader('Content-Type', 'text/plain; charset=utf-8');
+        }
         if ($request->isPOST() && !$token->checkRequest($request)) {
             return HTTPResponse::create("The form expired or is not from this site: reload the page.\n", 400)
                 ->addHeader('Content-Type', 'text/plain; charset=utf-8');

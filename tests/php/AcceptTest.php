@@ -60,7 +60,7 @@ final class AcceptTest extends EngineTestCase
         yield 'forged' => ['forged', 'POST', 'bad signature'];
         yield 'other secret' => ['other secret', 'POST', 'bad signature'];
         yield 'expired' => ['expired', 'POST', 'expired'];
-        yield 'wrong slot' => ['wrong slot', 'POST', 'unknown, expired or already used'];
+        yield 'wrong slot' => ['wrong slot', 'POST', "unknown, expired, another site's, or already used"];
         yield 'malformed slot' => ['malformed slot', 'POST', 'malformed slot'];
         yield 'GET' => ['genuine', 'GET', 'not POST'];
     }
@@ -261,6 +261,29 @@ final class AcceptTest extends EngineTestCase
         $revived = Engine::status($id);
         $this->assertSame(['queued', 0], [$revived['state'], $revived['attempt']]);
         $this->assertFalse(Engine::retry($id));
+    }
+
+    public function testADeadTaskIsLoggedThroughPhpsErrorLogUnlessLoggingIsOff(): void
+    {
+        $log = $this->dir . '/php-error.log';
+        ini_set('error_log', $log);
+        try {
+            $id = Engine::defer('/w.php', 't', [], ['max_attempts' => 1]);
+            $this->arriveNext();
+            Engine::accept()->fail("card\ndeclined");
+            $this->assertStringMatchesFormat(
+                "[%s UTC] async_engine: task $id at /w.php is dead after 1 attempt(s): card\\ndeclined\n",
+                (string) file_get_contents($log),
+                'one line, with the task id, endpoint and reason'
+            );
+            Engine::configure(['log' => 'off']);
+            $quiet = Engine::defer('/w.php', 't', [], ['max_attempts' => 1]);
+            $this->arriveNext();
+            Engine::accept()->fail('again');
+            $this->assertStringNotContainsString($quiet, (string) file_get_contents($log));
+        } finally {
+            ini_set('error_log', ASYNC_ENGINE_TEST_ERROR_LOG);
+        }
     }
 
     public function testExtendLengthensTheLeaseAndFinishedTasksRefuseMore(): void

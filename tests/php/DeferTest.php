@@ -5,6 +5,8 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests;
 
 use AsyncEngine\Engine;
+use AsyncEngine\EngineException;
+use AsyncEngine\QueueFull;
 
 final class DeferTest extends EngineTestCase
 {
@@ -133,6 +135,26 @@ final class DeferTest extends EngineTestCase
         $out = (string) shell_exec($cmd);
         $this->assertStringContainsString('no database is set: set async_engine.database', $out);
         $this->assertSame([], array_values(array_diff(scandir($tmp), ['.', '..'])), 'nothing written to the temp dir');
+    }
+
+    public function testAFullQueueThrowsQueueFullAndStoresNothing(): void
+    {
+        Engine::configure(['max_queued' => 2]);
+        Engine::defer('/w.php', 't', [], ['delay' => 60]);
+        $kept = Engine::defer('/w.php', 'u', [], ['delay' => 60, 'unique' => 'k']);
+        $before = $this->snapshot();
+        try {
+            Engine::defer('/w.php', 't', [], ['delay' => 60]);
+            $this->fail('no QueueFull');
+        } catch (QueueFull $e) {
+            $this->assertInstanceOf(EngineException::class, $e);
+            $this->assertStringContainsString('the queue of /w.php already holds 2 queued tasks, the limit (setting max_queued is 2)',
+                $e->getMessage());
+        }
+        $this->assertSame($before, $this->snapshot(), 'nothing stored');
+        $this->assertSame($kept, Engine::defer('/w.php', 'u', [], ['unique' => 'k']), 'a live unique task is still found');
+        Engine::defer('/other.php', 't', [], ['delay' => 60]);
+        $this->assertSame(3, Engine::stats()['queued']);
     }
 
     public function testTheDatabaseAndItsCompanionsAreReadableByTheirOwnerOnly(): void

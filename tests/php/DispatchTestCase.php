@@ -146,6 +146,26 @@ abstract class DispatchTestCase extends EngineTestCase
         }
     }
 
+    public function testADelayedTaskDeferredFromTheCliStartsOnTimeWithoutTraffic(): void
+    {
+        // The server's workers have served the engine once (a task ran).
+        $this->deferFromPage(['n' => 1, 'prefix' => 'warm']);
+        $this->waitUntilSettled(10);
+        [$code, , $err] = $this->runPhp(sprintf(<<<'PHP'
+            <?php
+            AsyncEngine\Engine::defer('/worker.php', 'append',
+                ['file' => %s, 'line' => 'cli-delayed', 'deferred_at' => microtime(true)], ['delay' => 2]);
+            PHP, var_export($this->effects, true)));
+        $this->assertSame(0, $code, $err);
+        usleep(3500000); // no requests from the test meanwhile, no kick, no cron
+        $effects = $this->effects();
+        $this->assertArrayHasKey('cli-delayed', $effects, 'the task ran' . $this->server->log());
+        [$deferred, $started] = $effects['cli-delayed'];
+        $late = $started - $deferred - 2;
+        $this->assertGreaterThanOrEqual(-0.01, $late, 'started early');
+        $this->assertLessThan(1.0, $late, "started {$late} s late");
+    }
+
     public function testAForgedHostHeaderSendsNothingElsewhere(): void
     {
         // A listener on another local port: a forged Host names it.
@@ -205,35 +225,42 @@ abstract class DispatchTestCase extends EngineTestCase
     public function testAClosedPortLeavesTasksQueuedWithTheErrorUntilTheServerIsBack(): void
     {
         $this->server->stop();
-        $id = Engine::defer('/worker.php', 'append', ['file' => $this->effects, 'line' => 'x', 'deferred_at' => 0]);
+        $id = Engine::defer('/worker.php', 'append', ['file' => $this->effects, 'line' => 'x', 'deferred_at' => 0],
+            ['max_attempts' => 1]);
         $deadline = microtime(true) + 5;
-        while (Engine::status($id)['last_error'] === null && microtime(true) < $deadline) {
+        while (Engine::stats()['failing_endpoints'] === [] && microtime(true) < $deadline) {
             usleep(20000);
         }
+        [$failing] = Engine::stats()['failing_endpoints'];
+        $this->assertSame('/worker.php', $failing['endpoint']);
+        $this->assertStringContainsString('could not connect', $failing['last_error']);
         $status = Engine::status($id);
-        $this->assertSame('queued', $status['state']);
-        $this->assertSame(1, $status['attempt']);
-        $this->assertStringContainsString('could not connect', $status['last_error']);
+        $this->assertSame(['queued', 0], [$status['state'], $status['attempt']], 'the delivery cost the task nothing');
         $this->server->start();
         usleep(1300000); // past the backoff
         Engine::kick();
         $this->waitUntilSettled(30);
         $this->assertSame('done', Engine::status($id)['state']);
+        $this->assertSame([], Engine::stats()['failing_endpoints'], 'a delivery that arrived ends the backoff');
     }
 
-    public function testFailingEndpointsAndTasksRetryThenDieWithTheirError(): void
+    public function testFailingEndpointsBackOffAndFailingTasksDieWithTheirError(): void
     {
         $broken = Engine::defer('/status500.php', 't', [], ['max_attempts' => 2]);
         $fatal = Engine::defer('/worker.php', 'fatal', [], ['max_attempts' => 2]);
         // Retries come from the servers' own timers: no traffic from here.
         $deadline = microtime(true) + 20;
-        while (microtime(true) < $deadline && (Engine::status($broken)['state'] !== 'dead' || Engine::status($fatal)['state'] !== 'dead')) {
+        while (microtime(true) < $deadline && Engine::status($fatal)['state'] !== 'dead') {
             usleep(100000);
             Engine::kick(); // the CLI has no timer; the 500 case needs a sender to retry
         }
+        // An endpoint that answers 500 without accept() never ran the task: it backs off.
         $b = Engine::status($broken);
-        $this->assertSame(['dead', 2], [$b['state'], $b['attempt']], json_encode($b));
-        $this->assertStringContainsString('answered HTTP 500', $b['last_error']);
+        $this->assertSame(['queued', 0], [$b['state'], $b['attempt']], json_encode($b));
+        $failing = array_column(Engine::stats()['failing_endpoints'], null, 'endpoint');
+        $this->assertGreaterThanOrEqual(2, $failing['/status500.php']['failures']);
+        $this->assertStringContainsString('answered HTTP 500', $failing['/status500.php']['last_error']);
+        // A task whose handler ran and failed spends its attempts, then dies.
         $f = Engine::status($fatal);
         $this->assertSame(['dead', 2], [$f['state'], $f['attempt']], json_encode($f));
         $this->assertStringContainsString('Call to undefined function undefined_function_in_a_task()', $f['last_error']);

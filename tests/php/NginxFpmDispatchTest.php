@@ -24,7 +24,7 @@ class NginxFpmDispatchTest extends DispatchTestCase
     public function testAWorkerKilledMidTaskHasItsTaskRetriedAfterTheLease(): void
     {
         $id = Engine::defer('/worker.php', 'append',
-            ['file' => $this->effects, 'line' => 'slow', 'sleep' => 3, 'deferred_at' => 0], ['timeout' => 1.5]);
+            ['file' => $this->effects, 'line' => 'slow', 'sleep' => 3, 'deferred_at' => 0], ['timeout' => 4]);
         $deadline = microtime(true) + 5;
         while (Engine::status($id)['state'] !== 'running' && microtime(true) < $deadline) {
             usleep(20000);
@@ -40,7 +40,7 @@ class NginxFpmDispatchTest extends DispatchTestCase
             }
         }
         $this->assertSame(1, $killed, 'one worker was running the task');
-        // The lease (1.5 s) expires; a server timer reaps it and the retry completes.
+        // The lease (4 s) expires; a server timer reaps it and the retry (3 s) completes.
         $this->waitUntilSettled(30);
         $status = Engine::status($id);
         $this->assertSame('done', $status['state'], json_encode($status));

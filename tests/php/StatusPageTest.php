@@ -81,18 +81,18 @@ final class StatusPageTest extends EngineTestCase
 
     public function testAuthorisedViewersRetryAndCancelWithTheirFormFields(): void
     {
-        $page = new StatusPage(true, ['token' => 't<k>']);
+        $page = new StatusPage(true, ['SecurityID' => 't<k>']);
         $html = $page->handle('GET', [], [])[2];
         $this->assertStringContainsString('private-4242', $html);
-        $this->assertSame(3, substr_count($html, '<input type="hidden" name="token" value="t&lt;k&gt;">'),
+        $this->assertSame(3, substr_count($html, '<input type="hidden" name="SecurityID" value="t&lt;k&gt;">'),
             'retry + cancel for the dead task, cancel for the queued one');
         $this->assertStringContainsString('<button name="action" value="retry">Retry</button>', $html);
 
         [$status, $headers] = $page->handle('POST', ['token' => 't<k>', 'format' => 'html'], ['action' => 'retry',
             'id' => $this->dead]);
         $this->assertSame(303, $status);
-        $this->assertSame('?' . http_build_query(['token' => 't<k>', 'msg' => "Task {$this->dead} requeued."]),
-            $headers['Location']);
+        $this->assertSame('?' . http_build_query(['msg' => "Task {$this->dead} requeued."]), $headers['Location'],
+            'no token in URLs');
         $this->assertSame('queued', Engine::status($this->dead)['state']);
 
         [$status, , $json] = $page->handle('POST', ['format' => 'json'], ['action' => 'cancel', 'id' => $this->queued]);
@@ -128,34 +128,51 @@ final class StatusPageTest extends EngineTestCase
         $this->assertStringContainsString("url.searchParams.set('format', 'fragment')", $html);
     }
 
-    public function testServeAuthorisesByTokenBehindPhpServer(): void
+    public function testServeExchangesTheTokenForACookieAndActionsNeedTheCsrfTokenBehindPhpServer(): void
     {
         $docroot = "{$this->dir}/public";
         mkdir($docroot);
         $class = var_export(dirname(__DIR__, 2) . '/php/StatusPage.php', true);
         file_put_contents("$docroot/status.php", "<?php\nrequire $class;\n"
-            . "AsyncEngine\\StatusPage::serve(['token' => 'open-sesame-123']);\n");
+            . "AsyncEngine\\StatusPage::serve(['token' => 'open-sesame-1234567']);\n");
         $server = new PhpServer($this->db, self::SECRET, $this->dir);
         $server->site($docroot);
         $server->start();
+        $jar = "{$this->dir}/cookies.txt";
         try {
             $url = fn (string $q) => $server->url("/status.php$q");
-            [$status, $html] = self::http($url(''));
+            [$status, $html, , $headers] = self::http($url(''));
             $this->assertSame(200, $status, $html . $server->log());
             $this->assertStringContainsString('read-only', $html);
             $this->assertStringNotContainsString('<form', $html);
-            foreach (['', '?token=wrong', '?token[]=open-sesame-123'] as $q) {
+            $this->assertSame('DENY', $headers['x-frame-options']);
+            $this->assertStringContainsString("frame-ancestors 'none'", $headers['content-security-policy']);
+            foreach (['', '?token=wrong', '?token[]=open-sesame-1234567'] as $q) {
                 [$status] = self::http($url($q), ['action' => 'cancel', 'id' => $this->queued]);
                 $this->assertSame(403, $status, $q);
             }
             $this->assertSame('queued', Engine::status($this->queued)['state']);
 
-            [$status, $json] = self::http($url('?format=json&token=open-sesame-123'));
+            // The token, given once, becomes a cookie; the URL goes back without it.
+            [$status, , $location, $headers] = self::http($url('?token=open-sesame-1234567&format=json'), null, $jar);
+            $this->assertSame([303, '/status.php?format=json'], [$status, $location]);
+            $this->assertMatchesRegularExpression('/^async_engine_status=[0-9a-f]{64}; Path=\/status\.php; HttpOnly; SameSite=Strict$/',
+                $headers['set-cookie']);
+            $this->assertStringNotContainsString('open-sesame', $headers['set-cookie']);
+            [, $json] = self::http($url('?format=json'), null, $jar);
             $this->assertTrue(json_decode($json, true)['authorised']);
-            [$status, $html] = self::http($url('?token=open-sesame-123'));
-            $this->assertStringContainsString('<input type="hidden" name="token" value="open-sesame-123">', $html);
-            [$status, , $location] = self::http($url(''), ['token' => 'open-sesame-123', 'action' => 'cancel',
-                'id' => $this->queued]);
+            [, $html] = self::http($url(''), null, $jar);
+            $this->assertStringNotContainsString('open-sesame', $html, 'the token is in no link or form');
+            $this->assertSame(1, preg_match('/name="csrf" value="([0-9a-f]{64})"/', $html, $m), $html);
+            $csrf = $m[1];
+
+            // Actions without the CSRF token (or with another) change nothing.
+            foreach ([[], ['csrf' => str_repeat('0', 64)]] as $extra) {
+                [$status] = self::http($url(''), ['action' => 'cancel', 'id' => $this->queued] + $extra, $jar);
+                $this->assertSame(403, $status);
+            }
+            $this->assertSame('queued', Engine::status($this->queued)['state']);
+            [$status, , $location] = self::http($url(''), ['action' => 'cancel', 'id' => $this->queued, 'csrf' => $csrf], $jar);
             $this->assertSame([303, '?' . http_build_query(['msg' => "Task {$this->queued} cancelled."])],
                 [$status, $location]);
             $this->assertSame('cancelled', Engine::status($this->queued)['state']);
@@ -164,27 +181,61 @@ final class StatusPageTest extends EngineTestCase
         }
     }
 
+    public function testAnEmptyTokenRefusesToServe(): void
+    {
+        foreach ([false, '', null, 'short'] as $token) {
+            [$status, , $body] = StatusPage::answer(['token' => $token], ['REQUEST_METHOD' => 'GET'], [], [], []);
+            $this->assertSame(500, $status, var_export($token, true));
+            $this->assertStringContainsString('its token is empty or shorter than 16 characters', $body);
+            $this->assertStringNotContainsString('task', strtolower($body));
+        }
+    }
+
+    public function testAnAuthorisedPageStillNeedsTheCsrfTokenForActions(): void
+    {
+        $before = $this->snapshot();
+        $post = ['action' => 'cancel', 'id' => $this->queued];
+        [$status, $headers, $html] = StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'GET'], [], [], []);
+        $this->assertSame(200, $status);
+        $this->assertMatchesRegularExpression('/^async_engine_csrf=([0-9a-f]{64});.*HttpOnly; SameSite=Strict/', $headers['Set-Cookie']);
+        preg_match('/name="csrf" value="([0-9a-f]{64})"/', $html, $m);
+        [$status] = StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'POST'], [], $post, []);
+        $this->assertSame(403, $status, 'no cookie, no field');
+        [$status] = StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'POST'], [], $post,
+            ['async_engine_csrf' => $m[1]]);
+        $this->assertSame(403, $status, 'a cookie alone (a cross-site form) is not enough');
+        $this->assertSame($before, $this->snapshot());
+        [$status] = StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'POST'], [], $post + ['csrf' => $m[1]],
+            ['async_engine_csrf' => $m[1]]);
+        $this->assertSame(303, $status);
+        $this->assertSame('cancelled', Engine::status($this->queued)['state']);
+    }
+
     /**
      * @param array<string, string>|null $post
-     * @return array{int, string, ?string} status, body, Location
+     * @return array{int, string, ?string, array<string, string>} status, body, Location, headers (lower-case names)
      */
-    private static function http(string $url, ?array $post = null): array
+    private static function http(string $url, ?array $post = null, ?string $jar = null): array
     {
-        $location = null;
+        $headers = [];
         $ch = curl_init($url);
         curl_setopt_array($ch, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 10,
-            CURLOPT_HEADERFUNCTION => function ($ch, string $line) use (&$location): int {
-                if (stripos($line, 'Location:') === 0) {
-                    $location = trim(substr($line, 9));
+            CURLOPT_HEADERFUNCTION => function ($ch, string $line) use (&$headers): int {
+                if (str_contains($line, ':')) {
+                    [$name, $value] = explode(':', $line, 2);
+                    $headers[strtolower($name)] = trim($value);
                 }
                 return strlen($line);
             }]);
+        if ($jar !== null) {
+            curl_setopt_array($ch, [CURLOPT_COOKIEJAR => $jar, CURLOPT_COOKIEFILE => $jar]);
+        }
         if ($post !== null) {
             curl_setopt($ch, CURLOPT_POSTFIELDS, http_build_query($post));
         }
         $body = (string) curl_exec($ch);
         $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
         curl_close($ch);
-        return [$status, $body, $location];
+        return [$status, $body, $headers['location'] ?? null, $headers];
     }
 }

@@ -11,7 +11,7 @@ final class StubTest extends TestCase
 {
     private const CLASSES = [
         'AsyncEngine\Engine', 'AsyncEngine\Task', 'AsyncEngine\EngineException',
-        'AsyncEngine\InvalidTask', 'AsyncEngine\RequestRejected', 'AsyncEngine\StorageError',
+        'AsyncEngine\InvalidTask', 'AsyncEngine\RequestRejected', 'AsyncEngine\StorageError', 'AsyncEngine\QueueFull',
     ];
 
     public function testTheStubMatchesTheLoadedExtension(): void

@@ -15,6 +15,12 @@ if (!$so || !is_file($so)) {
 }
 define('ASYNC_ENGINE_SO', $so);
 
+// The engine logs dead tasks and failed deliveries through PHP's error log;
+// in this CLI process that would be stderr, in the middle of the test output.
+define('ASYNC_ENGINE_TEST_ERROR_LOG', sys_get_temp_dir() . '/async-engine-phpunit-' . getmypid() . '.log');
+ini_set('error_log', ASYNC_ENGINE_TEST_ERROR_LOG);
+register_shutdown_function(static fn () => @unlink(ASYNC_ENGINE_TEST_ERROR_LOG));
+
 require __DIR__ . '/EngineTestCase.php';
 require __DIR__ . '/DispatchTestCase.php';
 require __DIR__ . '/Servers/WebServer.php';

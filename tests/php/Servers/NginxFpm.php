@@ -12,6 +12,10 @@ final class NginxFpm extends WebServer
     private ?array $tls = null;
     /** php-fpm's worker processes (pm.max_children). */
     public int $children = 4;
+    /** ini values (name => value) nginx passes to PHP for this server's requests (PHP_VALUE). */
+    public array $phpValues = [];
+    /** More virtual hosts served by the same php-fpm pool: port => ini values for their requests. */
+    public array $vhosts = [];
 
     public function __construct(?string $database, ?string $secret, string $dir, ?int $port = null, private string $pm = 'static')
     {
@@ -53,9 +57,6 @@ final class NginxFpm extends WebServer
         foreach ($this->engineIni() as $name => $value) {
             file_put_contents("$d/fpm.conf", "php_admin_value[$name] = \"$value\"\n", FILE_APPEND);
         }
-        $docroot = $this->docroot;
-        $frontController = $this->frontController === null ? ''
-            : "location / { try_files \$uri /{$this->frontController}\$is_args\$args; }";
         $listen = $this->tls
             ? "listen 127.0.0.1:{$this->port} ssl;\n server_name localhost;\n ssl_certificate {$this->tls[0]};\n ssl_certificate_key {$this->tls[1]};"
             : "listen 127.0.0.1:{$this->port};\n server_name _;";
@@ -73,23 +74,50 @@ final class NginxFpm extends WebServer
                 proxy_temp_path $d/nginx-tmp/proxy;
                 uwsgi_temp_path $d/nginx-tmp/uwsgi;
                 scgi_temp_path $d/nginx-tmp/scgi;
-                server {
-                    $listen
-                    root $docroot;
-                    index index.php index.html;
-                    $frontController
-                    location ~ \.php$ {
-                        include /etc/nginx/fastcgi_params;
-                        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-                        fastcgi_pass unix:$d/fpm.sock;
-                    }
-                }
+                {$this->serverBlock($listen, $this->phpValues)}
+                {$this->vhostBlocks()}
             }
             CONF);
         return [
             [self::fpmBinary(), '-R', '-F', '-y', "$d/fpm.conf"],
             ['nginx', '-c', "$d/nginx.conf"],
         ];
+    }
+
+    /** One nginx server block passing $phpValues to PHP. */
+    private function serverBlock(string $listen, array $phpValues): string
+    {
+        $d = $this->dir;
+        $frontController = $this->frontController === null ? ''
+            : "location / { try_files \$uri /{$this->frontController}\$is_args\$args; }";
+        $values = '';
+        foreach ($phpValues as $name => $value) {
+            $values .= "$name=$value\n";
+        }
+        $phpValue = $values === '' ? '' : 'fastcgi_param PHP_VALUE "' . $values . '";';
+        return <<<BLOCK
+            server {
+                $listen
+                root {$this->docroot};
+                index index.php index.html;
+                $frontController
+                location ~ \.php$ {
+                    include /etc/nginx/fastcgi_params;
+                    fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+                    $phpValue
+                    fastcgi_pass unix:$d/fpm.sock;
+                }
+            }
+            BLOCK;
+    }
+
+    private function vhostBlocks(): string
+    {
+        $blocks = '';
+        foreach ($this->vhosts as $port => $phpValues) {
+            $blocks .= $this->serverBlock("listen 127.0.0.1:$port;\n server_name _;", $phpValues) . "\n";
+        }
+        return $blocks;
     }
 
     public function stop(): void
