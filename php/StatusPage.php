@@ -359,9 +359,11 @@ final class StatusPage
         $deadShown = $stats['dead'] > $deadCount ? " (newest $deadCount of {$stats['dead']})" : '';
         $mode = $this->authorised ? 'authorised' : 'read-only';
         $updated = date('H:i:s', (int) $now);
+        $failing = $this->failing($stats['failing_endpoints'] ?? [], $now);
         return <<<HTML
             <main id="ae-status">
             <section class="ae-cards">$cards</section>
+            $failing
             <section><h2>Finished tasks, last {$this->minutes()} minutes</h2>{$this->chart($data['history'])}</section>
             <section><h2>Dead tasks{$deadShown}</h2>{$this->table($data['dead'], $now, true)}</section>
             <section><h2>Recent tasks</h2>{$this->table($data['recent'], $now, false)}</section>
@@ -369,6 +371,29 @@ final class StatusPage
             <a href="?{$e($this->query(['format' => 'json']))}">JSON</a></footer>
             </main>
             HTML;
+    }
+
+    /**
+     * Endpoints whose deliveries fail (a wrong base URL, a redirect): their
+     * tasks wait, with their attempts untouched, until a delivery gets through.
+     *
+     * @param list<array{endpoint: string, failures: int, last_error: string, retry_at: float}> $failing
+     */
+    private function failing(array $failing, float $now): string
+    {
+        if ($failing === []) {
+            return '';
+        }
+        $e = self::escape(...);
+        $rows = '';
+        foreach ($failing as $f) {
+            $rows .= "<tr data-failing=\"{$e($f['endpoint'])}\"><td>{$e($f['endpoint'])}</td><td>{$f['failures']}</td>"
+                . '<td>in ' . $e(self::duration(max(0, $f['retry_at'] - $now))) . "</td><td>{$e($f['last_error'])}</td></tr>";
+        }
+        return '<section class="ae-failing"><h2>Deliveries failing</h2><p>Requests to these endpoints do not reach '
+            . '<code>accept()</code>; their tasks stay queued with their attempts untouched, and delivery is tried again '
+            . 'with growing delays. Check <code>async_engine.base_url</code>.</p><table><thead><tr><th>endpoint</th>'
+            . "<th>failures in a row</th><th>next try</th><th>last error</th></tr></thead><tbody>$rows</tbody></table></section>";
     }
 
     /** @param array<string, mixed> $history */

@@ -73,7 +73,8 @@ CREATE INDEX tasks_state ON tasks(state, id);
 CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
 "#,
-    r#"
+    concat!(
+        r#"
 -- 2: tasks, slots and endpoints belong to a site; endpoints count their
 -- queued tasks (max_queued) and back off after failed deliveries.
 ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
@@ -86,17 +87,11 @@ ALTER TABLE endpoints ADD COLUMN site TEXT NOT NULL DEFAULT '',
 ALTER TABLE endpoints DROP CONSTRAINT endpoints_pkey;
 ALTER TABLE endpoints ADD PRIMARY KEY (site, endpoint);
 DROP INDEX endpoints_due;
-CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
-DROP INDEX tasks_claim;
-CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-DROP INDEX tasks_next_due;
-CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
-DROP INDEX tasks_unique;
-CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
 UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
     WHERE tasks.endpoint = endpoints.endpoint AND tasks.state = 'queued');
 "#,
+        crate::sqlite::site_indexes!()
+    ),
 ];
 
 /// Advisory lock key held while the schema is created or migrated.

@@ -108,56 +108,57 @@ mod tests {
     fn rejects_tampering_expiry_and_missing_headers() {
         let key = b"secret-secret-16";
         let good = signed(key, "/w.php", 1000);
-        let mut cases: Vec<(Incoming, &str)> = vec![];
-        cases.push((
-            Incoming {
-                uri: "/other.php".into(),
-                ..good.clone()
-            },
-            "bad signature",
-        ));
-        cases.push((
-            Incoming {
-                slot: Some("abc124".into()),
-                ..good.clone()
-            },
-            "bad signature",
-        ));
-        cases.push((
-            Incoming {
-                time: Some("1001".into()),
-                ..good.clone()
-            },
-            "bad signature",
-        ));
-        cases.push((
-            Incoming {
-                method: "GET".into(),
-                ..good.clone()
-            },
-            "not POST",
-        ));
-        cases.push((
-            Incoming {
-                signature: Some("zz".into()),
-                ..good.clone()
-            },
-            "malformed",
-        ));
-        cases.push((
-            Incoming {
-                slot: None,
-                ..good.clone()
-            },
-            "missing",
-        ));
-        cases.push((
-            Incoming {
-                slot: Some("a b".into()),
-                ..good.clone()
-            },
-            "malformed slot",
-        ));
+        let cases: Vec<(Incoming, &str)> = vec![
+            (
+                Incoming {
+                    uri: "/other.php".into(),
+                    ..good.clone()
+                },
+                "bad signature",
+            ),
+            (
+                Incoming {
+                    slot: Some("abc124".into()),
+                    ..good.clone()
+                },
+                "bad signature",
+            ),
+            (
+                Incoming {
+                    time: Some("1001".into()),
+                    ..good.clone()
+                },
+                "bad signature",
+            ),
+            (
+                Incoming {
+                    method: "GET".into(),
+                    ..good.clone()
+                },
+                "not POST",
+            ),
+            (
+                Incoming {
+                    signature: Some("zz".into()),
+                    ..good.clone()
+                },
+                "malformed",
+            ),
+            (
+                Incoming {
+                    slot: None,
+                    ..good.clone()
+                },
+                "missing",
+            ),
+            (
+                Incoming {
+                    slot: Some("a b".into()),
+                    ..good.clone()
+                },
+                "malformed slot",
+            ),
+        ];
         for (req, why) in cases {
             let err = verify(key, &req, 1000).unwrap_err();
             assert!(matches!(err, Error::Rejected(_)));

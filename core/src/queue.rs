@@ -50,22 +50,6 @@ pub(crate) fn insert(
     max_queued: u64,
     now: Millis,
 ) -> Result<(String, bool)> {
-    let queued = tx
-        .int(
-            "SELECT queued FROM endpoints WHERE site = ?1 AND endpoint = ?2",
-            args![t.site, t.endpoint],
-        )?
-        .unwrap_or(0);
-    if queued >= max_queued as i64 {
-        if let Some(existing) = live_unique(tx, t.site, t.unique)? {
-            return Ok((existing, false));
-        }
-        return Err(Error::QueueFull(format!(
-            "the queue of {} already holds {queued} queued tasks, the limit (setting \
-             max_queued is {max_queued}); nothing was stored",
-            t.endpoint
-        )));
-    }
     // A live task with the same unique key makes the insert do nothing (the
     // partial unique index decides, so two processes cannot both insert);
     // that task is returned instead. Should it finish between the two
@@ -107,20 +91,30 @@ pub(crate) fn insert(
             )));
         }
     }
-    became_queued(tx, t.site, t.endpoint, t.due_at)?;
+    // Counted after the insert (one statement fewer on the common path);
+    // over the limit, the error rolls the whole transaction back.
+    let queued = became_queued(tx, t.site, t.endpoint, t.due_at)?;
+    if queued > max_queued as i64 {
+        return Err(Error::QueueFull(format!(
+            "the queue of {} already holds {} queued tasks, the limit (setting max_queued \
+             is {max_queued}); nothing was stored",
+            t.endpoint,
+            queued - 1
+        )));
+    }
     Ok((id.to_string(), true))
 }
 
 /// Counts a task that became queued, due at `due_at`, on its endpoint: one
 /// more queued, and the endpoint due no later than then (nor before a
-/// delivery backoff ends).
+/// delivery backoff ends). Returns the endpoint's queued count.
 pub(crate) fn became_queued(
     tx: &mut dyn Tx,
     site: &str,
     endpoint: &str,
     due_at: Millis,
-) -> Result<()> {
-    tx.execute(
+) -> Result<i64> {
+    let queued = tx.int(
         "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
          ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
              next_due = CASE
@@ -130,10 +124,11 @@ pub(crate) fn became_queued(
                      THEN endpoints.retry_at
                  WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
                      THEN excluded.next_due
-                 ELSE endpoints.next_due END",
+                 ELSE endpoints.next_due END
+         RETURNING queued",
         args![site, endpoint, due_at],
     )?;
-    Ok(())
+    Ok(queued.unwrap_or(1))
 }
 
 /// Sets the endpoint's next due time from its queue (NULL when empty; not

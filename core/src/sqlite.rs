@@ -55,6 +55,24 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 /// The schema version this build writes; newer databases are refused.
 pub const SCHEMA_VERSION: i64 = 4;
 
+/// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
+/// endpoints and unique keys per site. The old per-endpoint ones go first.
+macro_rules! site_indexes {
+    () => {
+        r#"
+CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
+DROP INDEX tasks_claim;
+CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
+DROP INDEX tasks_next_due;
+CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
+DROP INDEX tasks_unique;
+CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
+"#
+    };
+}
+pub(crate) use site_indexes;
+
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: [&str; 4] = [
     r#"
@@ -122,7 +140,8 @@ CREATE INDEX tasks_state ON tasks(state, id);
 -- 3: slots belong to a server (max_workers counts each server's own).
 ALTER TABLE slots ADD COLUMN server TEXT NOT NULL DEFAULT '';
 "#,
-    r#"
+    concat!(
+        r#"
 -- 4: tasks, slots and endpoints belong to a site; endpoints count their
 -- queued tasks (max_queued) and back off after failed deliveries.
 ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
@@ -143,15 +162,9 @@ INSERT INTO endpoints_4 (endpoint, next_due, queued)
     FROM endpoints;
 DROP TABLE endpoints;
 ALTER TABLE endpoints_4 RENAME TO endpoints;
-CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
-DROP INDEX tasks_claim;
-CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-DROP INDEX tasks_next_due;
-CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
-DROP INDEX tasks_unique;
-CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
 "#,
+        site_indexes!()
+    ),
 ];
 
 /// One open connection to a SQLite database file.

@@ -7,7 +7,10 @@ declare(strict_types=1);
 // closures, resources, references, NAN and INF. Only the documented
 // exceptions may come out (the engine's own, and PHP's TypeError,
 // ValueError and ArgumentCountError for parameters of the wrong type); a
-// crash ends the process with a signal, which the harness reports.
+// crash ends the process with a signal, which the harness reports. A call
+// that throws must change nothing: every task and meta row is compared
+// before and after it, and the slots in flight may not grow (the sender
+// thread may free slots meanwhile, never add one).
 //   php fuzz.php <iterations> <seed>     (in an empty directory of its own)
 
 use AsyncEngine\Engine;
@@ -125,14 +128,46 @@ $calls = [
     },
 ];
 
+/** What a refused call must leave as it was: [tasks and meta rows, slots in flight]. */
+function state(): array
+{
+    $file = getcwd() . '/fuzz.sqlite';
+    if (!is_file($file)) {
+        return [[], 0];
+    }
+    $db = new SQLite3($file, SQLITE3_OPEN_READONLY);
+    $db->busyTimeout(5000);
+    $rows = [];
+    foreach (['tasks' => 'id', 'meta' => 'key'] as $table => $key) {
+        $result = $db->query("SELECT * FROM $table ORDER BY $key");
+        while ($result !== false && ($row = $result->fetchArray(SQLITE3_ASSOC)) !== false) {
+            $rows[] = $row;
+        }
+    }
+    $slots = (int) $db->querySingle('SELECT count(*) FROM slots');
+    $db->close();
+    return [md5(serialize($rows)), $slots];
+}
+
 $counts = [];
+$checked = 0;
 for ($i = 0; $i < (int) $iterations; $i++) {
     $name = array_rand($calls);
+    // 'task methods' defers and claims on purpose before its calls; the rest is one call.
+    $before = $name === 'task methods' ? null : state();
     try {
         $calls[$name]();
         $outcome = 'returned';
     } catch (EngineException | TypeError | ValueError | ArgumentCountError $e) {
         $outcome = get_class($e);
+        if ($before !== null && !$e instanceof AsyncEngine\StorageError) {
+            $after = state();
+            if ($after[0] !== $before[0] || $after[1] > $before[1]) {
+                echo "CHANGED STATE in $name: ", get_class($e), ': ', $e->getMessage(), "\n";
+                exit(1);
+            }
+            $checked++;
+        }
     } catch (Error | Exception $e) {
         // Only the documented ones: Task's read-only properties (the binding
         // throws "No setter available"), constructors that may not be called.
@@ -149,4 +184,5 @@ for ($i = 0; $i < (int) $iterations; $i++) {
     unset($_SERVER['HTTP_X_ASYNC_ENGINE_SLOT'], $_SERVER['HTTP_X_ASYNC_ENGINE_TIME'], $_SERVER['HTTP_X_ASYNC_ENGINE_SIGNATURE']);
 }
 ksort($counts);
+$counts['refused calls checked for changes'] = $checked;
 echo json_encode($counts), "\n";

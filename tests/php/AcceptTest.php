@@ -263,6 +263,26 @@ final class AcceptTest extends EngineTestCase
         $this->assertFalse(Engine::retry($id));
     }
 
+    public function testFailRefusesBadTextWithInvalidTaskAndKeepsTheTask(): void
+    {
+        $id = Engine::defer('/w.php', 't');
+        $this->arriveNext();
+        $task = Engine::accept();
+        foreach (["\xc3\x28" => 'is not valid UTF-8', "a\0b" => 'contains a NUL byte',
+            str_repeat('e', 2 * 1024 * 1024) => 'bytes long; the limit is'] as $error => $message) {
+            $before = $this->snapshot();
+            try {
+                $task->fail($error);
+                $this->fail('no exception');
+            } catch (InvalidTask $e) {
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+            $this->assertSame($before, $this->snapshot());
+        }
+        $this->assertSame('running', Engine::status($id)['state']);
+        $task->complete();
+    }
+
     public function testADeadTaskIsLoggedThroughPhpsErrorLogUnlessLoggingIsOff(): void
     {
         $log = $this->dir . '/php-error.log';

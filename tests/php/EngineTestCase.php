@@ -55,10 +55,28 @@ abstract class EngineTestCase extends TestCase
         // Back to the ini values for every setting, whatever the test changed.
         Engine::configure(array_fill_keys(['database', 'site', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
             'max_attempts', 'retention', 'busy_timeout', 'max_args_size', 'max_queued', 'dead_retention', 'log'], null));
-        exec('rm -rf ' . escapeshellarg($this->dir));
+        self::removeDir($this->dir);
         if ($this->pgDatabase !== null) {
             self::adminPdo()->exec("DROP DATABASE {$this->pgDatabase} WITH (FORCE)");
         }
+    }
+
+    /**
+     * Removes a test's directory. This process's sender thread may still be
+     * recording a request's outcome there (the port it waited on just
+     * closed) and create a file while it goes: try again until it is gone.
+     */
+    protected static function removeDir(string $dir): void
+    {
+        $deadline = microtime(true) + 5;
+        do {
+            exec('rm -rf ' . escapeshellarg($dir) . ' 2>/dev/null');
+            if (!file_exists($dir)) {
+                return;
+            }
+            usleep(50000);
+        } while (microtime(true) < $deadline);
+        throw new \RuntimeException("could not remove $dir: something keeps writing into it");
     }
 
     /** The test cluster's admin URL when the tests run on PostgreSQL, else null. */

@@ -181,6 +181,20 @@ final class StatusPageTest extends EngineTestCase
         }
     }
 
+    public function testEndpointsWhoseDeliveriesFailAreShown(): void
+    {
+        Engine::configure(['base_url' => 'http://127.0.0.1:1']);
+        Engine::defer('/unreachable.php', 't');
+        $deadline = microtime(true) + 5;
+        while (Engine::stats()['failing_endpoints'] === [] && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+        $html = (new StatusPage())->handle('GET', ['format' => 'fragment'], [])[2];
+        $this->assertStringContainsString('<h2>Deliveries failing</h2>', $html);
+        $this->assertStringContainsString('<tr data-failing="/unreachable.php"><td>/unreachable.php</td><td>1</td>', $html);
+        $this->assertStringContainsString('could not connect', $html);
+    }
+
     public function testAnEmptyTokenRefusesToServe(): void
     {
         foreach ([false, '', null, 'short'] as $token) {
