@@ -180,8 +180,8 @@ foreach ($rows as $r) {
     $md .= '| ' . implode(' | ', $r) . " |\n";
 }
 if (isset($d['sqlite-before'])) {
-    $md .= sprintf("\nSQLite defer() before the storage trait (commit %s): median %.1f µs, p99 %.1f µs; after: "
-        . "%.1f µs, %.1f µs (%.2f× the median).\n", $results['before'], $d['sqlite-before']['median_us'],
+    $md .= sprintf("\nSQLite defer() of the build at commit %s: median %.1f µs, p99 %.1f µs; of this build: "
+        . "%.1f µs, %.1f µs (%.2f× the median), timed in the same run.\n", $results['before'], $d['sqlite-before']['median_us'],
         $d['sqlite-before']['p99_us'], $d['sqlite']['median_us'], $d['sqlite']['p99_us'],
         $d['sqlite']['median_us'] / $d['sqlite-before']['median_us']);
 }

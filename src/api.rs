@@ -109,14 +109,18 @@ fn ignore_user_abort() {
 
 /// A warning, once per process, that tasks cannot be sent from here.
 fn warn_no_target() {
-    if process::first_no_target_warning() {
-        php_error(
-            &ErrorType::Warning,
-            "async_engine: tasks are queued but cannot be sent: no base URL is known in this CLI \
-             process. Set async_engine.base_url (or let a web request run first), or run \
-             Engine::kick() where it is known.",
-        );
+    if !process::first_no_target_warning() {
+        return;
     }
+    let message = if request::persistent_sapi() {
+        "async_engine: tasks are queued but cannot be sent: the web server's own address could \
+         not be worked out from this request (see README, Deploying). Set async_engine.base_url."
+    } else {
+        "async_engine: tasks are queued but cannot be sent: no base URL is known in this CLI \
+         process. Set async_engine.base_url (or let a task request run through the web server \
+         first), or run Engine::kick() where it is known."
+    };
+    php_error(&ErrorType::Warning, message);
 }
 
 /// Whether the pending exception is PHP's own way of ending the request (`exit`).
@@ -313,7 +317,8 @@ impl Engine {
         let Some(target) = process::target(&settings) else {
             return Err(to_php(Error::Usage(
                 "kick() cannot send tasks: no base URL is known in this CLI process; set \
-                 async_engine.base_url (e.g. https://example.com), or let a web request run first"
+                 async_engine.base_url (e.g. https://example.com), or let a task request run through \
+                 the web server first"
                     .into(),
             )));
         };

@@ -14,6 +14,9 @@ const MAX_PENDING: usize = 200;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
+/// Whether lines wait for the PHP thread (so it need not lock to find out).
+static PENDING: AtomicBool = AtomicBool::new(false);
+
 struct Sink {
     /// PHP's `error_log` file, when it is one.
     file: Option<PathBuf>,
@@ -34,12 +37,10 @@ fn sink() -> std::sync::MutexGuard<'static, Sink> {
 /// file (not `syslog`, not empty), and whether to log at all (`log` setting).
 pub fn configure(error_log: Option<&str>, enabled: bool) {
     ENABLED.store(enabled, Ordering::Relaxed);
-    let file = error_log
-        .filter(|f| !f.is_empty() && *f != "syslog")
-        .map(PathBuf::from);
+    let file = error_log.filter(|f| !f.is_empty() && *f != "syslog");
     let mut s = sink();
-    if s.file != file {
-        s.file = file;
+    if s.file.as_deref().map(|p| p.as_os_str().as_encoded_bytes()) != file.map(str::as_bytes) {
+        s.file = file.map(PathBuf::from);
     }
 }
 
@@ -68,10 +69,14 @@ pub fn emit(line: impl AsRef<str>) {
         s.pending.remove(0);
     }
     s.pending.push(line);
+    PENDING.store(true, Ordering::Release);
 }
 
 /// Takes the lines waiting for PHP's logger.
 pub fn take_pending() -> Vec<String> {
+    if !PENDING.swap(false, Ordering::Acquire) {
+        return Vec::new();
+    }
     std::mem::take(&mut sink().pending)
 }
 

@@ -91,15 +91,14 @@ pub(crate) fn insert(
             )));
         }
     }
-    // Counted after the insert (one statement fewer on the common path);
-    // over the limit, the error rolls the whole transaction back.
-    let queued = became_queued(tx, t.site, t.endpoint, t.due_at)?;
-    if queued > max_queued as i64 {
+    // Counted after the insert, by the same statement that lowers the due
+    // time; a full queue refuses the count, and the error rolls the whole
+    // transaction back.
+    if !became_queued(tx, t.site, t.endpoint, t.due_at, max_queued as i64)? {
         return Err(Error::QueueFull(format!(
-            "the queue of {} already holds {} queued tasks, the limit (setting max_queued \
-             is {max_queued}); nothing was stored",
-            t.endpoint,
-            queued - 1
+            "the queue of {} already holds {max_queued} queued tasks, the limit (setting \
+             max_queued); nothing was stored",
+            t.endpoint
         )));
     }
     Ok((id.to_string(), true))
@@ -107,14 +106,16 @@ pub(crate) fn insert(
 
 /// Counts a task that became queued, due at `due_at`, on its endpoint: one
 /// more queued, and the endpoint due no later than then (nor before a
-/// delivery backoff ends). Returns the endpoint's queued count.
+/// delivery backoff ends). False, and nothing counted, when the endpoint
+/// already holds `limit` queued tasks.
 pub(crate) fn became_queued(
     tx: &mut dyn Tx,
     site: &str,
     endpoint: &str,
     due_at: Millis,
-) -> Result<i64> {
-    let queued = tx.int(
+    limit: i64,
+) -> Result<bool> {
+    let changed = tx.execute(
         "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
          ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
              next_due = CASE
@@ -125,10 +126,10 @@ pub(crate) fn became_queued(
                  WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
                      THEN excluded.next_due
                  ELSE endpoints.next_due END
-         RETURNING queued",
-        args![site, endpoint, due_at],
+         WHERE endpoints.queued < ?4",
+        args![site, endpoint, due_at, limit],
     )?;
-    Ok(queued.unwrap_or(1))
+    Ok(changed > 0)
 }
 
 /// Sets the endpoint's next due time from its queue (NULL when empty; not
@@ -328,7 +329,8 @@ fn record_failure(
          WHERE id = ?1",
         args![a.id, a.number, &*error, due, now],
     )?;
-    became_queued(tx, a.site, a.endpoint, due)?;
+    // A task that was queued before is never refused a place back.
+    became_queued(tx, a.site, a.endpoint, due, i64::MAX)?;
     Ok(State::Queued)
 }
 
@@ -464,7 +466,7 @@ pub(crate) fn retry(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Resul
         args![id, now, site],
     )?;
     if let Some(e) = &endpoint {
-        became_queued(tx, site, e, now)?;
+        became_queued(tx, site, e, now, i64::MAX)?;
     }
     Ok(endpoint)
 }

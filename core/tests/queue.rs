@@ -226,7 +226,7 @@ fn a_full_queue_refuses_the_next_task_and_stores_nothing() {
         )
         .unwrap_err();
     assert!(matches!(err, Error::QueueFull(_)), "{err}");
-    assert!(err.message().contains("max_queued is 3"), "{err}");
+    assert!(err.message().contains("holds 3 queued tasks"), "{err}");
     assert_eq!(e.list(&s, State::Queued, 10).unwrap().len(), 3);
     // Another endpoint has a queue of its own; a claimed task makes room.
     defer(&mut e, &s, "/other.php", "t", T0);

@@ -148,7 +148,7 @@ final class DeferTest extends EngineTestCase
             $this->fail('no QueueFull');
         } catch (QueueFull $e) {
             $this->assertInstanceOf(EngineException::class, $e);
-            $this->assertStringContainsString('the queue of /w.php already holds 2 queued tasks, the limit (setting max_queued is 2)',
+            $this->assertStringContainsString('the queue of /w.php already holds 2 queued tasks, the limit (setting max_queued)',
                 $e->getMessage());
         }
         $this->assertSame($before, $this->snapshot(), 'nothing stored');
