@@ -12,6 +12,10 @@ use std::sync::Mutex;
 /// Most lines kept for the PHP thread; older ones give way.
 const MAX_PENDING: usize = 200;
 
+/// A line the same as the last one is written again only after this long
+/// (a background error met at every poll would otherwise fill the log).
+const REPEAT_AFTER_MS: Millis = 60_000;
+
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
 /// Whether lines wait for the PHP thread (so it need not lock to find out).
@@ -22,11 +26,14 @@ struct Sink {
     file: Option<PathBuf>,
     /// Lines waiting for the PHP thread (no file).
     pending: Vec<String>,
+    /// The last line logged, and when.
+    last: Option<(String, Millis)>,
 }
 
 static SINK: Mutex<Sink> = Mutex::new(Sink {
     file: None,
     pending: Vec::new(),
+    last: None,
 });
 
 fn sink() -> std::sync::MutexGuard<'static, Sink> {
@@ -54,13 +61,21 @@ pub fn emit(line: impl AsRef<str>) {
         "async_engine: {}",
         line.as_ref().replace('\n', "\\n").replace('\r', "\\r")
     );
+    let now = now_ms();
     let mut s = sink();
+    if s.last
+        .as_ref()
+        .is_some_and(|(last, at)| *last == line && now - at < REPEAT_AFTER_MS)
+    {
+        return;
+    }
+    s.last = Some((line.clone(), now));
     if let Some(file) = &s.file {
         let written = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(file)
-            .and_then(|mut f| writeln!(f, "[{}] {line}", php_time(now_ms())));
+            .and_then(|mut f| writeln!(f, "[{}] {line}", php_time(now)));
         if written.is_ok() {
             return;
         }
