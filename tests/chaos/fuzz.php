@@ -184,5 +184,4 @@ for ($i = 0; $i < (int) $iterations; $i++) {
     unset($_SERVER['HTTP_X_ASYNC_ENGINE_SLOT'], $_SERVER['HTTP_X_ASYNC_ENGINE_TIME'], $_SERVER['HTTP_X_ASYNC_ENGINE_SIGNATURE']);
 }
 ksort($counts);
-$counts['refused calls checked for changes'] = $checked;
-echo json_encode($counts), "\n";
+echo json_encode(['outcomes' => $counts, 'unchanged' => $checked]), "\n";

@@ -25,6 +25,7 @@ final class Hostile
     {
         $lab = new Lab('php');
         $outcomes = [];
+        $unchanged = 0;
         try {
             for ($seed = 1; $seed <= $runs; $seed++) {
                 $dir = "$lab->dir/fuzz-$seed";
@@ -38,9 +39,11 @@ final class Hostile
                 if ($code !== 0) {
                     return ['ok' => false, 'summary' => "seed $seed: exit $code: " . substr(trim($out), 0, 500)];
                 }
-                foreach (json_decode($out, true) as $what => $n) {
+                $result = json_decode($out, true);
+                foreach ($result['outcomes'] as $what => $n) {
                     $outcomes[$what] = ($outcomes[$what] ?? 0) + $n;
                 }
+                $unchanged += $result['unchanged'];
             }
         } finally {
             $lab->close($keep);
@@ -53,8 +56,10 @@ final class Hostile
         arsort($kinds);
         $described = implode(', ', array_map(fn ($k, $n) => "$n " . str_replace('AsyncEngine\\', '', $k), array_keys($kinds), $kinds));
         return ['ok' => true, 'summary' => sprintf('%d calls of %d API methods with random values (NUL, invalid UTF-8, '
-            . 'huge and deep arrays, objects, closures, resources, references, NAN/INF) in %d processes: %s; no crash',
-            array_sum($outcomes), count(array_unique(array_map(fn ($w) => strtok($w, ':'), array_keys($outcomes)))), $runs, $described)];
+            . 'huge and deep arrays, objects, closures, resources, references, NAN/INF) in %d processes: %s; no crash; '
+            . '%d refused calls checked: each left tasks, meta and slots as they were',
+            array_sum($outcomes), count(array_unique(array_map(fn ($w) => strtok($w, ':'), array_keys($outcomes)))), $runs, $described,
+            $unchanged)];
     }
 
     /**
