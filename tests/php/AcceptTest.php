@@ -94,7 +94,7 @@ final class AcceptTest extends EngineTestCase
         $this->assertSame($before, $this->snapshot());
         // The genuine request still claims the task.
         $this->arrive($endpoint, self::signedHeaders($slot, $endpoint));
-        $this->assertNotNull(Engine::accept());
+        $this->assertNotNull(Engine::accept(), 'the genuine request claims the task: ' . json_encode($this->snapshot()));
     }
 
     public function testAReplayedRequestClaimsNothing(): void
@@ -353,7 +353,7 @@ final class AcceptTest extends EngineTestCase
     {
         $id = Engine::defer('/w.php', 't', [], ['timeout' => 0.1]);
         $this->arriveNext();
-        $this->assertNotNull(Engine::accept());
+        $this->assertNotNull(Engine::accept(), 'the task is claimed: ' . json_encode($this->snapshot()));
         // This request "dies": no complete(). Forget it by starting a new process.
         usleep(300000); // past the 0.1 s lease
         [$code, $out, $err] = $this->runPhp('<?php echo AsyncEngine\Engine::kick();');

@@ -48,7 +48,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
 
         [, $out] = self::$site->sake('dev/tasks/async-engine', 'purge=bogus');
         $this->assertStringContainsString('purge must be "finished" or "all", got "bogus": nothing purged', $out);
-        $this->assertNotNull(Engine::status($id));
+        $this->assertNotNull(Engine::status($id), 'a bad purge argument purges nothing');
         [, $out] = self::$site->sake('dev/tasks/async-engine', 'purge=all');
         $this->assertMatchesRegularExpression('/Purged [1-9]\d* done, cancelled and dead task\(s\)/', $out);
         $this->assertStringContainsString('No dead tasks.', $out);
