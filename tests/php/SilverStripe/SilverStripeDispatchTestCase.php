@@ -59,7 +59,10 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
     {
         $now = $this->page('/async-test/queuejob?title=job-now');
         $later = $this->page('/async-test/queuejob?title=job-later&delay=2');
-        $this->assertNotNull(self::$site->waitForRecord('job-now'), self::$server->log());
+        // 30 s: a run that met a locked database retries after its backoff (1 s, 2 s, 4 s, ...).
+        $this->assertNotNull(self::$site->waitForRecord('job-now', 30), self::$server->log() . "\nengine: "
+            . json_encode([Engine::stats(), Engine::tasks('done', 10), Engine::tasks('queued', 10), Engine::tasks('running', 10)])
+            . "\njobs: " . json_encode(self::$site->query('SELECT ID, JobStatus, StartAfter, JobTitle FROM QueuedJobDescriptor')));
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->record('job-now'));
         $this->assertNull(self::$site->record('job-later'), 'not before its StartAfter');
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-later'));
