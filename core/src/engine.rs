@@ -191,9 +191,10 @@ impl Engine {
         let (id, created, reserved) = self.store.write(|tx| {
             let lock = due.then(|| slots::lock(tx, server)).transpose()?;
             let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
-            let reserved = match &lock {
-                Some(lock) if created => slots::reserve(tx, lock, site, settings.max_workers, now)?,
-                _ => None,
+            let reserved = if created {
+                reserve(tx, lock.as_ref(), settings, now)?
+            } else {
+                None
             };
             Ok((id, created, reserved))
         })?;
@@ -371,8 +372,7 @@ impl Engine {
             if !slots::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));
             }
-            let next = slots::reserve(tx, &lock, settings.site_name(), settings.max_workers, now)?;
-            Ok((true, next))
+            Ok((true, reserve(tx, Some(&lock), settings, now)?))
         })?;
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }

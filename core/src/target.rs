@@ -64,11 +64,7 @@ pub fn derive(
             let port = local_port(addr, remote)?;
             (addr, port, None)
         }
-        "cli-server" => {
-            let port: u16 = vars.server_port.as_deref()?.parse().ok()?;
-            let addr = ip(vars.server_addr.as_deref()).or_else(|| ip(name.as_deref()))?;
-            (addr, port, name)
-        }
+        // php -S (no SERVER_ADDR: its bind address is SERVER_NAME), FastCGI.
         _ => {
             let port: u16 = vars.server_port.as_deref()?.parse().ok()?;
             let addr = ip(vars.server_addr.as_deref()).or_else(|| ip(name.as_deref()))?;
