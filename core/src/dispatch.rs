@@ -56,6 +56,9 @@ pub const POLL: Duration = Duration::from_millis(500);
 pub struct Sender {
     commands: mpsc::UnboundedSender<Command>,
     pending: Arc<AtomicUsize>,
+    /// The queues the thread was asked to watch (the caller's copy, so a
+    /// defer on a busy worker need not hand them over again).
+    watched: Mutex<Vec<WakeKey>>,
 }
 
 /// Shared by the sender's tasks: the database connection they record
@@ -77,7 +80,11 @@ impl Sender {
                 let commands = commands.clone();
                 move || runtime.block_on(run(rx, commands, counter))
             })?;
-        Ok(Sender { commands, pending })
+        Ok(Sender {
+            commands,
+            pending,
+            watched: Mutex::default(),
+        })
     }
 
     /// Hands a signed request to the background thread; returns at once.
@@ -94,6 +101,15 @@ impl Sender {
     /// when the queue is next due, see [`POLL`]) and to dispatch what is due
     /// at `at`, if given (the earliest wake-up asked for wins).
     pub fn wake_at(&self, at: Option<Millis>, target: &Target, settings: &Settings) {
+        if at.is_none() {
+            let mut watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+            if watched.iter().any(|key| is_key(key, target, settings)) {
+                return; // watched already; nothing to wake for
+            }
+            if watched.len() < MAX_WAKES {
+                watched.push(wake_key(target, settings));
+            }
+        }
         let _ = self
             .commands
             .send(Command::WakeAt(at, target.clone(), settings.clone()));
@@ -181,7 +197,21 @@ async fn engine_call<T: Send + 'static>(
 
 /// One timer per queue this process serves: a process may send for several
 /// sites or databases, and one's wake-up must not displace another's.
-type WakeKey = (Target, Option<String>);
+type WakeKey = (Target, Option<String>, Option<String>);
+
+/// The queue `settings` name, sent to `target`: its database and site.
+fn wake_key(target: &Target, settings: &Settings) -> WakeKey {
+    (
+        target.clone(),
+        settings.database.clone(),
+        settings.site.clone(),
+    )
+}
+
+/// Whether `key` is the queue of `target` and `settings` (no copies made).
+fn is_key(key: &WakeKey, target: &Target, settings: &Settings) -> bool {
+    key.0 == *target && key.1 == settings.database && key.2 == settings.site
+}
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
@@ -214,7 +244,7 @@ async fn run(
                     }
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
-                    let key = (target, settings.database.clone());
+                    let key = wake_key(&target, &settings);
                     if watched.len() < MAX_WAKES || watched.contains_key(&key) {
                         watched.insert(key.clone(), settings.clone());
                     }
