@@ -1,4 +1,4 @@
-//! The `AsyncEngine\Engine` class: the static API of DESIGN.md, each method
+//! The `AsyncEngine\Engine` class: the static API (docs/architecture.md, "PHP API"), each method
 //! converting its PHP arguments and delegating to the core.
 #![allow(non_snake_case)] // PHP parameter names: $olderThan
 

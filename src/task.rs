@@ -1,5 +1,5 @@
 //! The `AsyncEngine\Task` class: a task claimed by this request.
-#![allow(non_snake_case)] // the PHP parameter is $retryIn, as DESIGN.md names it
+#![allow(non_snake_case)] // the PHP parameter is $retryIn (docs/architecture.md, "PHP API")
 
 use crate::convert::{json_to_array, Bytes};
 use crate::errors::OrThrow;
