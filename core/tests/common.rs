@@ -92,15 +92,17 @@ pub fn defer(
     name: &str,
     now: i64,
 ) -> async_engine_core::Deferred {
-    e.defer(
-        s,
-        None,
-        endpoint,
-        name,
-        "[]",
-        &DeferOptions::default(),
-        true,
-        now,
-    )
-    .unwrap()
+    try_defer(e, s, endpoint, name, &DeferOptions::default(), now).unwrap()
+}
+
+/// Defers a task with no args and `options`, sending when a slot is free.
+pub fn try_defer(
+    e: &mut Engine,
+    s: &Settings,
+    endpoint: &str,
+    name: &str,
+    options: &DeferOptions,
+    now: i64,
+) -> async_engine_core::Result<async_engine_core::Deferred> {
+    e.defer(s, None, endpoint, name, "[]", options, true, now)
 }

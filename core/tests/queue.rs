@@ -177,30 +177,9 @@ fn two_sites_on_one_database_never_run_each_others_tasks() {
         .unwrap();
     assert_eq!(got.id, da.id);
     // Unique keys are per site.
-    let ua = e
-        .defer(
-            &a,
-            None,
-            "/w.php",
-            "u",
-            "[]",
-            &opts(&[("unique", Scalar::Str("k".into()))]),
-            false,
-            T0,
-        )
-        .unwrap();
-    let ub = e
-        .defer(
-            &b,
-            None,
-            "/w.php",
-            "u",
-            "[]",
-            &opts(&[("unique", Scalar::Str("k".into()))]),
-            false,
-            T0,
-        )
-        .unwrap();
+    let unique = opts(&[("unique", Scalar::Str("k".into()))]);
+    let ua = try_defer(&mut e, &a, "/w.php", "u", &unique, T0).unwrap();
+    let ub = try_defer(&mut e, &b, "/w.php", "u", &unique, T0).unwrap();
     assert!(ua.created && ub.created && ua.id != ub.id);
 }
 
@@ -213,18 +192,7 @@ fn a_full_queue_refuses_the_next_task_and_stores_nothing() {
     let first: Vec<_> = (0..3)
         .map(|_| defer(&mut e, &s, "/w.php", "t", T0).id)
         .collect();
-    let err = e
-        .defer(
-            &s,
-            None,
-            "/w.php",
-            "t",
-            "[]",
-            &DeferOptions::default(),
-            false,
-            T0,
-        )
-        .unwrap_err();
+    let err = try_defer(&mut e, &s, "/w.php", "t", &DeferOptions::default(), T0).unwrap_err();
     assert!(matches!(err, Error::QueueFull(_)), "{err}");
     assert!(err.message().contains("holds 3 queued tasks"), "{err}");
     assert_eq!(e.list(&s, State::Queued, 10).unwrap().len(), 3);
@@ -241,18 +209,8 @@ fn dead_tasks_go_after_their_own_retention() {
     s.dead_retention = 10.0;
     s.retention = 1000.0;
     let mut e = Engine::open(&s).unwrap();
-    let d = e
-        .defer(
-            &s,
-            None,
-            "/w.php",
-            "t",
-            "[]",
-            &opts(&[("max_attempts", Scalar::Int(1))]),
-            true,
-            T0,
-        )
-        .unwrap();
+    let once = opts(&[("max_attempts", Scalar::Int(1))]);
+    let d = try_defer(&mut e, &s, "/w.php", "t", &once, T0).unwrap();
     let acc = e
         .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
         .unwrap();
