@@ -48,6 +48,14 @@ final class PackageTest extends TestCase
         $json = json_decode((string) file_get_contents(self::ROOT . '/composer.json'), true);
         $series = implode('.', array_slice(explode('.', Package::VERSION), 0, 2));
         $this->assertSame("~$series.0", $json['require']['ext-async_engine']);
+        // The php-ext package for PIE (packaging/pie, written out by bin/package) provides what the library requires.
+        $pie = json_decode((string) file_get_contents(self::ROOT . '/packaging/pie/composer.json'), true);
+        $this->assertArrayHasKey('ext-' . $pie['php-ext']['extension-name'], $json['require']);
+        $this->assertSame($json['require']['php'], $pie['require']['php']);
+        $this->assertSame($json['license'], $pie['license']);
+        $this->assertArrayNotHasKey('version', $pie, 'the php-ext package takes its version from the release tag');
+        // README names this release's pre-packaged binary.
+        $this->assertStringContainsString('php_async_engine-' . Package::VERSION . '_php', (string) file_get_contents(self::ROOT . '/README.md'));
         Package::assertExtension();
         Package::assertExtension($series . '.99');
     }
