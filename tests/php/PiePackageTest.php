@@ -150,6 +150,19 @@ final class PiePackageTest extends TestCase
         $this->assertStringContainsString('install libclang-dev', $out);
     }
 
+    public function testConfigureWithoutSqliteSaysSo(): void
+    {
+        $build = $this->copyExt();
+        $this->assertSame(0, self::command(['phpize'], $build)[0]);
+        // autoconf's cache variables stand in for a machine without libsqlite3-dev.
+        [$code, $out] = self::command(['./configure'], $build, ['ac_cv_header_sqlite3_h' => 'no']);
+        $this->assertNotSame(0, $code, $out);
+        $this->assertStringContainsString("configure: error: SQLite's headers (sqlite3.h) were not found: install libsqlite3-dev", $out);
+        [$code, $out] = self::command(['./configure'], $build, ['ac_cv_lib_sqlite3_sqlite3_open_v2' => 'no']);
+        $this->assertNotSame(0, $code, $out);
+        $this->assertStringContainsString("configure: error: SQLite's library (libsqlite3) cannot be linked", $out);
+    }
+
     /** Loads $so in a PHP that reads no ini file and checks what `php --ri` reports. */
     private function assertLoadsAndReports(string $so): void
     {
