@@ -7,12 +7,14 @@ use crate::endpoint::{normalize_endpoint, BaseUrl};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Incoming};
 use crate::queue::{self, FailingEndpoint, NewTask};
+use crate::schedules::{self, check_schedule_name, ScheduleDef, ScheduleInfo, ScheduleOptions};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
 use crate::store::{self, Store};
 use crate::task::{
     check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
 };
+use crate::when::{time_zone, When};
 
 /// Finished tasks purged per request end, so purging never delays a request much.
 const PURGE_PER_REQUEST: u32 = 100;
@@ -204,6 +206,79 @@ impl Engine {
             created,
             dispatch,
         })
+    }
+
+    /// Creates or updates (by name) a recurring schedule and returns its
+    /// record. Idempotent: an unchanged definition writes nothing. `args` is
+    /// the JSON text each occurrence gets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn schedule(
+        &mut self,
+        settings: &Settings,
+        base: Option<&BaseUrl>,
+        name: &str,
+        when: &str,
+        endpoint: &str,
+        task: &str,
+        args: &str,
+        options: &ScheduleOptions,
+        now: Millis,
+    ) -> Result<ScheduleInfo> {
+        check_schedule_name(name)?;
+        let parsed = When::parse(when)?;
+        let endpoint = normalize_endpoint(endpoint, base)?;
+        check_name(task)?;
+        check_args_size(args, settings)?;
+        let timezone = options
+            .timezone
+            .clone()
+            .unwrap_or_else(|| settings.timezone_name().to_string());
+        if parsed.next_after(&time_zone(&timezone)?, now, now).is_none() {
+            return Err(Error::InvalidTask(format!(
+                "schedule '{when}' never matches (within the next 30 years)"
+            )));
+        }
+        let def = ScheduleDef {
+            name: name.to_string(),
+            when: when.to_string(),
+            parsed,
+            timezone,
+            endpoint,
+            task: task.to_string(),
+            args: args.to_string(),
+            priority: options.task.priority,
+            max_attempts: options.task.max_attempts.unwrap_or(settings.max_attempts),
+            timeout: secs_to_ms(options.task.timeout.unwrap_or(settings.timeout)),
+            catch_up: options.catch_up.unwrap_or(schedules::CatchUp::One),
+            overlap: options.overlap,
+        };
+        let site = settings.site_name();
+        // Called on every request or deploy: an unchanged schedule is only read.
+        if let Some(info) = self
+            .store
+            .read(|tx| schedules::unchanged(tx, site, &def))?
+        {
+            return Ok(info);
+        }
+        self.store.write(|tx| {
+            schedules::upsert(tx, site, &def, now)?;
+            schedules::get(tx, site, name)?
+                .ok_or_else(|| Error::Storage(format!("schedule '{name}' vanished")))
+        })
+    }
+
+    /// Deletes a schedule of this site and its pending occurrence (a running
+    /// one finishes); false when there is none of that name.
+    pub fn unschedule(&mut self, settings: &Settings, name: &str) -> Result<bool> {
+        check_schedule_name(name)?;
+        self.store
+            .write(|tx| schedules::remove(tx, settings.site_name(), name))
+    }
+
+    /// This site's schedules, by name.
+    pub fn schedules(&mut self, settings: &Settings) -> Result<Vec<ScheduleInfo>> {
+        self.store
+            .read(|tx| schedules::list(tx, settings.site_name()))
     }
 
     /// Verifies a self-request, consumes its slot once and claims the

@@ -20,10 +20,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The schema version this build writes; newer databases are refused.
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub const PG_SCHEMA_VERSION: i64 = 3;
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-const PG_MIGRATIONS: [&str; 2] = [
+const PG_MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -92,6 +92,7 @@ UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
 "#,
         crate::sqlite::site_indexes!()
     ),
+    concat!("-- 3: recurring schedules.", crate::sqlite::schedule_schema!()),
 ];
 
 /// Advisory lock key held while the schema is created or migrated.
@@ -154,7 +155,7 @@ impl PgStore {
                 .query_one(
                     "SELECT string_agg(relname::text, ', ' ORDER BY relname) FROM pg_class
                      WHERE relnamespace = current_schema()::regnamespace
-                       AND relname IN ('meta', 'tasks', 'slots', 'endpoints') AND relkind = 'r'",
+                       AND relname IN ('meta', 'tasks', 'slots', 'endpoints', 'schedules') AND relkind = 'r'",
                     &[],
                 )?
                 .get(0);

@@ -5,6 +5,7 @@ use crate::clock::Millis;
 use crate::db::{args, Row, Tx};
 use crate::error::{Error, Result};
 use crate::retry::backoff_ms;
+use crate::schedules;
 use crate::task::{clip_error, Claimed, State, TaskInfo};
 
 /// A task to insert, already validated.
@@ -180,7 +181,9 @@ macro_rules! next_due_task {
 }
 
 /// Claims the endpoint's next due task (priority first, then due time) for
-/// the request holding `slot`, under a lease.
+/// the request holding `slot`, under a lease. A schedule's pending
+/// occurrence queues the schedule's next one in the same transaction, or is
+/// skipped (cancelled, with the reason) when its schedule says so.
 pub(crate) fn claim(
     tx: &mut dyn Tx,
     site: &str,
@@ -188,39 +191,66 @@ pub(crate) fn claim(
     slot: &str,
     now: Millis,
 ) -> Result<Option<Claimed>> {
-    let row = tx.row(
-        next_due_task!("id, name, args, attempt, timeout"),
-        args![endpoint, now, site],
-    )?;
-    let Some(mut row) = row else {
-        recompute_next_due(tx, site, endpoint, 0)?;
-        return Ok(None);
-    };
-    let (id, name, args, attempt, timeout) = (
-        row.text(0)?,
-        row.text(1)?,
-        row.text(2)?,
-        row.count(3)?,
-        row.int(4)?,
-    );
-    let lease = crate::id::random_hex(16);
-    let lease_until = now + timeout;
-    tx.execute(
-        "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?2, lease_until = ?3,
-                          slot_id = ?4, started_at = ?5, updated_at = ?5
-         WHERE id = ?1",
-        args![&id, &lease, lease_until, slot, now],
-    )?;
-    crate::slots::hold_until(tx, slot, lease_until)?;
-    recompute_next_due(tx, site, endpoint, -1)?;
-    Ok(Some(Claimed {
-        id,
-        endpoint: endpoint.to_string(),
-        name,
-        args,
-        attempt: attempt + 1,
-        lease,
-    }))
+    loop {
+        let row = tx.row(
+            next_due_task!(
+                "id, name, args, attempt, timeout, schedule, scheduled_at, started_at IS NULL"
+            ),
+            args![endpoint, now, site],
+        )?;
+        let Some(mut row) = row else {
+            recompute_next_due(tx, site, endpoint, 0)?;
+            return Ok(None);
+        };
+        let (id, name, args, attempt, timeout) = (
+            row.text(0)?,
+            row.text(1)?,
+            row.text(2)?,
+            row.count(3)?,
+            row.int(4)?,
+        );
+        // A schedule's occurrence starting for the first time.
+        let occurrence = match (row.opt_text(5)?, row.opt_int(6)?, row.int(7)? != 0) {
+            (Some(schedule), Some(at), true) => {
+                schedules::decide(tx, site, &schedule, &id, at, now)?.map(|d| (schedule, d))
+            }
+            _ => None,
+        };
+        if let Some((schedule, decision)) = &occurrence {
+            if let Some(reason) = &decision.skip {
+                tx.execute(
+                    "UPDATE tasks SET state = 'cancelled', last_error = ?2, finished_at = ?3,
+                                      updated_at = ?3
+                     WHERE id = ?1",
+                    args![&id, reason, now],
+                )?;
+                recompute_next_due(tx, site, endpoint, -1)?;
+                schedules::advance(tx, site, schedule, decision, now)?;
+                continue;
+            }
+        }
+        let lease = crate::id::random_hex(16);
+        let lease_until = now + timeout;
+        tx.execute(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?2, lease_until = ?3,
+                              slot_id = ?4, started_at = ?5, updated_at = ?5
+             WHERE id = ?1",
+            args![&id, &lease, lease_until, slot, now],
+        )?;
+        crate::slots::hold_until(tx, slot, lease_until)?;
+        recompute_next_due(tx, site, endpoint, -1)?;
+        if let Some((schedule, decision)) = &occurrence {
+            schedules::advance(tx, site, schedule, decision, now)?;
+        }
+        return Ok(Some(Claimed {
+            id,
+            endpoint: endpoint.to_string(),
+            name,
+            args,
+            attempt: attempt + 1,
+            lease,
+        }));
+    }
 }
 
 /// The error for an operation on a task this request no longer holds.
@@ -438,7 +468,7 @@ pub(crate) fn extend(
 /// retention like any cancelled task); false if it is neither.
 pub(crate) fn cancel(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Result<bool> {
     let Some(mut row) = tx.row(
-        "SELECT state, endpoint FROM tasks
+        "SELECT state, endpoint, schedule, scheduled_at, started_at IS NULL FROM tasks
          WHERE id = ?1 AND site = ?2 AND state IN ('queued', 'dead')",
         args![id, site],
     )?
@@ -446,12 +476,20 @@ pub(crate) fn cancel(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Resu
         return Ok(false);
     };
     let (state, endpoint) = (row.text(0)?, row.text(1)?);
+    let pending_occurrence = match (row.opt_text(2)?, row.opt_int(3)?, row.int(4)? != 0) {
+        (Some(schedule), Some(at), true) if state == "queued" => Some((schedule, at)),
+        _ => None,
+    };
     tx.execute(
         "UPDATE tasks SET state = 'cancelled', finished_at = ?2, updated_at = ?2 WHERE id = ?1",
         args![id, now],
     )?;
     if state == "queued" {
         recompute_next_due(tx, site, &endpoint, -1)?;
+    }
+    // Cancelling a schedule's pending occurrence skips it; the schedule goes on.
+    if let Some((schedule, at)) = pending_occurrence {
+        schedules::cancelled(tx, site, &schedule, at, now)?;
     }
     Ok(true)
 }
@@ -518,7 +556,7 @@ pub(crate) fn purge(
 
 const INFO_COLUMNS: &str = "id, endpoint, name, args, state, priority, attempt, max_attempts,
     timeout, unique_key, due_at, created_at, updated_at, started_at, finished_at, lease_until,
-    last_error";
+    last_error, schedule, scheduled_at";
 
 fn info_from_row(mut r: Row) -> Result<TaskInfo> {
     Ok(TaskInfo {
@@ -539,6 +577,8 @@ fn info_from_row(mut r: Row) -> Result<TaskInfo> {
         finished_at: r.opt_int(14)?,
         lease_until: r.opt_int(15)?,
         last_error: r.opt_text(16)?,
+        schedule: r.opt_text(17)?,
+        scheduled_at: r.opt_int(18)?,
     })
 }
 
@@ -636,7 +676,10 @@ mod tests {
     /// The claim walks its index however deep the queue: no sort of the due tasks.
     #[test]
     fn the_claim_query_walks_the_claim_index_without_sorting() {
-        let plan = plan(next_due_task!("id, name, args, attempt, timeout"), 3);
+        let plan = plan(
+            next_due_task!("id, name, args, attempt, timeout, schedule, scheduled_at, started_at IS NULL"),
+            3,
+        );
         assert!(plan.contains("USING INDEX tasks_claim"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::scalar::Scalar as SettingValue;
 
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 14] = [
+pub const SETTING_NAMES: [&str; 15] = [
     "database",
     "site",
     "server",
@@ -22,6 +22,7 @@ pub const SETTING_NAMES: [&str; 14] = [
     "max_queued",
     "dead_retention",
     "log",
+    "timezone",
 ];
 
 /// The effective settings of one request.
@@ -59,6 +60,8 @@ pub struct Settings {
     /// Whether failures (dead tasks, failed deliveries, storage errors met
     /// in the background) are written to PHP's error log.
     pub log: bool,
+    /// IANA time zone of schedules that name none; `None` is UTC.
+    pub timezone: Option<String>,
 }
 
 impl Default for Settings {
@@ -78,6 +81,7 @@ impl Default for Settings {
             max_queued: 100_000,
             dead_retention: 30.0 * 86400.0,
             log: true,
+            timezone: None,
         }
     }
 }
@@ -175,6 +179,15 @@ impl Settings {
                     self.server = given;
                 }
             }
+            "timezone" => {
+                let zone = text(name, value)?;
+                if let Some(z) = &zone {
+                    crate::when::time_zone(z).map_err(|e| {
+                        Error::Usage(format!("setting 'timezone': {}", e.message()))
+                    })?;
+                }
+                self.timezone = zone;
+            }
             "base_url" => {
                 let url = text(name, value)?;
                 if let Some(u) = &url {
@@ -263,6 +276,11 @@ impl Settings {
                     .unwrap_or_else(|| "localhost".into())
             })
         })
+    }
+
+    /// The time zone of schedules that name none: the `timezone` setting, else UTC.
+    pub fn timezone_name(&self) -> &str {
+        self.timezone.as_deref().unwrap_or("UTC")
     }
 
     /// This site's name (see the `site` setting): empty for the database's
@@ -360,6 +378,7 @@ mod tests {
             ("base_url", SettingValue::Str("ftp://x".into())),
             ("bogus", SettingValue::Int(1)),
             ("database", SettingValue::Int(1)),
+            ("timezone", SettingValue::Str("Mars/Olympus".into())),
         ] {
             let err = s.set(name, &value).unwrap_err();
             assert!(matches!(err, Error::Usage(_)), "{name}: {err}");

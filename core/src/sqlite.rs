@@ -53,7 +53,7 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 }
 
 /// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
 /// endpoints and unique keys per site. The old per-endpoint ones go first.
@@ -73,8 +73,48 @@ CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
 }
 pub(crate) use site_indexes;
 
+/// Schema 5 (SQLite) and 3 (PostgreSQL), in SQL both accept: recurring
+/// schedules, whose occurrences are tasks naming their schedule and time.
+/// The database keeps one pending (queued, never started) occurrence per
+/// schedule and never two tasks for one occurrence.
+macro_rules! schedule_schema {
+    () => {
+        r#"
+ALTER TABLE tasks ADD COLUMN schedule TEXT;
+ALTER TABLE tasks ADD COLUMN scheduled_at BIGINT;
+CREATE TABLE schedules (
+    site         TEXT NOT NULL DEFAULT '',
+    name         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    timezone     TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    task         TEXT NOT NULL,
+    args         TEXT NOT NULL,
+    priority     BIGINT NOT NULL,
+    max_attempts BIGINT NOT NULL,
+    timeout      BIGINT NOT NULL,
+    catch_up     TEXT NOT NULL,
+    overlap      BIGINT NOT NULL,
+    phase        BIGINT NOT NULL,
+    next_at      BIGINT,
+    last_run_at  BIGINT,
+    runs         BIGINT NOT NULL DEFAULT 0,
+    skipped      BIGINT NOT NULL DEFAULT 0,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (site, name)
+);
+CREATE UNIQUE INDEX tasks_schedule_pending ON tasks(site, schedule)
+    WHERE schedule IS NOT NULL AND state = 'queued' AND started_at IS NULL;
+CREATE UNIQUE INDEX tasks_occurrence ON tasks(site, schedule, scheduled_at)
+    WHERE schedule IS NOT NULL;
+"#
+    };
+}
+pub(crate) use schedule_schema;
+
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; 4] = [
+pub(crate) const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -165,6 +205,7 @@ ALTER TABLE endpoints_4 RENAME TO endpoints;
 "#,
         site_indexes!()
     ),
+    concat!("-- 5: recurring schedules.", schedule_schema!()),
 ];
 
 /// One open connection to a SQLite database file.

@@ -230,8 +230,12 @@ pub struct TaskInfo {
     pub finished_at: Option<Millis>,
     /// When the lease of a running task ends.
     pub lease_until: Option<Millis>,
-    /// The error of its latest failed attempt.
+    /// The error of its latest failed attempt (or why it was skipped).
     pub last_error: Option<String>,
+    /// The schedule whose occurrence it is, if any.
+    pub schedule: Option<String>,
+    /// That occurrence's own time.
+    pub scheduled_at: Option<Millis>,
 }
 
 /// A task claimed under a lease by the current request.
