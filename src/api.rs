@@ -11,7 +11,9 @@ use crate::process;
 use crate::request;
 use crate::task::Task;
 use async_engine_core::clock::{ms_to_secs, now_ms, secs_to_ms, Millis};
-use async_engine_core::{DeferOptions, Error, Scalar, Settings, State, TaskInfo};
+use async_engine_core::{
+    DeferOptions, Error, Scalar, ScheduleInfo, ScheduleOptions, Settings, State, TaskInfo,
+};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::error::php_error;
@@ -59,6 +61,29 @@ fn info_array(t: TaskInfo) -> PhpResult<ZBox<ZendHashTable>> {
     a.insert("finished_at", t.finished_at.map(secs))?;
     a.insert("lease_until", t.lease_until.map(secs))?;
     a.insert("last_error", t.last_error)?;
+    a.insert("schedule", t.schedule)?;
+    a.insert("scheduled_at", t.scheduled_at.map(secs))?;
+    Ok(a)
+}
+
+/// A schedule's record as `schedule()` and `schedules()` return it.
+fn schedule_array(s: ScheduleInfo) -> PhpResult<ZBox<ZendHashTable>> {
+    let mut a = ZendHashTable::new();
+    a.insert("name", s.name)?;
+    a.insert("when", s.when)?;
+    a.insert("timezone", s.timezone)?;
+    a.insert("endpoint", s.endpoint)?;
+    a.insert("task", s.task)?;
+    a.insert("args", json_to_array(&s.args)?)?;
+    a.insert("catch_up", s.catch_up)?;
+    a.insert("overlap", s.overlap)?;
+    a.insert("next_at", s.next_at.map(secs))?;
+    a.insert("last_run_at", s.last_run_at.map(secs))?;
+    a.insert("last_state", s.last_state.map(State::as_str))?;
+    a.insert("last_error", s.last_error)?;
+    a.insert("runs", s.runs)?;
+    a.insert("skipped", s.skipped)?;
+    a.insert("created_at", secs(s.created_at))?;
     Ok(a)
 }
 
@@ -243,6 +268,71 @@ impl Engine {
             None => warn_no_target(),
         }
         Ok(deferred.id)
+    }
+
+    /// Creates or updates (by `$name`; safe to call on every request) a
+    /// recurring schedule whose occurrences are tasks for `$endpoint`;
+    /// returns its record. `$when`: a cron expression (5 fields, or 6 with
+    /// seconds first), `@hourly` … `@yearly`, or `@every <duration>`.
+    /// Options: timezone, catch_up, overlap, priority, max_attempts, timeout.
+    #[php(defaults(args = EmptyArray, options = EmptyArray))]
+    pub fn schedule(
+        name: Bytes,
+        when: Bytes,
+        endpoint: Bytes,
+        task: Bytes,
+        args: ArrayArg,
+        options: ArrayArg,
+    ) -> PhpResult<ZBox<ZendHashTable>> {
+        let name = name.utf8("schedule name")?;
+        let when = when.utf8("when")?;
+        let endpoint = endpoint.utf8("endpoint")?;
+        let task = task.utf8("task name")?;
+        let mut opts = ScheduleOptions::default();
+        for (key, value) in options.iter() {
+            opts.set(&key.name(), &scalar(value)).or_throw()?;
+        }
+        let json = args_to_json(&args)?;
+        let settings = settings()?;
+        let target = process::target(&settings);
+        let info = process::engine(&settings, |e| {
+            e.schedule(
+                &settings,
+                target.as_ref().map(|t| &t.base),
+                name,
+                when,
+                endpoint,
+                task,
+                &json,
+                &opts,
+                now_ms(),
+            )
+        })
+        .or_throw()?;
+        // This worker keeps a timer for the occurrence (and polls for later ones).
+        if let Some(t) = &target {
+            process::wake_at(&settings, t, info.next_at);
+        }
+        schedule_array(info)
+    }
+
+    /// Deletes a schedule and its pending occurrence (a running one
+    /// finishes); false when there is no schedule of that name.
+    pub fn unschedule(name: Bytes) -> PhpResult<bool> {
+        let name = name.utf8("schedule name")?;
+        let settings = settings()?;
+        process::engine(&settings, |e| e.unschedule(&settings, name)).or_throw()
+    }
+
+    /// This site's schedules, by name, with their next and last runs.
+    pub fn schedules() -> PhpResult<ZBox<ZendHashTable>> {
+        let settings = settings()?;
+        let list = process::engine(&settings, |e| e.schedules(&settings)).or_throw()?;
+        let mut out = ZendHashTable::new();
+        for s in list {
+            out.push(schedule_array(s)?)?;
+        }
+        Ok(out)
     }
 
     /// In an endpoint: verifies the signed self-request and claims this

@@ -28,6 +28,8 @@ struct Process {
     /// The base URL last stored for CLI scripts to use.
     learned: Option<String>,
     warned_no_target: bool,
+    /// Whether an idle request already tried to arm this worker's watch.
+    armed: bool,
     request: RequestState,
 }
 
@@ -56,6 +58,7 @@ fn with<T>(f: impl FnOnce(&mut Process) -> T) -> T {
                 sender: None,
                 learned: None,
                 warned_no_target: false,
+                armed: false,
                 request: RequestState::default(),
             })
         }
@@ -226,6 +229,12 @@ pub fn drain(limit: Duration) {
             sender.drain(limit);
         }
     })
+}
+
+/// True the first time in this process: whether an idle request should arm
+/// this worker's watch of its queue (see `shutdown::arm_worker`).
+pub fn first_arming() -> bool {
+    with(|p| !std::mem::replace(&mut p.armed, true))
 }
 
 /// True the first time in this process: whether to warn that a task cannot

@@ -45,6 +45,7 @@ pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
 fn end_request() {
     process::flush_log();
     if process::request_is_idle() {
+        arm_worker();
         return;
     }
     let state = process::take_request();
@@ -82,4 +83,24 @@ fn end_request() {
         process::drain(CLI_DRAIN);
     }
     process::flush_log();
+}
+
+/// Once per persistent worker, at the end of the first request that did not
+/// use the engine: with a database in php.ini, the worker's sender watches
+/// the site's queue from then on (one small read every 0.5 s), so delayed
+/// tasks and schedules start on time with no traffic and no cron even when
+/// no page of this worker ever called the engine.
+fn arm_worker() {
+    if !crate::request::persistent_sapi() || !process::first_arming() {
+        return;
+    }
+    let Ok(settings) = crate::ini::settings(&[]) else {
+        return;
+    };
+    if settings.database.is_none() {
+        return;
+    }
+    if let Some(target) = crate::request::target(&settings) {
+        process::wake_at(&settings, &target, None);
+    }
 }

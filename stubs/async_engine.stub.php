@@ -49,6 +49,53 @@ final class Engine
     }
 
     /**
+     * Creates or updates (by $name) a recurring schedule, and returns its record (as
+     * schedules() lists it). Idempotent: safe to call on every request or deploy; an
+     * unchanged schedule is only read. Each occurrence is an ordinary task for
+     * $endpoint whose record carries `schedule` and `scheduled_at` (its own time);
+     * the next occurrence is queued in the transaction that claims the current one,
+     * so occurrences never drift, double or stop.
+     *
+     * @param string $when a cron expression (5 fields, or 6 with seconds first; names,
+     *        ranges, lists, steps), @yearly @monthly @weekly @daily @hourly, or
+     *        "@every <duration>" (1s, 90s, 1h30m, 2d) in phase with the schedule's creation
+     * @param array{timezone?: string, catch_up?: 'one'|'none', overlap?: bool,
+     *              priority?: int, max_attempts?: int, timeout?: int|float} $options
+     *        timezone: IANA name (default: the timezone setting, else UTC);
+     *        catch_up: after downtime, missed occurrences run once ('one', default) or
+     *        are skipped ('none'); overlap: false (default) skips an occurrence due while
+     *        the previous run still runs; priority, max_attempts, timeout: as for defer()
+     * @return array<string, mixed>
+     * @throws InvalidTask  for a bad name, expression, time zone, endpoint, task, args or option
+     * @throws StorageError when the database cannot be opened or written, or no database is set
+     */
+    public static function schedule(string $name, string $when, string $endpoint, string $task, array $args = [], array $options = []): array
+    {
+    }
+
+    /**
+     * Deletes a schedule and its pending occurrence (a run in progress finishes).
+     * false when this site has no schedule of that name.
+     *
+     * @throws InvalidTask for an empty or over-long name
+     */
+    public static function unschedule(string $name): bool
+    {
+    }
+
+    /**
+     * This site's schedules by name: name, when, timezone, endpoint, task, args,
+     * catch_up, overlap, next_at, last_run_at (float Unix seconds or null),
+     * last_state and last_error (of the latest run's task, while kept), runs and
+     * skipped (occurrences started / skipped), created_at.
+     *
+     * @return list<array<string, mixed>>
+     */
+    public static function schedules(): array
+    {
+    }
+
+    /**
      * In an endpoint: verifies the signed self-request, consumes its slot once and
      * claims this endpoint's next due task. Called again in the same request, claims
      * the next due task under the same slot. null when nothing is due.
@@ -87,7 +134,8 @@ final class Engine
     /**
      * A task's record: id, endpoint, task, args, state, priority, attempt, max_attempts,
      * timeout, unique, due_at, created_at, updated_at, started_at, finished_at,
-     * lease_until, last_error (times are float Unix seconds). null for an unknown id
+     * lease_until, last_error, schedule and scheduled_at (a schedule's occurrence; else
+     * null) (times are float Unix seconds). null for an unknown id
      * (or another site's task).
      *
      * @throws InvalidTask for an id that is not valid UTF-8, holds a NUL byte or is over 128 bytes
@@ -164,7 +212,7 @@ final class Engine
     /**
      * Overrides async_engine.* ini settings for the rest of this request: database
      * (a SQLite path or a postgres:// URL), site, server, base_url, secret, max_workers, timeout,
-     * max_attempts, retention, busy_timeout, max_args_size, max_queued, dead_retention, log.
+     * max_attempts, retention, busy_timeout, max_args_size, max_queued, dead_retention, log, timezone.
      * null restores the ini value. A bad name or value changes nothing.
      *
      * @param array<string, mixed> $settings

@@ -452,7 +452,9 @@ impl Engine {
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }
 
-    /// When `kick()` next has work: the earliest future due time of an
+    /// When `kick()` next has work: now when an endpoint is due and this
+    /// server has a free slot (work that became due between two polls with
+    /// no request to send it); else the earliest future due time of an
     /// endpoint, or the first slot deadline or lease to expire (so that a
     /// killed worker's task is retried without waiting for traffic).
     pub fn next_wake(&mut self, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
@@ -460,10 +462,18 @@ impl Engine {
             tx.int(
                 "SELECT min(t) FROM (
                     SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
+                    UNION ALL SELECT CAST(?1 AS BIGINT) WHERE EXISTS (
+                            SELECT 1 FROM endpoints WHERE site = ?2 AND next_due <= ?1)
+                        AND (SELECT count(*) FROM slots WHERE server = ?3) < ?4
                     UNION ALL SELECT min(deadline) + 1 FROM slots
                     UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
                  ) AS wakes",
-                args![now, settings.site_name()],
+                args![
+                    now,
+                    settings.site_name(),
+                    settings.server_name(),
+                    settings.max_workers
+                ],
             )
         })
     }

@@ -14,6 +14,8 @@ use AsyncEngine\Tests\Servers\WebServer;
  */
 abstract class DispatchTestCase extends EngineTestCase
 {
+    use ScheduleAssertions;
+
     protected WebServer $server;
     protected string $effects;
 
@@ -164,6 +166,21 @@ abstract class DispatchTestCase extends EngineTestCase
         $late = $started - $deferred - 2;
         $this->assertGreaterThanOrEqual(-0.01, $late, 'started early');
         $this->assertLessThan(1.0, $late, "started {$late} s late");
+    }
+
+    public function testAScheduleRunsEachOccurrenceOnTimeWithoutTrafficOrCron(): void
+    {
+        // The server's workers have served the engine once (a task ran).
+        $this->deferFromPage(['n' => 1, 'prefix' => 'warm']);
+        $this->waitUntilSettled(10);
+        unlink($this->effects);
+        $record = Engine::schedule('beat', '@every 1s', '/worker.php', 'occurrence', ['file' => $this->effects]);
+        $this->assertSame(['beat', '@every 1s', 'UTC', 0, 0], [$record['name'], $record['when'], $record['timezone'], $record['runs'], $record['skipped']]);
+        usleep(8500000); // no requests from the test meanwhile, no kick, no cron
+        $this->assertTrue(Engine::unschedule('beat'));
+        $late = $this->assertOnTimeOccurrences($this->occurrences(), 1.0, 7);
+        fwrite(STDERR, sprintf("\n[%s] %d one-second occurrences, latest start %.0f ms after its time\n", static::class, count($this->occurrences()), $late * 1000));
+        $this->assertSame([], Engine::schedules());
     }
 
     public function testAForgedHostHeaderSendsNothingElsewhere(): void

@@ -22,6 +22,7 @@ ini_set('error_log', ASYNC_ENGINE_TEST_ERROR_LOG);
 register_shutdown_function(static fn () => @unlink(ASYNC_ENGINE_TEST_ERROR_LOG));
 
 require __DIR__ . '/EngineTestCase.php';
+require __DIR__ . '/ScheduleAssertions.php';
 require __DIR__ . '/DispatchTestCase.php';
 require __DIR__ . '/Servers/WebServer.php';
 require __DIR__ . '/Servers/PhpServer.php';
