@@ -217,6 +217,10 @@ final class StatusPage
                 fn (array $t): array => $this->summary($t, $now),
                 Engine::tasks('dead', self::DEAD)
             ),
+            'schedules' => array_map(fn (array $s): array => array_intersect_key($s, array_flip([
+                'name', 'when', 'timezone', 'endpoint', 'task', 'catch_up', 'overlap', 'next_at',
+                'last_run_at', 'last_state', 'last_error', 'runs', 'skipped',
+            ])) + ($this->authorised ? ['args' => $s['args']] : []), Engine::schedules()),
         ];
     }
 
@@ -365,6 +369,7 @@ final class StatusPage
             <section class="ae-cards">$cards</section>
             $failing
             <section><h2>Finished tasks, last {$this->minutes()} minutes</h2>{$this->chart($data['history'])}</section>
+            {$this->schedules($data['schedules'], $now)}
             <section><h2>Dead tasks{$deadShown}</h2>{$this->table($data['dead'], $now, true)}</section>
             <section><h2>Recent tasks</h2>{$this->table($data['recent'], $now, false)}</section>
             <footer>Updated $updated · $mode · refreshes every {$this->refreshSeconds()} s ·
@@ -394,6 +399,32 @@ final class StatusPage
             . '<code>accept()</code>; their tasks stay queued with their attempts untouched, and delivery is tried again '
             . 'with growing delays. Check <code>async_engine.base_url</code>.</p><table><thead><tr><th>endpoint</th>'
             . "<th>failures in a row</th><th>next try</th><th>last error</th></tr></thead><tbody>$rows</tbody></table></section>";
+    }
+
+    /**
+     * Recurring schedules with their next and last runs.
+     *
+     * @param list<array<string, mixed>> $schedules
+     */
+    private function schedules(array $schedules, float $now): string
+    {
+        if ($schedules === []) {
+            return '';
+        }
+        $e = self::escape(...);
+        $rows = '';
+        foreach ($schedules as $s) {
+            $next = $s['next_at'] === null ? 'never' : 'in ' . self::duration(max(0, $s['next_at'] - $now));
+            $last = $s['last_run_at'] === null ? '—' : self::duration(max(0, $now - $s['last_run_at'])) . ' ago';
+            $state = $s['last_state'] ?? '—';
+            $rows .= "<tr data-schedule=\"{$e($s['name'])}\"><td>{$e($s['name'])}</td><td><code>{$e($s['when'])}</code>"
+                . " {$e($s['timezone'])}</td><td>{$e($s['endpoint'])} {$e($s['task'])}</td><td>{$e($next)}</td>"
+                . "<td>{$e($last)}</td><td class=\"ae-{$e($state)}\">{$e($state)}</td><td>{$s['runs']}</td><td>{$s['skipped']}</td>"
+                . "<td>{$e($s['last_error'] ?? '')}</td></tr>";
+        }
+        return '<section class="ae-schedules"><h2>Schedules</h2><table><thead><tr><th>name</th><th>when</th>'
+            . '<th>runs task</th><th>next</th><th>last run</th><th>last state</th><th>runs</th><th>skipped</th>'
+            . "<th>last error</th></tr></thead><tbody>$rows</tbody></table></section>";
     }
 
     /** @param array<string, mixed> $history */

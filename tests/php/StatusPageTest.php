@@ -65,7 +65,8 @@ final class StatusPageTest extends EngineTestCase
         [$status, $headers, $json] = (new StatusPage(true))->handle('GET', ['format' => 'json'], []);
         $this->assertSame([200, 'application/json'], [$status, $headers['Content-Type']]);
         $data = json_decode($json, true, 512, JSON_THROW_ON_ERROR);
-        $this->assertSame(['time', 'authorised', 'stats', 'history', 'recent', 'dead'], array_keys($data));
+        $this->assertSame(['time', 'authorised', 'stats', 'history', 'recent', 'dead', 'schedules'], array_keys($data));
+        $this->assertSame([], $data['schedules']);
         $this->assertSame(Engine::stats(), $data['stats']);
         $this->assertSame([300, 5], [$data['history']['seconds'], $data['history']['bucket']]);
         $this->assertCount(60, $data['history']['intervals']);
@@ -193,6 +194,23 @@ final class StatusPageTest extends EngineTestCase
         $this->assertStringContainsString('<h2>Deliveries failing</h2>', $html);
         $this->assertStringContainsString('<tr data-failing="/unreachable.php"><td>/unreachable.php</td><td>1</td>', $html);
         $this->assertStringContainsString('could not connect', $html);
+    }
+
+    public function testSchedulesAreListedWithTheirNextAndLastRuns(): void
+    {
+        Engine::schedule('nightly-report', '30 2 * * *', '/w.php', 'report', ['to' => 'private-boss'], ['timezone' => 'Europe/Berlin']);
+        $page = new StatusPage();
+        $html = $page->handle('GET', ['format' => 'fragment'], [])[2];
+        $this->assertStringContainsString('<h2>Schedules</h2>', $html);
+        $this->assertStringContainsString('<tr data-schedule="nightly-report"><td>nightly-report</td><td><code>30 2 * * *</code> Europe/Berlin</td><td>/w.php report</td><td>in ', $html);
+        $this->assertStringNotContainsString('private-boss', $html);
+        $data = json_decode($page->handle('GET', ['format' => 'json'], [])[2], true);
+        $schedule = $data['schedules'][0];
+        $this->assertSame(['nightly-report', '30 2 * * *', 0, 0, null], [$schedule['name'], $schedule['when'], $schedule['runs'], $schedule['skipped'], $schedule['last_run_at']]);
+        $this->assertArrayNotHasKey('args', $schedule, 'read-only viewers see no args');
+        $this->assertEquals(Engine::schedules()[0]['next_at'], $schedule['next_at']);
+        $authorised = json_decode((new StatusPage(true))->handle('GET', ['format' => 'json'], [])[2], true);
+        $this->assertSame(['to' => 'private-boss'], $authorised['schedules'][0]['args']);
     }
 
     public function testAnEmptyTokenRefusesToServe(): void
