@@ -28,7 +28,8 @@ struct Process {
     /// The base URL last stored for CLI scripts to use.
     learned: Option<String>,
     warned_no_target: bool,
-    /// Whether an idle request already tried to arm this worker's watch.
+    /// Whether this worker's sender watches its site's queue (armed by the
+    /// end of a request, see `shutdown::arm_worker`).
     armed: bool,
     request: RequestState,
 }
@@ -231,10 +232,14 @@ pub fn drain(limit: Duration) {
     })
 }
 
-/// True the first time in this process: whether an idle request should arm
-/// this worker's watch of its queue (see `shutdown::arm_worker`).
-pub fn first_arming() -> bool {
-    with(|p| !std::mem::replace(&mut p.armed, true))
+/// Whether this worker already watches its site's queue.
+pub fn armed() -> bool {
+    with(|p| p.armed)
+}
+
+/// Records that this worker watches its site's queue.
+pub fn set_armed() {
+    with(|p| p.armed = true)
 }
 
 /// True the first time in this process: whether to warn that a task cannot

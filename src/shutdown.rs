@@ -45,7 +45,7 @@ pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
 fn end_request() {
     process::flush_log();
     if process::request_is_idle() {
-        arm_worker();
+        arm_worker(&[]);
         return;
     }
     let state = process::take_request();
@@ -77,6 +77,8 @@ fn end_request() {
                 process::wake_at(&settings, t, wake);
             }
         }
+    } else {
+        arm_worker(&state.overrides);
     }
     if !persistent {
         // A CLI script waits (briefly) for its requests to go out.
@@ -85,16 +87,16 @@ fn end_request() {
     process::flush_log();
 }
 
-/// Once per persistent worker, at the end of the first request that did not
-/// use the engine: with a database in php.ini, the worker's sender watches
-/// the site's queue from then on (one small read every 0.5 s), so delayed
-/// tasks and schedules start on time with no traffic and no cron even when
-/// no page of this worker ever called the engine.
-fn arm_worker() {
-    if !crate::request::persistent_sapi() || !process::first_arming() {
+/// Once per persistent worker, at the end of the first request (that ran no
+/// task) with a database set, in php.ini or by `Engine::configure()`: the
+/// worker's sender watches the site's queue from then on (one small read
+/// every 0.5 s), so delayed tasks and schedules start on time with no
+/// traffic and no cron even when no page of this worker deferred anything.
+fn arm_worker(overrides: &[(String, async_engine_core::Scalar)]) {
+    if !crate::request::persistent_sapi() || process::armed() {
         return;
     }
-    let Ok(settings) = crate::ini::settings(&[]) else {
+    let Ok(settings) = crate::ini::settings(overrides) else {
         return;
     };
     if settings.database.is_none() {
@@ -102,5 +104,6 @@ fn arm_worker() {
     }
     if let Some(target) = crate::request::target(&settings) {
         process::wake_at(&settings, &target, None);
+        process::set_armed();
     }
 }

@@ -18,9 +18,9 @@ class EngineAdminTask extends BuildTask
 {
     private static $segment = 'async-engine';
 
-    protected $title = 'async-engine: status, dead tasks, retry and purge';
+    protected $title = 'async-engine: status, schedules, dead tasks, retry and purge';
 
-    protected $description = 'Shows Engine::stats() and dead tasks. Options: retry=ID|all, '
+    protected $description = 'Shows Engine::stats(), schedules and dead tasks. Options: retry=ID|all, '
         . 'purge=finished|all, limit=N (dead tasks listed, default 50).';
 
     /** @param HTTPRequest $request */
@@ -56,6 +56,24 @@ class EngineAdminTask extends BuildTask
         $lines[] = sprintf('Requests in flight: %d of %d', $stats['in_flight'], $stats['max_workers']);
         $lines[] = 'Next due: ' . ($stats['next_due'] === null ? 'nothing queued' : date('Y-m-d H:i:s', (int) $stats['next_due']))
             . ($stats['oldest_due_age'] === null ? '' : sprintf(' (oldest due task waiting %.1f s)', $stats['oldest_due_age']));
+
+        $schedules = Engine::schedules();
+        $lines[] = '';
+        $lines[] = $schedules ? 'Schedules:' : 'No schedules.';
+        $time = fn (?float $t): string => $t === null ? '-' : date('Y-m-d H:i:s', (int) $t);
+        foreach ($schedules as $s) {
+            $lines[] = sprintf(
+                '  %s  "%s" %s  next %s  last run %s (%s)  runs %d  skipped %d',
+                $s['name'],
+                $s['when'],
+                $s['timezone'],
+                $time($s['next_at']),
+                $time($s['last_run_at']),
+                $s['last_state'] ?? '-',
+                $s['runs'],
+                $s['skipped']
+            );
+        }
 
         $limit = max(1, min(1000, (int) ($request->getVar('limit') ?: 50)));
         $dead = Engine::tasks('dead', $limit);

@@ -4,6 +4,7 @@ declare(strict_types=1);
 
 namespace AsyncEngine\SilverStripe;
 
+use AsyncEngine\IncompatibleExtension;
 use SilverStripe\Control\HTTPRequest;
 use SilverStripe\Control\Middleware\HTTPMiddleware;
 use SilverStripe\Core\Injector\Injector;
@@ -25,6 +26,14 @@ class EngineRequestMiddleware implements HTTPMiddleware
     public function process(HTTPRequest $request, callable $delegate)
     {
         if (!$this->isEngineRequest($request)) {
+            // The engine's settings for this request: at its end, a worker that
+            // does not watch the site's queue yet starts to (schedules and
+            // delayed tasks then start on time with no traffic and no cron).
+            try {
+                Async::configureEngine();
+            } catch (IncompatibleExtension $e) {
+                // Without the extension pages still work; Async::defer() says why it cannot.
+            }
             return $delegate($request);
         }
         /** @var AsyncController $controller */

@@ -13,7 +13,8 @@ use SilverStripe\Core\Injector\Injector;
 
 /**
  * Runs the tasks of one engine request: every AsyncTask class in the
- * manifest is a handler, created through the Injector for each task.
+ * manifest is a handler, created through the Injector for each task, and
+ * CronTask occurrences run through CronTaskSchedules.
  */
 class TaskRunner
 {
@@ -33,6 +34,9 @@ class TaskRunner
             if ((new \ReflectionClass($class))->isInstantiable()) {
                 $handlers[$class] = fn (array $args, Task $task) => $this->run($class, $args, $task);
             }
+        }
+        if (interface_exists(\SilverStripe\CronTask\Interfaces\CronTask::class)) {
+            $handlers[CronTaskSchedules::TASK] = [CronTaskSchedules::class, 'run'];
         }
         $config = Async::config();
         return Engine::serve($handlers, [

@@ -156,6 +156,46 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertSame("task {$m[1]} via " . $this->sapi(), self::$site->record('cron-task'));
     }
 
+    public function testACronTaskRunsEveryMinuteThroughTheEngineWithoutACrontab(): void
+    {
+        // dev/build brings the engine's schedules in line with the manifest's CronTasks.
+        self::$site->setEnv('ASYNC_TEST_CRON', '* * * * *');
+        $build = self::$site->devBuild();
+        $schedules = array_column(Engine::schedules(), null, 'name');
+        $this->assertArrayHasKey('crontask:App\MinuteCronTask', $schedules, $build);
+        $this->assertArrayNotHasKey('crontask:AsyncEngine\SilverStripe\KickCronTask', $schedules, 'the kick stays with cron');
+        $schedule = $schedules['crontask:App\MinuteCronTask'];
+        $this->assertSame(['* * * * *', '/_async/run', 'crontask', ['class' => 'App\MinuteCronTask']],
+            [$schedule['when'], $schedule['endpoint'], $schedule['task'], $schedule['args']]);
+        // Any page view: the worker that served it watches the queue from then on.
+        self::$server->stop();
+        self::$server->start();
+        [$status] = self::$server->request('/Security/login');
+        $this->assertSame(200, $status);
+        // Then no traffic, no crontab, no sake dev/cron until the minute has run.
+        $minute = $schedule['next_at'];
+        $this->assertLessThanOrEqual(60.0, $minute - microtime(true));
+        if ($minute - microtime(true) < 3) {
+            $minute += 60; // too close to tell "on time" from "caught up": watch the next one
+        }
+        $title = 'cron ' . date('H:i', (int) $minute);
+        usleep((int) (max(0.0, $minute - microtime(true)) * 1e6) + 1500000);
+        $this->assertSame($this->sapi(), self::$site->record($title), 'the minute ran through the server' . self::$server->log());
+        $ran = array_column(Engine::schedules(), null, 'name')['crontask:App\MinuteCronTask'];
+        $this->assertSame('done', $ran['last_state']);
+        $this->assertLessThan(1.0, $ran['last_run_at'] - $minute, 'started within 1 s of its minute');
+        // sake dev/cron in the same minute does not run it again (CronTaskStatus is the shared guard).
+        [$code, $out] = self::$site->sake('dev/cron');
+        $this->assertSame(0, $code, $out);
+        $this->assertStringNotContainsString('App\MinuteCronTask will start now', $out);
+        $this->assertCount(1, self::$site->query("SELECT ID FROM AsyncTestRecord WHERE Title = '$title'"));
+        $this->assertStringContainsString('crontask:App\MinuteCronTask', self::$site->sake('dev/tasks/async-engine')[1]);
+        // A CronTask that no longer has a schedule is unscheduled by the next dev/build.
+        self::$site->setEnv('ASYNC_TEST_CRON', '');
+        self::$site->devBuild();
+        $this->assertArrayNotHasKey('crontask:App\MinuteCronTask', array_column(Engine::schedules(), null, 'name'));
+    }
+
     /**
      * A request with this test's cookies, as a browser sends it.
      *
