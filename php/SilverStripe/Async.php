@@ -83,6 +83,23 @@ final class Async
     }
 
     /**
+     * Creates or updates (by `$name`; idempotent) a recurring schedule whose
+     * occurrences run `$taskClass` (an AsyncTask) with `$args`; returns its
+     * record. `$when` and options as Engine::schedule().
+     *
+     * @param class-string<AsyncTask> $taskClass
+     * @param array<mixed> $args JSON-serialisable values
+     * @param array<string, mixed> $options
+     * @return array<string, mixed>
+     * @throws InvalidTask for a bad name, expression, class, args or option
+     */
+    public static function schedule(string $name, string $when, string $taskClass, array $args = [], array $options = []): array
+    {
+        self::configureEngine();
+        return Engine::schedule($name, $when, self::endpoint(), self::taskName($taskClass), $args, $options);
+    }
+
+    /**
      * Applies the settings to the engine for the rest of this request (once);
      * call it before using AsyncEngine\Engine directly.
      *
