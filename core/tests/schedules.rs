@@ -47,7 +47,7 @@ fn occurrences(e: &mut Engine, s: &Settings, name: &str, state: State) -> Vec<i6
 
 #[test]
 fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
-    let dir = TempDir::new("sched-one");
+    let dir = TempDir::new("sched_one");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let o = ScheduleOptions::default();
@@ -86,7 +86,7 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
 
 #[test]
 fn occurrences_never_drift_whatever_each_run_takes() {
-    let dir = TempDir::new("sched-drift");
+    let dir = TempDir::new("sched_drift");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     schedule(&mut e, &s, "tick", "@every 1s", &ScheduleOptions::default(), T0 + 400);
@@ -111,7 +111,7 @@ fn occurrences_never_drift_whatever_each_run_takes() {
 
 #[test]
 fn a_run_killed_mid_way_is_retried_and_the_next_occurrence_is_already_queued() {
-    let dir = TempDir::new("sched-kill");
+    let dir = TempDir::new("sched_kill");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let o = options(&[("timeout", Scalar::Int(10)), ("overlap", Scalar::Bool(true))]);
@@ -136,7 +136,7 @@ fn a_run_killed_mid_way_is_retried_and_the_next_occurrence_is_already_queued() {
 
 #[test]
 fn an_occurrence_due_while_the_previous_run_runs_is_skipped_and_recorded() {
-    let dir = TempDir::new("sched-overlap");
+    let dir = TempDir::new("sched_overlap");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     schedule(&mut e, &s, "slow", "@every 10s", &ScheduleOptions::default(), T0);
@@ -167,7 +167,7 @@ fn an_occurrence_due_while_the_previous_run_runs_is_skipped_and_recorded() {
 
 #[test]
 fn after_downtime_catch_up_one_runs_once_and_none_skips() {
-    let dir = TempDir::new("sched-catchup");
+    let dir = TempDir::new("sched_catchup");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     schedule(&mut e, &s, "one", "@every 60s", &ScheduleOptions::default(), T0);
@@ -190,7 +190,7 @@ fn after_downtime_catch_up_one_runs_once_and_none_skips() {
 
 #[test]
 fn cancelling_the_pending_occurrence_skips_it_and_the_schedule_goes_on() {
-    let dir = TempDir::new("sched-cancel");
+    let dir = TempDir::new("sched_cancel");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     schedule(&mut e, &s, "c", "@every 10s", &ScheduleOptions::default(), T0);
@@ -202,7 +202,7 @@ fn cancelling_the_pending_occurrence_skips_it_and_the_schedule_goes_on() {
 
 #[test]
 fn bad_schedules_are_refused_and_store_nothing() {
-    let dir = TempDir::new("sched-bad");
+    let dir = TempDir::new("sched_bad");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let o = ScheduleOptions::default();
@@ -241,7 +241,7 @@ fn bad_schedules_are_refused_and_store_nothing() {
 
 #[test]
 fn schedules_use_the_timezone_setting_or_option() {
-    let dir = TempDir::new("sched-tz");
+    let dir = TempDir::new("sched_tz");
     let mut s = settings(&dir.db());
     s.set("timezone", &Scalar::Str("Asia/Kolkata".into())).unwrap();
     let mut e = Engine::open(&s).unwrap();
@@ -259,7 +259,7 @@ fn schedules_use_the_timezone_setting_or_option() {
 
 #[test]
 fn concurrent_schedule_calls_leave_one_schedule_and_one_pending_occurrence() {
-    let dir = TempDir::new("sched-concurrent");
+    let dir = TempDir::new("sched_concurrent");
     let s = settings(&dir.db());
     Engine::open(&s).unwrap().schedules(&s).unwrap();
     let threads: Vec<_> = (0..8)

@@ -16,6 +16,11 @@ abstract class DispatchTestCase extends EngineTestCase
 {
     use ScheduleAssertions;
 
+    protected function serversLog(): string
+    {
+        return $this->server->log();
+    }
+
     protected WebServer $server;
     protected string $effects;
 

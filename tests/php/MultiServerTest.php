@@ -15,6 +15,8 @@ use AsyncEngine\Tests\Servers\NginxFpm;
  */
 final class MultiServerTest extends EngineTestCase
 {
+    use ScheduleAssertions;
+
     /** @var array<string, NginxFpm> by server name */
     private array $servers = [];
     private string $effects;
@@ -89,6 +91,25 @@ final class MultiServerTest extends EngineTestCase
         } while (microtime(true) < $deadline);
         $this->fail('tasks still pending after ' . $seconds . ' s: ' . json_encode($states)
             . "\n" . $this->servers['a']->log() . "\n" . $this->servers['b']->log());
+    }
+
+    protected function serversLog(): string
+    {
+        return $this->servers['a']->log() . "\n" . $this->servers['b']->log();
+    }
+
+    public function testEachOccurrenceOfAScheduleRunsOnceThoughBothServersWatchIt(): void
+    {
+        // A page on each: both servers' workers watch the queue from then on.
+        foreach ($this->servers as $server) {
+            $this->assertSame(200, $server->request('/defer.php?n=0')[0]);
+        }
+        Engine::schedule('both', '@every 1s', '/worker.php', 'occurrence', ['file' => $this->effects]);
+        usleep(10500000); // no requests, no kick
+        Engine::unschedule('both');
+        $runs = $this->occurrences();
+        $late = $this->assertOnTimeOccurrences($runs, 1.0, 9);
+        fwrite(STDERR, sprintf("\n[MultiServerTest] %d occurrences on two servers, duplicates 0, latest start %.0f ms after its time\n", count($runs), $late * 1000));
     }
 
     private function port(string $name): int

@@ -28,7 +28,7 @@ trait ScheduleAssertions
      */
     protected function assertOnTimeOccurrences(array $runs, float $period, int $atLeast): float
     {
-        $this->assertGreaterThanOrEqual($atLeast, count($runs), 'occurrences: ' . json_encode($runs) . $this->server->log());
+        $this->assertGreaterThanOrEqual($atLeast, count($runs), 'occurrences: ' . json_encode($runs) . $this->serversLog());
         $times = array_column($runs, 1);
         $this->assertSame(count($times), count(array_unique($times)), 'an occurrence ran twice: ' . json_encode($runs));
         $latest = 0.0;
@@ -42,4 +42,7 @@ trait ScheduleAssertions
         }
         return $latest;
     }
+
+    /** The logs of the servers under test, for failure messages. */
+    abstract protected function serversLog(): string;
 }

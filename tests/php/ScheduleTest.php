@@ -17,6 +17,11 @@ final class ScheduleTest extends EngineTestCase
 {
     use ScheduleAssertions;
 
+    protected function serversLog(): string
+    {
+        return $this->server->log();
+    }
+
     private NginxFpm $server;
     private string $effects;
 
