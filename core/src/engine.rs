@@ -233,7 +233,10 @@ impl Engine {
             .timezone
             .clone()
             .unwrap_or_else(|| settings.timezone_name().to_string());
-        if parsed.next_after(&time_zone(&timezone)?, now, now).is_none() {
+        if parsed
+            .next_after(&time_zone(&timezone)?, now, now)
+            .is_none()
+        {
             return Err(Error::InvalidTask(format!(
                 "schedule '{when}' never matches (within the next 30 years)"
             )));
@@ -254,10 +257,7 @@ impl Engine {
         };
         let site = settings.site_name();
         // Called on every request or deploy: an unchanged schedule is only read.
-        if let Some(info) = self
-            .store
-            .read(|tx| schedules::unchanged(tx, site, &def))?
-        {
+        if let Some(info) = self.store.read(|tx| schedules::unchanged(tx, site, &def))? {
             return Ok(info);
         }
         self.store.write(|tx| {

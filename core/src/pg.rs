@@ -92,7 +92,10 @@ UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
 "#,
         crate::sqlite::site_indexes!()
     ),
-    concat!("-- 3: recurring schedules.", crate::sqlite::schedule_schema!()),
+    concat!(
+        "-- 3: recurring schedules.",
+        crate::sqlite::schedule_schema!()
+    ),
 ];
 
 /// Advisory lock key held while the schema is created or migrated.

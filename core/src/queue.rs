@@ -677,7 +677,9 @@ mod tests {
     #[test]
     fn the_claim_query_walks_the_claim_index_without_sorting() {
         let plan = plan(
-            next_due_task!("id, name, args, attempt, timeout, schedule, scheduled_at, started_at IS NULL"),
+            next_due_task!(
+                "id, name, args, attempt, timeout, schedule, scheduled_at, started_at IS NULL"
+            ),
             3,
         );
         assert!(plan.contains("USING INDEX tasks_claim"), "{plan}");

@@ -487,7 +487,9 @@ pub(crate) fn decide(
             args![site, name, id],
         )?
         .map(|running| {
-            format!("skipped: the previous run (task {running}) was still running (overlap is false)")
+            format!(
+                "skipped: the previous run (task {running}) was still running (overlap is false)"
+            )
         })
     } else {
         None

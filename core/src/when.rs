@@ -135,7 +135,8 @@ impl When {
                 ))
             }
         };
-        let parse = |i: usize, f: &Field| parse_field(fields[i], f).map_err(|why| invalid(when, why));
+        let parse =
+            |i: usize, f: &Field| parse_field(fields[i], f).map_err(|why| invalid(when, why));
         let mut weekdays = parse(5, &WEEKDAY)?;
         if weekdays & (1 << 7) != 0 {
             weekdays = (weekdays & !(1 << 7)) | 1;
@@ -176,11 +177,9 @@ fn parse_field(text: &str, f: &Field) -> std::result::Result<u64, String> {
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| format!("{} step '{s}' is not a whole number above 0", f.name))?;
+                let step: u32 = s.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("{} step '{s}' is not a whole number above 0", f.name)
+                })?;
                 (r, step)
             }
             None => (part, 1),
@@ -248,10 +247,14 @@ fn parse_duration(text: &str) -> std::result::Result<Millis, String> {
         number.clear();
     }
     if !number.is_empty() {
-        return Err(format!("'{text}': the last number has no unit (use d, h, m, s)"));
+        return Err(format!(
+            "'{text}': the last number has no unit (use d, h, m, s)"
+        ));
     }
     if total == 0 {
-        return Err(format!("'{text}' is no time at all: the period must be above 0"));
+        return Err(format!(
+            "'{text}' is no time at all: the period must be above 0"
+        ));
     }
     if total > MAX_EVERY_SECS {
         return Err(format!("'{text}' is longer than a year"));
@@ -324,20 +327,41 @@ impl Cron {
                 return None;
             }
             if !has(self.months, t.month().into()) {
-                let first = t.date().first_of_month().checked_add(jiff::Span::new().months(1)).ok()?;
+                let first = t
+                    .date()
+                    .first_of_month()
+                    .checked_add(jiff::Span::new().months(1))
+                    .ok()?;
                 t = first.to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().tomorrow().ok()?.to_datetime(jiff::civil::Time::midnight());
+                t = t
+                    .date()
+                    .tomorrow()
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if !has(self.hours, t.hour().into()) {
-                t = t.with().minute(0).second(0).build().ok()?.checked_add(jiff::Span::new().hours(1)).ok()?;
+                t = t
+                    .with()
+                    .minute(0)
+                    .second(0)
+                    .build()
+                    .ok()?
+                    .checked_add(jiff::Span::new().hours(1))
+                    .ok()?;
                 continue;
             }
             if !has(self.minutes, t.minute().into()) {
-                t = t.with().second(0).build().ok()?.checked_add(jiff::Span::new().minutes(1)).ok()?;
+                t = t
+                    .with()
+                    .second(0)
+                    .build()
+                    .ok()?
+                    .checked_add(jiff::Span::new().minutes(1))
+                    .ok()?;
                 continue;
             }
             if !has(self.seconds, t.second().into()) {
@@ -386,11 +410,19 @@ mod tests {
     fn five_fields_run_at_second_zero_and_six_fields_take_seconds_first() {
         assert_eq!(
             run("*/15 * * * *", "UTC", "2026-01-01T00:07:30", 3),
-            ["2026-01-01 00:15:00 UTC", "2026-01-01 00:30:00 UTC", "2026-01-01 00:45:00 UTC"]
+            [
+                "2026-01-01 00:15:00 UTC",
+                "2026-01-01 00:30:00 UTC",
+                "2026-01-01 00:45:00 UTC"
+            ]
         );
         assert_eq!(
             run("*/20 * * * * *", "UTC", "2026-01-01T00:00:00", 3),
-            ["2026-01-01 00:00:20 UTC", "2026-01-01 00:00:40 UTC", "2026-01-01 00:01:00 UTC"]
+            [
+                "2026-01-01 00:00:20 UTC",
+                "2026-01-01 00:00:40 UTC",
+                "2026-01-01 00:01:00 UTC"
+            ]
         );
     }
 
@@ -398,7 +430,11 @@ mod tests {
     fn names_lists_ranges_and_steps() {
         assert_eq!(
             run("0 9 * jan-mar mon,fri", "UTC", "2026-01-01T00:00:00", 3),
-            ["2026-01-02 09:00:00 UTC", "2026-01-05 09:00:00 UTC", "2026-01-09 09:00:00 UTC"]
+            [
+                "2026-01-02 09:00:00 UTC",
+                "2026-01-05 09:00:00 UTC",
+                "2026-01-09 09:00:00 UTC"
+            ]
         );
         assert_eq!(
             run("5/20 8-9 * * *", "UTC", "2026-03-01T00:00:00", 4),
@@ -410,7 +446,10 @@ mod tests {
             ]
         );
         // 7 is Sunday too.
-        assert_eq!(run("0 0 * * 7", "UTC", "2026-01-01T00:00:00", 1), ["2026-01-04 00:00:00 UTC"]);
+        assert_eq!(
+            run("0 0 * * 7", "UTC", "2026-01-01T00:00:00", 1),
+            ["2026-01-04 00:00:00 UTC"]
+        );
     }
 
     #[test]
@@ -418,18 +457,40 @@ mod tests {
         // The 13th, or any Friday.
         assert_eq!(
             run("0 0 13 * fri", "UTC", "2026-02-01T00:00:00", 3),
-            ["2026-02-06 00:00:00 UTC", "2026-02-13 00:00:00 UTC", "2026-02-20 00:00:00 UTC"]
+            [
+                "2026-02-06 00:00:00 UTC",
+                "2026-02-13 00:00:00 UTC",
+                "2026-02-20 00:00:00 UTC"
+            ]
         );
     }
 
     #[test]
     fn named_schedules() {
-        assert_eq!(run("@hourly", "UTC", "2026-05-05T10:20:00", 1), ["2026-05-05 11:00:00 UTC"]);
-        assert_eq!(run("@daily", "UTC", "2026-05-05T10:20:00", 1), ["2026-05-06 00:00:00 UTC"]);
-        assert_eq!(run("@weekly", "UTC", "2026-05-05T10:20:00", 1), ["2026-05-10 00:00:00 UTC"]);
-        assert_eq!(run("@monthly", "UTC", "2026-05-05T10:20:00", 1), ["2026-06-01 00:00:00 UTC"]);
-        assert_eq!(run("@yearly", "UTC", "2026-05-05T10:20:00", 1), ["2027-01-01 00:00:00 UTC"]);
-        assert_eq!(run("0 0 29 2 *", "UTC", "2026-05-05T10:20:00", 1), ["2028-02-29 00:00:00 UTC"]);
+        assert_eq!(
+            run("@hourly", "UTC", "2026-05-05T10:20:00", 1),
+            ["2026-05-05 11:00:00 UTC"]
+        );
+        assert_eq!(
+            run("@daily", "UTC", "2026-05-05T10:20:00", 1),
+            ["2026-05-06 00:00:00 UTC"]
+        );
+        assert_eq!(
+            run("@weekly", "UTC", "2026-05-05T10:20:00", 1),
+            ["2026-05-10 00:00:00 UTC"]
+        );
+        assert_eq!(
+            run("@monthly", "UTC", "2026-05-05T10:20:00", 1),
+            ["2026-06-01 00:00:00 UTC"]
+        );
+        assert_eq!(
+            run("@yearly", "UTC", "2026-05-05T10:20:00", 1),
+            ["2027-01-01 00:00:00 UTC"]
+        );
+        assert_eq!(
+            run("0 0 29 2 *", "UTC", "2026-05-05T10:20:00", 1),
+            ["2028-02-29 00:00:00 UTC"]
+        );
     }
 
     #[test]
@@ -438,9 +499,18 @@ mod tests {
         assert_eq!(w, When::Every(5_400_000));
         let phase = 1_000;
         // Asked from any point, the answer stays on phase + k × period.
-        assert_eq!(w.next_after(&TimeZone::UTC, phase, phase), Some(phase + 5_400_000));
-        assert_eq!(w.next_after(&TimeZone::UTC, phase, phase + 5_399_999), Some(phase + 5_400_000));
-        assert_eq!(w.next_after(&TimeZone::UTC, phase, phase + 5_400_000), Some(phase + 10_800_000));
+        assert_eq!(
+            w.next_after(&TimeZone::UTC, phase, phase),
+            Some(phase + 5_400_000)
+        );
+        assert_eq!(
+            w.next_after(&TimeZone::UTC, phase, phase + 5_399_999),
+            Some(phase + 5_400_000)
+        );
+        assert_eq!(
+            w.next_after(&TimeZone::UTC, phase, phase + 5_400_000),
+            Some(phase + 10_800_000)
+        );
         assert_eq!(When::parse("@every 90s").unwrap(), When::Every(90_000));
         assert_eq!(When::parse("@every 2d").unwrap(), When::Every(172_800_000));
     }
@@ -508,7 +578,9 @@ mod tests {
         assert!(When::parse("0 0 30 2 *").is_ok());
         let never = When::parse("0 0 30 2 *").unwrap();
         assert_eq!(never.next_after(&TimeZone::UTC, 0, 0), None);
-        assert!(matches!(time_zone("Mars/Olympus"), Err(Error::InvalidTask(m)) if m.contains("'Mars/Olympus'")));
+        assert!(
+            matches!(time_zone("Mars/Olympus"), Err(Error::InvalidTask(m)) if m.contains("'Mars/Olympus'"))
+        );
         assert!(time_zone("America/New_York").is_ok());
     }
 }

@@ -52,30 +52,89 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
     let mut e = Engine::open(&s).unwrap();
     let o = ScheduleOptions::default();
     let first = e
-        .schedule(&s, None, "report", "*/5 * * * *", "/cron.php", "report", r#"{"a":1}"#, &o, T0 + 1_234)
+        .schedule(
+            &s,
+            None,
+            "report",
+            "*/5 * * * *",
+            "/cron.php",
+            "report",
+            r#"{"a":1}"#,
+            &o,
+            T0 + 1_234,
+        )
         .unwrap();
     // T0 is 2023-11-14 22:13:20 UTC: the next multiple of 5 minutes is 22:15:00.
     assert_eq!(first.next_at, Some(T0 + 100_000));
-    assert_eq!((first.runs, first.skipped, first.timezone.as_str()), (0, 0, "UTC"));
-    assert_eq!(occurrences(&mut e, &s, "report", State::Queued), [T0 + 100_000]);
+    assert_eq!(
+        (first.runs, first.skipped, first.timezone.as_str()),
+        (0, 0, "UTC")
+    );
+    assert_eq!(
+        occurrences(&mut e, &s, "report", State::Queued),
+        [T0 + 100_000]
+    );
     // The same definition again (every request, every deploy): nothing changes.
     for i in 0..5 {
         let again = e
-            .schedule(&s, None, "report", "*/5 * * * *", "/cron.php", "report", r#"{"a":1}"#, &o, T0 + 2_000 + i)
+            .schedule(
+                &s,
+                None,
+                "report",
+                "*/5 * * * *",
+                "/cron.php",
+                "report",
+                r#"{"a":1}"#,
+                &o,
+                T0 + 2_000 + i,
+            )
             .unwrap();
         assert_eq!(again, first);
     }
-    assert_eq!(occurrences(&mut e, &s, "report", State::Queued), [T0 + 100_000]);
+    assert_eq!(
+        occurrences(&mut e, &s, "report", State::Queued),
+        [T0 + 100_000]
+    );
     // New args keep the occurrence's time; a new expression re-times it.
-    e.schedule(&s, None, "report", "*/5 * * * *", "/cron.php", "report", r#"{"a":2}"#, &o, T0 + 3_000)
-        .unwrap();
+    e.schedule(
+        &s,
+        None,
+        "report",
+        "*/5 * * * *",
+        "/cron.php",
+        "report",
+        r#"{"a":2}"#,
+        &o,
+        T0 + 3_000,
+    )
+    .unwrap();
     let pending = e.list(&s, State::Queued, 10).unwrap();
-    assert_eq!((pending.len(), pending[0].args.as_str(), pending[0].scheduled_at), (1, r#"{"a":2}"#, Some(T0 + 100_000)));
+    assert_eq!(
+        (
+            pending.len(),
+            pending[0].args.as_str(),
+            pending[0].scheduled_at
+        ),
+        (1, r#"{"a":2}"#, Some(T0 + 100_000))
+    );
     let retimed = e
-        .schedule(&s, None, "report", "0 * * * *", "/cron.php", "report", r#"{"a":2}"#, &o, T0 + 4_000)
+        .schedule(
+            &s,
+            None,
+            "report",
+            "0 * * * *",
+            "/cron.php",
+            "report",
+            r#"{"a":2}"#,
+            &o,
+            T0 + 4_000,
+        )
         .unwrap();
     assert_eq!(retimed.next_at, Some(T0 + 2_800_000)); // 23:00:00
-    assert_eq!(occurrences(&mut e, &s, "report", State::Queued), [T0 + 2_800_000]);
+    assert_eq!(
+        occurrences(&mut e, &s, "report", State::Queued),
+        [T0 + 2_800_000]
+    );
     assert_eq!(e.stats(&s, T0).unwrap().counts[0], (State::Queued, 1));
 
     assert!(e.unschedule(&s, "report").unwrap());
@@ -89,7 +148,14 @@ fn occurrences_never_drift_whatever_each_run_takes() {
     let dir = TempDir::new("sched_drift");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    schedule(&mut e, &s, "tick", "@every 1s", &ScheduleOptions::default(), T0 + 400);
+    schedule(
+        &mut e,
+        &s,
+        "tick",
+        "@every 1s",
+        &ScheduleOptions::default(),
+        T0 + 400,
+    );
     let mut started = vec![];
     let mut now = T0 + 1_000;
     for i in 0..20 {
@@ -98,14 +164,24 @@ fn occurrences_never_drift_whatever_each_run_takes() {
         let info = e.status(&s, &claimed[0].id).unwrap().unwrap();
         started.push(info.scheduled_at.unwrap());
         // Each run takes 0.3 to 0.9 s, and starts 0 to 90 ms late.
-        e.complete(&claimed[0].id, &claimed[0].lease, now + 300 + (i * 31) % 600)
-            .unwrap();
+        e.complete(
+            &claimed[0].id,
+            &claimed[0].lease,
+            now + 300 + (i * 31) % 600,
+        )
+        .unwrap();
         now = T0 + (i + 2) * 1_000 + (i * 7) % 90;
     }
     let expected: Vec<i64> = (1..=20).map(|k| T0 + k * 1_000).collect();
-    assert_eq!(started, expected, "every scheduled_at a whole multiple of the period");
+    assert_eq!(
+        started, expected,
+        "every scheduled_at a whole multiple of the period"
+    );
     let info = &e.schedules(&s).unwrap()[0];
-    assert_eq!((info.runs, info.skipped, info.last_state), (20, 0, Some(State::Done)));
+    assert_eq!(
+        (info.runs, info.skipped, info.last_state),
+        (20, 0, Some(State::Done))
+    );
     assert_eq!(info.next_at, Some(T0 + 21_000));
 }
 
@@ -114,7 +190,10 @@ fn a_run_killed_mid_way_is_retried_and_the_next_occurrence_is_already_queued() {
     let dir = TempDir::new("sched_kill");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    let o = options(&[("timeout", Scalar::Int(10)), ("overlap", Scalar::Bool(true))]);
+    let o = options(&[
+        ("timeout", Scalar::Int(10)),
+        ("overlap", Scalar::Bool(true)),
+    ]);
     schedule(&mut e, &s, "job", "* * * * *", &o, T0);
     let at = T0 + 40_000; // 22:14:00
     let claimed = claim_due(&mut e, &s, at);
@@ -125,11 +204,18 @@ fn a_run_killed_mid_way_is_retried_and_the_next_occurrence_is_already_queued() {
     // Its lease expires: reaped and retried, without a second "next".
     let retried = claim_due(&mut e, &s, at + 11_000);
     assert!(retried.is_empty(), "retry waits for its backoff");
-    assert_eq!(occurrences(&mut e, &s, "job", State::Queued), [at, at + 60_000]);
+    assert_eq!(
+        occurrences(&mut e, &s, "job", State::Queued),
+        [at, at + 60_000]
+    );
     let again = claim_due(&mut e, &s, at + 50_000);
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].id.as_str(), again[0].attempt), (claimed[0].id.as_str(), 2));
-    e.complete(&again[0].id, &again[0].lease, at + 51_000).unwrap();
+    assert_eq!(
+        (again[0].id.as_str(), again[0].attempt),
+        (claimed[0].id.as_str(), 2)
+    );
+    e.complete(&again[0].id, &again[0].lease, at + 51_000)
+        .unwrap();
     assert_eq!(occurrences(&mut e, &s, "job", State::Queued), [at + 60_000]);
     assert_eq!(e.schedules(&s).unwrap()[0].runs, 1);
 }
@@ -139,30 +225,60 @@ fn an_occurrence_due_while_the_previous_run_runs_is_skipped_and_recorded() {
     let dir = TempDir::new("sched_overlap");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    schedule(&mut e, &s, "slow", "@every 10s", &ScheduleOptions::default(), T0);
+    schedule(
+        &mut e,
+        &s,
+        "slow",
+        "@every 10s",
+        &ScheduleOptions::default(),
+        T0,
+    );
     let first = claim_due(&mut e, &s, T0 + 10_000);
     assert_eq!(first.len(), 1);
     // Still running at the next occurrence: skipped, and the one after is queued.
     assert!(claim_due(&mut e, &s, T0 + 20_000).is_empty());
-    assert_eq!(occurrences(&mut e, &s, "slow", State::Cancelled), [T0 + 20_000]);
+    assert_eq!(
+        occurrences(&mut e, &s, "slow", State::Cancelled),
+        [T0 + 20_000]
+    );
     let skipped = e.list(&s, State::Cancelled, 1).unwrap().remove(0);
-    assert!(skipped.last_error.unwrap().contains(&format!("the previous run (task {}) was still running", first[0].id)));
-    assert_eq!(occurrences(&mut e, &s, "slow", State::Queued), [T0 + 30_000]);
-    e.complete(&first[0].id, &first[0].lease, T0 + 25_000).unwrap();
+    assert!(skipped.last_error.unwrap().contains(&format!(
+        "the previous run (task {}) was still running",
+        first[0].id
+    )));
+    assert_eq!(
+        occurrences(&mut e, &s, "slow", State::Queued),
+        [T0 + 30_000]
+    );
+    e.complete(&first[0].id, &first[0].lease, T0 + 25_000)
+        .unwrap();
     assert_eq!(claim_due(&mut e, &s, T0 + 30_000).len(), 1);
     let info = &e.schedules(&s).unwrap()[0];
     assert_eq!((info.runs, info.skipped), (2, 1));
 
     // With overlap, a run starts while the previous one still runs.
     let o = options(&[("overlap", Scalar::Bool(true))]);
-    e.schedule(&s, None, "parallel", "@every 10s", "/p.php", "t", "[]", &o, T0 + 30_500)
-        .unwrap();
+    e.schedule(
+        &s,
+        None,
+        "parallel",
+        "@every 10s",
+        "/p.php",
+        "t",
+        "[]",
+        &o,
+        T0 + 30_500,
+    )
+    .unwrap();
     for at in [T0 + 40_000, T0 + 50_000] {
         let claimed = claim_due(&mut e, &s, at);
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].endpoint, "/p.php");
     }
-    assert_eq!(occurrences(&mut e, &s, "parallel", State::Running), [T0 + 40_000, T0 + 50_000]);
+    assert_eq!(
+        occurrences(&mut e, &s, "parallel", State::Running),
+        [T0 + 40_000, T0 + 50_000]
+    );
 }
 
 #[test]
@@ -170,19 +286,57 @@ fn after_downtime_catch_up_one_runs_once_and_none_skips() {
     let dir = TempDir::new("sched_catchup");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    schedule(&mut e, &s, "one", "@every 60s", &ScheduleOptions::default(), T0);
+    schedule(
+        &mut e,
+        &s,
+        "one",
+        "@every 60s",
+        &ScheduleOptions::default(),
+        T0,
+    );
     let o = options(&[("catch_up", Scalar::Str("none".into()))]);
-    e.schedule(&s, None, "none", "@every 60s", "/other.php", "tick", "[]", &o, T0)
-        .unwrap();
+    e.schedule(
+        &s,
+        None,
+        "none",
+        "@every 60s",
+        "/other.php",
+        "tick",
+        "[]",
+        &o,
+        T0,
+    )
+    .unwrap();
     // The server was down for an hour: the first request after it.
     let back = T0 + 3_600_000 + 500;
     let claimed = claim_due(&mut e, &s, back);
     assert_eq!(claimed.len(), 1, "one missed occurrence runs, once");
-    assert_eq!(e.status(&s, &claimed[0].id).unwrap().unwrap().schedule.as_deref(), Some("one"));
-    assert_eq!(occurrences(&mut e, &s, "one", State::Queued), [T0 + 3_660_000]);
-    assert_eq!(occurrences(&mut e, &s, "none", State::Cancelled), [T0 + 60_000]);
-    assert_eq!(occurrences(&mut e, &s, "none", State::Queued), [T0 + 3_660_000]);
-    let none = e.schedules(&s).unwrap().into_iter().find(|i| i.name == "none").unwrap();
+    assert_eq!(
+        e.status(&s, &claimed[0].id)
+            .unwrap()
+            .unwrap()
+            .schedule
+            .as_deref(),
+        Some("one")
+    );
+    assert_eq!(
+        occurrences(&mut e, &s, "one", State::Queued),
+        [T0 + 3_660_000]
+    );
+    assert_eq!(
+        occurrences(&mut e, &s, "none", State::Cancelled),
+        [T0 + 60_000]
+    );
+    assert_eq!(
+        occurrences(&mut e, &s, "none", State::Queued),
+        [T0 + 3_660_000]
+    );
+    let none = e
+        .schedules(&s)
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == "none")
+        .unwrap();
     assert_eq!((none.runs, none.skipped), (0, 1));
     // A little late (within the grace, before the next) still runs.
     assert_eq!(claim_due(&mut e, &s, T0 + 3_660_000 + 20_000).len(), 1);
@@ -193,7 +347,14 @@ fn cancelling_the_pending_occurrence_skips_it_and_the_schedule_goes_on() {
     let dir = TempDir::new("sched_cancel");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    schedule(&mut e, &s, "c", "@every 10s", &ScheduleOptions::default(), T0);
+    schedule(
+        &mut e,
+        &s,
+        "c",
+        "@every 10s",
+        &ScheduleOptions::default(),
+        T0,
+    );
     let pending = e.list(&s, State::Queued, 1).unwrap().remove(0);
     assert!(e.cancel(&s, &pending.id, T0 + 1_000).unwrap());
     assert_eq!(occurrences(&mut e, &s, "c", State::Queued), [T0 + 20_000]);
@@ -222,9 +383,21 @@ fn bad_schedules_are_refused_and_store_nothing() {
     }
     let mut o = ScheduleOptions::default();
     for (k, v, why) in [
-        ("timezone", Scalar::Str("Mars/Olympus".into()), "'Mars/Olympus' is not a known IANA"),
-        ("catch_up", Scalar::Str("all".into()), "option 'catch_up' must be 'one'"),
-        ("overlap", Scalar::Int(1), "option 'overlap' must be true or false"),
+        (
+            "timezone",
+            Scalar::Str("Mars/Olympus".into()),
+            "'Mars/Olympus' is not a known IANA",
+        ),
+        (
+            "catch_up",
+            Scalar::Str("all".into()),
+            "option 'catch_up' must be 'one'",
+        ),
+        (
+            "overlap",
+            Scalar::Int(1),
+            "option 'overlap' must be true or false",
+        ),
         ("every", Scalar::Int(1), "unknown option 'every'"),
         ("max_attempts", Scalar::Int(0), "1 to 1000"),
     ] {
@@ -243,13 +416,27 @@ fn bad_schedules_are_refused_and_store_nothing() {
 fn schedules_use_the_timezone_setting_or_option() {
     let dir = TempDir::new("sched_tz");
     let mut s = settings(&dir.db());
-    s.set("timezone", &Scalar::Str("Asia/Kolkata".into())).unwrap();
+    s.set("timezone", &Scalar::Str("Asia/Kolkata".into()))
+        .unwrap();
     let mut e = Engine::open(&s).unwrap();
     // 22:13:20 UTC is 03:43:20 in Kolkata (+05:30): the next 04:00 there is 22:30 UTC.
     let info = e
-        .schedule(&s, None, "ist", "0 4 * * *", "/c.php", "t", "[]", &ScheduleOptions::default(), T0)
+        .schedule(
+            &s,
+            None,
+            "ist",
+            "0 4 * * *",
+            "/c.php",
+            "t",
+            "[]",
+            &ScheduleOptions::default(),
+            T0,
+        )
         .unwrap();
-    assert_eq!((info.timezone.as_str(), info.next_at), ("Asia/Kolkata", Some(T0 + 1_000_000)));
+    assert_eq!(
+        (info.timezone.as_str(), info.next_at),
+        ("Asia/Kolkata", Some(T0 + 1_000_000))
+    );
     let o = options(&[("timezone", Scalar::Str("UTC".into()))]);
     let info = e
         .schedule(&s, None, "utc", "0 4 * * *", "/c.php", "t", "[]", &o, T0)
@@ -268,7 +455,14 @@ fn concurrent_schedule_calls_leave_one_schedule_and_one_pending_occurrence() {
             std::thread::spawn(move || {
                 let mut e = Engine::open(&s).unwrap();
                 for j in 0..20 {
-                    schedule(&mut e, &s, "same", "* * * * * *", &ScheduleOptions::default(), T0 + i * 10 + j);
+                    schedule(
+                        &mut e,
+                        &s,
+                        "same",
+                        "* * * * * *",
+                        &ScheduleOptions::default(),
+                        T0 + i * 10 + j,
+                    );
                 }
             })
         })
