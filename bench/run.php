@@ -24,7 +24,22 @@ const SECRET = 'bench-secret-0123456789';
 if (($argv[1] ?? '') === '--render') {
     // Renders the report again from a run's JSON (after editing the report's text).
     $results = json_decode((string) file_get_contents($argv[2] ?? dirname(__DIR__) . '/docs/benchmarks.json'), true);
-    $results['goals'] = goals($results);
+    step("schedules: defer() and claim with 0 and {$p['schedules']} schedules (1,000 tasks queued)");
+$db = "$work/schedules.sqlite";
+php([__DIR__ . '/lib/depth.php', 'fill', $db, $blackHole, '1000']);
+$measure = fn (): array => [
+    'defer' => summary(php([__DIR__ . '/lib/depth.php', 'defer', $db, $blackHole, (string) $p['depth_ops']])),
+    'claim' => summary(php([__DIR__ . '/lib/depth.php', 'claim', $db, $blackHole, (string) $p['depth_ops']])),
+];
+$results['schedules']['without'] = $measure();
+$results['schedules']['count'] = php([__DIR__ . '/lib/depth.php', 'schedules', $db, $blackHole, (string) $p['schedules']]);
+$results['schedules']['with'] = $measure();
+foreach (['without', 'with'] as $k) {
+    printf("  %-7s schedules: defer median %.1f µs, claim median %.1f µs\n", $k, $results['schedules'][$k]['defer']['median_us'],
+        $results['schedules'][$k]['claim']['median_us']);
+}
+
+$results['goals'] = goals($results);
     file_put_contents(dirname(__DIR__) . '/docs/benchmarks.md', markdown($results));
     file_put_contents(dirname(__DIR__) . '/docs/benchmarks.svg', chart($results));
     updateReadme(dirname(__DIR__) . '/README.md', $results);
@@ -33,10 +48,10 @@ if (($argv[1] ?? '') === '--render') {
 $smoke = in_array('--smoke', $argv, true);
 $p = $smoke
     ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'idle' => 20, 'backlog' => 200,
-        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20]
+        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000]
     : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'idle' => 200,
         'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
-        'per_deferrer' => 500];
+        'per_deferrer' => 500, 'schedules' => 10000];
 $started = microtime(true);
 $work = sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
 mkdir($work);
@@ -364,6 +379,11 @@ function goals(array $r): array
         $goal("claim cost at $lastDepth vs $firstDepth queued (median)", us($last['claim']['median_us']),
             us($first['claim']['median_us']), $last['claim']['median_us'] / $first['claim']['median_us'], '≤ 2×',
             $last['claim']['median_us'] <= 2 * $first['claim']['median_us']),
+        ...array_map(function (string $op) use ($r, $goal): array {
+            [$with, $without] = [$r['schedules']['with'][$op]['median_us'], $r['schedules']['without'][$op]['median_us']];
+            return $goal("$op() with {$r['schedules']['count']} schedules vs none (median)", us($with), us($without),
+                $with / $without, '≤ 1.2× (not measurably slower)', $with <= 1.2 * $without);
+        }, ['defer', 'claim']),
     ];
 }
 
@@ -386,6 +406,9 @@ function check(array $r): void
         if (!($r['throughput'][$k] > 0)) {
             throw new \RuntimeException("throughput $k is " . $r['throughput'][$k]);
         }
+    }
+    if ($r['schedules']['count'] !== $r['params']['schedules']) {
+        throw new \RuntimeException('schedules created: ' . json_encode($r['schedules']['count']));
     }
     if ($r['latency']['idle']['tasks'] !== $r['params']['idle'] || $r['concurrency']['errors'] !== 0) {
         throw new \RuntimeException('latency or concurrency run incomplete: ' . json_encode([$r['latency'], $r['concurrency']]));

@@ -6,6 +6,7 @@
  *   php depth.php fill DB BLACKHOLE N    defer until N tasks are queued
  *   php depth.php defer DB BLACKHOLE OPS per-call ns of OPS more defer() calls
  *   php depth.php claim DB BLACKHOLE OPS per-call ns of OPS accept() + complete()
+ *   php depth.php schedules DB BLACKHOLE N  create N yearly schedules, each on its own endpoint
  * Tasks are due now; their requests go to BLACKHOLE, which never answers.
  */
 
@@ -48,6 +49,12 @@ switch ($step) {
             $task = Engine::accept() ?? throw new RuntimeException('nothing to claim');
             $task->complete();
         }));
+        break;
+    case 'schedules':
+        for ($i = 0; $i < $n; $i++) {
+            Engine::schedule("bench-$i", '0 0 1 1 *', "/cron-$i.php", 'job');
+        }
+        echo json_encode(count(Engine::schedules()));
         break;
     default:
         throw new InvalidArgumentException("unknown step $step");

@@ -81,6 +81,12 @@ function markdown(array $r): string
         $md .= sprintf("| %s | %s | %s | %s | %s |\n", number_format($depth), us($d['defer']['median_us']),
             us($d['defer']['p99_us']), us($d['claim']['median_us']), us($d['claim']['p99_us']));
     }
+    $sc = $r['schedules'];
+    $md .= sprintf("\nWith %s recurring schedules (each a pending occurrence on its own endpoint) beside 1,000 queued "
+        . "tasks:\n\n| schedules | defer() median | claim median |\n|---|---|---|\n", number_format($sc['count']));
+    foreach (['without' => 0, 'with' => $sc['count']] as $k => $n) {
+        $md .= sprintf("| %s | %s | %s |\n", number_format($n), us($sc[$k]['defer']['median_us']), us($sc[$k]['claim']['median_us']));
+    }
     $md .= "\nResident memory:\n\n| process | RSS |\n|---|---|\n";
     foreach ($r['memory'] as $what => $kb) {
         $md .= sprintf("| %s | %.1f MiB |\n", $what, $kb / 1024);

@@ -268,6 +268,22 @@ fn stored(tx: &mut dyn Tx, site: &str, name: &str) -> Result<Option<Stored>> {
 }
 
 impl Stored {
+    /// The first occurrence after `after`. A stored expression or time zone
+    /// this machine cannot read (a time zone missing from its tz database)
+    /// is logged and ends the chain, instead of failing the claim and with
+    /// it every task of the endpoint.
+    fn next_after(&self, name: &str, after: Millis) -> Option<Millis> {
+        let next = When::parse(&self.spec)
+            .and_then(|w| Ok(w.next_after(&time_zone(&self.timezone)?, self.phase, after)));
+        next.unwrap_or_else(|e| {
+            crate::log::emit(format!(
+                "schedule '{name}' stops: {}; schedule() it again to resume",
+                e.message()
+            ));
+            None
+        })
+    }
+
     fn same_as(&self, d: &ScheduleDef) -> bool {
         self.same_timing(d)
             && self.endpoint == d.endpoint
@@ -435,7 +451,7 @@ fn set_pending(
         let Some(s) = stored(tx, site, name)? else {
             return Ok(());
         };
-        at = When::parse(&s.spec)?.next_after(&time_zone(&s.timezone)?, s.phase, t);
+        at = s.next_after(name, t);
     }
     tx.execute(
         "UPDATE schedules SET next_at = ?3 WHERE site = ?1 AND name = ?2",
@@ -466,12 +482,10 @@ pub(crate) fn decide(
     let Some(s) = stored(tx, site, name)? else {
         return Ok(None);
     };
-    let when = When::parse(&s.spec)?;
-    let zone = time_zone(&s.timezone)?;
-    let following = when.next_after(&zone, s.phase, at);
+    let following = s.next_after(name, at);
     let missed = following.is_some_and(|f| f <= now) || now - at > CATCH_UP_GRACE_MS;
     let next = if missed {
-        when.next_after(&zone, s.phase, now)
+        s.next_after(name, now)
     } else {
         following
     };
@@ -528,7 +542,7 @@ pub(crate) fn cancelled(
     let Some(s) = stored(tx, site, name)? else {
         return Ok(());
     };
-    let next = When::parse(&s.spec)?.next_after(&time_zone(&s.timezone)?, s.phase, at.max(now));
+    let next = s.next_after(name, at.max(now));
     let d = Decision {
         skip: Some("cancelled".into()),
         next,

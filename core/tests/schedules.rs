@@ -474,3 +474,46 @@ fn concurrent_schedule_calls_leave_one_schedule_and_one_pending_occurrence() {
     assert_eq!(e.schedules(&s).unwrap().len(), 1);
     assert_eq!(occurrences(&mut e, &s, "same", State::Queued).len(), 1);
 }
+
+#[test]
+fn a_stored_schedule_this_machine_cannot_read_ends_its_chain_but_blocks_nothing() {
+    if std::env::var(PG_ENV).is_ok() {
+        return; // the schedule is damaged through SQLite's file
+    }
+    let dir = TempDir::new("sched_damaged");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    schedule(
+        &mut e,
+        &s,
+        "tz",
+        "@every 10s",
+        &ScheduleOptions::default(),
+        T0,
+    );
+    e.defer(
+        &s,
+        None,
+        "/cron.php",
+        "plain",
+        "[]",
+        &Default::default(),
+        false,
+        T0,
+    )
+    .unwrap();
+    // As if created where this time zone exists, and run where it does not.
+    rusqlite::Connection::open(dir.sqlite_db())
+        .unwrap()
+        .execute("UPDATE schedules SET timezone = 'Nowhere/Gone'", [])
+        .unwrap();
+    let claimed = claim_due(&mut e, &s, T0 + 10_000);
+    assert_eq!(claimed.len(), 1, "one request claims one task");
+    let again = claim_due(&mut e, &s, T0 + 10_000);
+    assert_eq!(
+        claimed.len() + again.len(),
+        2,
+        "the occurrence and the plain task both ran"
+    );
+    assert_eq!(e.schedules(&s).unwrap()[0].next_at, None, "the chain ended");
+}
