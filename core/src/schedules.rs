@@ -319,34 +319,13 @@ pub(crate) fn unchanged(
 /// and takes the new definition.
 pub(crate) fn upsert(tx: &mut dyn Tx, site: &str, d: &ScheduleDef, now: Millis) -> Result<()> {
     let zone = time_zone(&d.timezone)?;
+    let new_phase = now - now.rem_euclid(1000);
     let existing = match stored(tx, site, &d.name)? {
         Some(s) => Some(s),
         None => {
-            let phase = now - now.rem_euclid(1000);
-            let inserted = tx.execute(
-                "INSERT INTO schedules (site, name, spec, timezone, endpoint, task, args, priority,
-                     max_attempts, timeout, catch_up, overlap, phase, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
-                 ON CONFLICT (site, name) DO NOTHING",
-                args![
-                    site,
-                    &d.name,
-                    &d.when,
-                    &d.timezone,
-                    &d.endpoint,
-                    &d.task,
-                    &d.args,
-                    d.priority,
-                    d.max_attempts,
-                    d.timeout,
-                    d.catch_up.as_str(),
-                    i64::from(d.overlap),
-                    phase,
-                    now
-                ],
-            )?;
+            let inserted = write_definition(tx, site, d, new_phase, now, INSERT_DEFINITION)?;
             if inserted > 0 {
-                let next = d.parsed.next_after(&zone, phase, now);
+                let next = d.parsed.next_after(&zone, new_phase, now);
                 return set_pending(tx, site, &d.name, next, now);
             }
             // Another process created it meanwhile (PostgreSQL): compare with theirs.
@@ -362,13 +341,40 @@ pub(crate) fn upsert(tx: &mut dyn Tx, site: &str, d: &ScheduleDef, now: Millis) 
     let phase = if old.same_timing(d) {
         old.phase
     } else {
-        now - now.rem_euclid(1000)
+        new_phase
     };
+    write_definition(tx, site, d, phase, now, UPDATE_DEFINITION)?;
+    let pending_at = drop_pending(tx, site, &d.name)?;
+    let next = match pending_at {
+        Some(at) if old.same_timing(d) => Some(at),
+        _ => d.parsed.next_after(&zone, phase, now),
+    };
+    set_pending(tx, site, &d.name, next, now)
+}
+
+/// Stores a new schedule's definition (nothing when the name is taken).
+const INSERT_DEFINITION: &str = "INSERT INTO schedules (site, name, spec, timezone, endpoint, task,
+        args, priority, max_attempts, timeout, catch_up, overlap, phase, created_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+    ON CONFLICT (site, name) DO NOTHING";
+
+/// Replaces an existing schedule's definition.
+const UPDATE_DEFINITION: &str = "UPDATE schedules SET spec = ?3, timezone = ?4, endpoint = ?5,
+        task = ?6, args = ?7, priority = ?8, max_attempts = ?9, timeout = ?10, catch_up = ?11,
+        overlap = ?12, phase = ?13, updated_at = ?14
+    WHERE site = ?1 AND name = ?2";
+
+/// Runs `sql` (one of the two above) with the definition's values; returns rows changed.
+fn write_definition(
+    tx: &mut dyn Tx,
+    site: &str,
+    d: &ScheduleDef,
+    phase: Millis,
+    now: Millis,
+    sql: &str,
+) -> Result<usize> {
     tx.execute(
-        "UPDATE schedules SET spec = ?3, timezone = ?4, endpoint = ?5, task = ?6, args = ?7,
-             priority = ?8, max_attempts = ?9, timeout = ?10, catch_up = ?11, overlap = ?12,
-             phase = ?13, updated_at = ?14
-         WHERE site = ?1 AND name = ?2",
+        sql,
         args![
             site,
             &d.name,
@@ -385,13 +391,7 @@ pub(crate) fn upsert(tx: &mut dyn Tx, site: &str, d: &ScheduleDef, now: Millis) 
             phase,
             now
         ],
-    )?;
-    let pending_at = drop_pending(tx, site, &d.name)?;
-    let next = match pending_at {
-        Some(at) if old.same_timing(d) => Some(at),
-        _ => d.parsed.next_after(&zone, phase, now),
-    };
-    set_pending(tx, site, &d.name, next, now)
+    )
 }
 
 /// Deletes a schedule's pending occurrence, if any; returns its time.

@@ -51,19 +51,21 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     let o = ScheduleOptions::default();
-    let first = e
-        .schedule(
+    let report = |e: &mut Engine, when: &str, args: &str, now: i64| {
+        e.schedule(
             &s,
             None,
             "report",
-            "*/5 * * * *",
+            when,
             "/cron.php",
             "report",
-            r#"{"a":1}"#,
+            args,
             &o,
-            T0 + 1_234,
+            now,
         )
-        .unwrap();
+        .unwrap()
+    };
+    let first = report(&mut e, "*/5 * * * *", r#"{"a":1}"#, T0 + 1_234);
     // T0 is 2023-11-14 22:13:20 UTC: the next multiple of 5 minutes is 22:15:00.
     assert_eq!(first.next_at, Some(T0 + 100_000));
     assert_eq!(
@@ -76,38 +78,17 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
     );
     // The same definition again (every request, every deploy): nothing changes.
     for i in 0..5 {
-        let again = e
-            .schedule(
-                &s,
-                None,
-                "report",
-                "*/5 * * * *",
-                "/cron.php",
-                "report",
-                r#"{"a":1}"#,
-                &o,
-                T0 + 2_000 + i,
-            )
-            .unwrap();
-        assert_eq!(again, first);
+        assert_eq!(
+            report(&mut e, "*/5 * * * *", r#"{"a":1}"#, T0 + 2_000 + i),
+            first
+        );
     }
     assert_eq!(
         occurrences(&mut e, &s, "report", State::Queued),
         [T0 + 100_000]
     );
     // New args keep the occurrence's time; a new expression re-times it.
-    e.schedule(
-        &s,
-        None,
-        "report",
-        "*/5 * * * *",
-        "/cron.php",
-        "report",
-        r#"{"a":2}"#,
-        &o,
-        T0 + 3_000,
-    )
-    .unwrap();
+    report(&mut e, "*/5 * * * *", r#"{"a":2}"#, T0 + 3_000);
     let pending = e.list(&s, State::Queued, 10).unwrap();
     assert_eq!(
         (
@@ -117,19 +98,7 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
         ),
         (1, r#"{"a":2}"#, Some(T0 + 100_000))
     );
-    let retimed = e
-        .schedule(
-            &s,
-            None,
-            "report",
-            "0 * * * *",
-            "/cron.php",
-            "report",
-            r#"{"a":2}"#,
-            &o,
-            T0 + 4_000,
-        )
-        .unwrap();
+    let retimed = report(&mut e, "0 * * * *", r#"{"a":2}"#, T0 + 4_000);
     assert_eq!(retimed.next_at, Some(T0 + 2_800_000)); // 23:00:00
     assert_eq!(
         occurrences(&mut e, &s, "report", State::Queued),

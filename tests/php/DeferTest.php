@@ -30,7 +30,8 @@ final class DeferTest extends EngineTestCase
         $this->assertEqualsWithDelta($before, $status['due_at'], 1.0);
         $this->assertSame(['id', 'endpoint', 'task', 'args', 'state', 'priority', 'attempt', 'max_attempts',
             'timeout', 'unique', 'due_at', 'created_at', 'updated_at', 'started_at', 'finished_at',
-            'lease_until', 'last_error'], array_keys($status));
+            'lease_until', 'last_error', 'schedule', 'scheduled_at'], array_keys($status));
+        $this->assertSame([null, null], [$status['schedule'], $status['scheduled_at']], 'not an occurrence of a schedule');
         $this->assertNull(Engine::status('01NOSUCHTASK0000000000000'));
     }
 
