@@ -133,6 +133,24 @@ final class ScheduleTest extends EngineTestCase
         }
     }
 
+    public function testManyProcessesSchedulingAtOnceLeaveOneScheduleAndOnePendingOccurrence(): void
+    {
+        $script = $this->dir . '/schedule-many.php';
+        file_put_contents($script, '<?php for ($i = 0; $i < 25; $i++) { AsyncEngine\Engine::schedule("same", "@hourly", "/worker.php", "occurrence", ["n" => $i % 2]); }');
+        $procs = [];
+        for ($p = 0; $p < 8; $p++) {
+            $procs[] = proc_open([PHP_BINARY, '-d', "async_engine.database=$this->db", '-d', 'async_engine.secret=' . self::SECRET, $script],
+                [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes[$p]);
+        }
+        foreach ($procs as $p => $proc) {
+            $out = stream_get_contents($pipes[$p][1]);
+            $this->assertSame(0, proc_close($proc), $out);
+        }
+        $this->assertSame(['same'], array_column(Engine::schedules(), 'name'));
+        $pending = array_filter(Engine::tasks('queued'), fn (array $t): bool => $t['schedule'] === 'same');
+        $this->assertCount(1, $pending, json_encode(Engine::tasks('queued')));
+    }
+
     public function testBadSchedulesAreRefusedWithWhatIsWrongAndStoreNothing(): void
     {
         $cases = [
