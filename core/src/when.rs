@@ -53,44 +53,35 @@ struct Field {
     names: &'static [&'static str],
 }
 
-const SECOND: Field = Field {
-    name: "second",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const MINUTE: Field = Field {
-    name: "minute",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const HOUR: Field = Field {
-    name: "hour",
-    min: 0,
-    max: 23,
-    names: &[],
-};
-const DAY: Field = Field {
-    name: "day of month",
-    min: 1,
-    max: 31,
-    names: &[],
-};
-const MONTH: Field = Field {
-    name: "month",
-    min: 1,
-    max: 12,
-    names: &[
+impl Field {
+    const fn new(name: &'static str, min: u32, max: u32, names: &'static [&'static str]) -> Field {
+        Field {
+            name,
+            min,
+            max,
+            names,
+        }
+    }
+}
+
+const SECOND: Field = Field::new("second", 0, 59, &[]);
+const MINUTE: Field = Field::new("minute", 0, 59, &[]);
+const HOUR: Field = Field::new("hour", 0, 23, &[]);
+const DAY: Field = Field::new("day of month", 1, 31, &[]);
+const MONTH: Field = Field::new(
+    "month",
+    1,
+    12,
+    &[
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ],
-};
-const WEEKDAY: Field = Field {
-    name: "day of week",
-    min: 0,
-    max: 7,
-    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-};
+);
+const WEEKDAY: Field = Field::new(
+    "day of week",
+    0,
+    7,
+    &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+);
 
 fn invalid(when: &str, why: String) -> Error {
     Error::InvalidTask(format!("schedule '{when}': {why}"))
