@@ -6,6 +6,7 @@ namespace AsyncEngine\SilverStripe;
 
 use AsyncEngine\Engine;
 use AsyncEngine\EngineException;
+use AsyncEngine\IncompatibleExtension;
 use AsyncEngine\Task;
 use SilverStripe\Core\ClassInfo;
 use SilverStripe\Core\Extension;
@@ -39,17 +40,26 @@ class CronTaskSchedules extends Extension implements Flushable
     /** After dev/build. */
     public function onAfterBuild(): void
     {
-        self::sync();
+        self::syncOrLog('dev/build');
     }
 
     /** On flush: the manifest may have changed. */
     public static function flush(): void
     {
+        self::syncOrLog('flush');
+    }
+
+    /**
+     * sync(), but a missing or mismatched extension or an unusable engine
+     * database (a PHP without the extension running dev/build, a first flush
+     * before configuration) is logged instead of breaking the build.
+     */
+    private static function syncOrLog(string $when): void
+    {
         try {
             self::sync();
-        } catch (EngineException $e) {
-            // No engine database yet (a first flush before configuration): dev/build retries.
-            error_log('async-engine: CronTasks not scheduled on flush: ' . $e->getMessage());
+        } catch (EngineException | IncompatibleExtension $e) {
+            error_log("async-engine: CronTasks not scheduled on $when: " . $e->getMessage());
         }
     }
 
