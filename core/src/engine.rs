@@ -233,10 +233,8 @@ impl Engine {
             .timezone
             .clone()
             .unwrap_or_else(|| settings.timezone_name().to_string());
-        if parsed
-            .next_after(&time_zone(&timezone)?, now, now)
-            .is_none()
-        {
+        let zone = time_zone(&timezone)?;
+        if parsed.next_after(&zone, now, now).is_none() {
             return Err(Error::InvalidTask(format!(
                 "schedule '{when}' never matches (within the next 30 years)"
             )));
@@ -246,6 +244,7 @@ impl Engine {
             when: when.to_string(),
             parsed,
             timezone,
+            zone,
             endpoint,
             task: task.to_string(),
             args: args.to_string(),

@@ -13,6 +13,7 @@ use crate::queue::{became_queued, recompute_next_due};
 use crate::scalar::Scalar;
 use crate::task::{check_name, State};
 use crate::when::{time_zone, When};
+use jiff::tz::TimeZone;
 
 /// Longest schedule name, in bytes.
 pub const MAX_SCHEDULE_NAME_LEN: usize = 200;
@@ -59,6 +60,8 @@ pub struct ScheduleDef {
     pub parsed: When,
     /// IANA time zone name.
     pub timezone: String,
+    /// That zone, looked up once.
+    pub zone: TimeZone,
     /// Endpoint path (normalized).
     pub endpoint: String,
     /// Task name.
@@ -318,14 +321,13 @@ pub(crate) fn unchanged(
 /// first match after `now`; otherwise the pending occurrence keeps its time
 /// and takes the new definition.
 pub(crate) fn upsert(tx: &mut dyn Tx, site: &str, d: &ScheduleDef, now: Millis) -> Result<()> {
-    let zone = time_zone(&d.timezone)?;
     let new_phase = now - now.rem_euclid(1000);
     let existing = match stored(tx, site, &d.name)? {
         Some(s) => Some(s),
         None => {
             let inserted = write_definition(tx, site, d, new_phase, now, INSERT_DEFINITION)?;
             if inserted > 0 {
-                let next = d.parsed.next_after(&zone, new_phase, now);
+                let next = d.parsed.next_after(&d.zone, new_phase, now);
                 return set_pending(tx, site, &d.name, next, now);
             }
             // Another process created it meanwhile (PostgreSQL): compare with theirs.
@@ -347,7 +349,7 @@ pub(crate) fn upsert(tx: &mut dyn Tx, site: &str, d: &ScheduleDef, now: Millis) 
     let pending_at = drop_pending(tx, site, &d.name)?;
     let next = match pending_at {
         Some(at) if old.same_timing(d) => Some(at),
-        _ => d.parsed.next_after(&zone, phase, now),
+        _ => d.parsed.next_after(&d.zone, phase, now),
     };
     set_pending(tx, site, &d.name, next, now)
 }
