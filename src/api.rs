@@ -3,14 +3,15 @@
 #![allow(non_snake_case)] // PHP parameter names: $olderThan
 
 use crate::convert::{
-    args_to_json, entries, json_to_array, scalar, type_name, ArrayArg, Bytes, EmptyArray,
-    MAX_ID_LEN,
+    args_to_json, entries, json_to_array, scalar, type_name, value_to_zval, ArrayArg, Bytes,
+    EmptyArray, MAX_ID_LEN,
 };
 use crate::errors::{invalid, to_php, OrThrow};
 use crate::process;
 use crate::request;
 use crate::task::Task;
 use async_engine_core::clock::{ms_to_secs, now_ms, secs_to_ms, Millis};
+use async_engine_core::hub::tables::Update;
 use async_engine_core::{
     DeferOptions, Error, Scalar, ScheduleInfo, ScheduleOptions, Settings, State, TaskInfo,
 };
@@ -85,6 +86,23 @@ fn schedule_array(s: ScheduleInfo) -> PhpResult<ZBox<ZendHashTable>> {
     a.insert("skipped", s.skipped)?;
     a.insert("created_at", secs(s.created_at))?;
     Ok(a)
+}
+
+/// A `string|list<string>` of topics as a list, or an exception naming `call`.
+fn topic_list(topics: &Zval, call: &str) -> PhpResult<Vec<String>> {
+    let bad = || {
+        to_php(Error::Usage(format!(
+            "the topics of {call} must be a string or a list of strings, got {}",
+            type_name(topics)
+        )))
+    };
+    if let Some(t) = topics.str() {
+        return Ok(vec![t.to_string()]);
+    }
+    let table = topics.array().ok_or_else(bad)?;
+    entries(table)
+        .map(|(_, v)| v.str().map(str::to_string).ok_or_else(bad))
+        .collect()
 }
 
 /// Claims the next task for this request: through the signed request on the
@@ -331,6 +349,83 @@ impl Engine {
         let mut out = ZendHashTable::new();
         for s in list {
             out.push(schedule_array(s)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Publishes an update on this site's live-events hub (one insert and
+    /// a nudge; never waits for the hub) and returns its id. Options:
+    /// private, type, retry, id.
+    #[php(defaults(options = EmptyArray))]
+    pub fn publish(topics: &Zval, data: Bytes, options: ArrayArg) -> PhpResult<String> {
+        let mut update = Update {
+            topics: topic_list(topics, "publish()")?,
+            data: data.utf8("data")?.to_string(),
+            ..Update::default()
+        };
+        for (key, value) in options.iter() {
+            let name = key.name();
+            match (name.as_str(), scalar(value)) {
+                ("private", Scalar::Bool(b)) => update.private = b,
+                ("type", Scalar::Str(t)) => update.kind = Some(t),
+                ("id", Scalar::Str(t)) => update.id = Some(t),
+                ("retry", Scalar::Int(ms)) if ms >= 0 => update.retry = Some(ms),
+                ("private", v) | ("type", v) | ("id", v) | ("retry", v) => {
+                    let expected = match name.as_str() {
+                        "private" => "a bool",
+                        "retry" => "an integer number of milliseconds, 0 or more",
+                        _ => "a string",
+                    };
+                    return Err(to_php(Error::Usage(format!(
+                        "option '{name}' of publish() must be {expected}, got {}",
+                        v.describe()
+                    ))));
+                }
+                _ => {
+                    return Err(to_php(Error::Usage(format!(
+                        "unknown option '{name}' for publish(); known options: private, type, retry, id"
+                    ))))
+                }
+            }
+        }
+        let settings = settings()?;
+        process::engine(&settings, |e| e.publish(&settings, &update, now_ms())).or_throw()
+    }
+
+    /// A token (JWT) that lets a browser receive the private updates of
+    /// `$topics` (selectors) for `$ttl` seconds; `$payload` is what other
+    /// subscribers see of it (presence).
+    #[php(defaults(ttl = 3600, payload = EmptyArray))]
+    #[php(name = "subscriberToken")]
+    pub fn subscriber_token(topics: &Zval, ttl: i64, payload: ArrayArg) -> PhpResult<String> {
+        let topics = topic_list(topics, "subscriberToken()")?;
+        let payload = match payload.0 {
+            Some(a) if !a.is_empty() => {
+                serde_json::from_str(&args_to_json(&payload)?).unwrap_or(serde_json::Value::Null)
+            }
+            _ => serde_json::Value::Null,
+        };
+        let settings = settings()?;
+        process::engine(&settings, |e| {
+            e.subscriber_token(&settings, &topics, payload.clone(), ttl, now_ms())
+        })
+        .or_throw()
+    }
+
+    /// Who is subscribed to `$topic` on this site's hub now: subscriber,
+    /// topic, payload (what their token carried), since.
+    pub fn subscribers(topic: Bytes) -> PhpResult<ZBox<ZendHashTable>> {
+        let topic = topic.utf8("topic")?;
+        let settings = settings()?;
+        let list = process::engine(&settings, |e| e.subscribers(&settings, topic)).or_throw()?;
+        let mut out = ZendHashTable::new();
+        for s in list {
+            let mut a = ZendHashTable::new();
+            a.insert("subscriber", s.subscriber)?;
+            a.insert("topic", s.topic)?;
+            a.insert("payload", value_to_zval(s.payload)?)?;
+            a.insert("since", secs(s.since))?;
+            out.push(a)?;
         }
         Ok(out)
     }

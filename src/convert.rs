@@ -282,7 +282,8 @@ pub fn json_to_array(json: &str) -> PhpResult<ZBox<ZendHashTable>> {
     }
 }
 
-fn value_to_zval(v: Value) -> ZResult<Zval> {
+/// Converts a JSON value to the PHP value `json_decode(…, true)` gives.
+pub fn value_to_zval(v: Value) -> ZResult<Zval> {
     Ok(match v {
         Value::Null => Zval::null(),
         Value::Bool(b) => b.into_zval(false)?,

@@ -96,6 +96,51 @@ final class Engine
     }
 
     /**
+     * Publishes an update on this site's live-events hub (async_engine.hub_listen):
+     * one insert, then a nudge to the hub; never waits for it. Subscribers whose
+     * topic selectors match one of $topics receive it as a Server-Sent Event.
+     *
+     * @param string|list<string> $topics the update's topics (the first is canonical);
+     *        typed mixed because the extension cannot declare a union type
+     * @param array{private?: bool, type?: string, retry?: int, id?: string} $options
+     *        private: only subscribers whose token allows one of the topics get it;
+     *        type: the SSE event type; retry: the reconnection delay in ms clients
+     *        are told; id: the update's id (default a fresh urn:uuid)
+     * @return string the update's id (the SSE id, for Last-Event-ID)
+     * @throws EngineException for no topic, a bad option, data over max_args_size or an id used before
+     * @throws StorageError    when the database cannot be opened or written, or no database is set
+     */
+    public static function publish(mixed $topics, string $data, array $options = []): string
+    {
+    }
+
+    /**
+     * A token (HS256 JWT, key async_engine.hub_jwt_key, else derived from the
+     * secret) that lets its holder receive the private updates of $topics (topic
+     * selectors: exact topics, URI templates or '*') for $ttl seconds. Pass it
+     * as the mercureAuthorization cookie, an Authorization: Bearer header or the
+     * authorization query parameter. $payload is what the subscriptions API and
+     * subscribers() show of its holder (presence).
+     *
+     * @param string|list<string> $topics
+     * @throws EngineException for a ttl outside 1 s to 366 days or bad topics
+     */
+    public static function subscriberToken(mixed $topics, int $ttl = 3600, array $payload = []): string
+    {
+    }
+
+    /**
+     * Who is subscribed to $topic (the selector they subscribed with) on this
+     * site's hubs now: list of [subscriber (urn:uuid, one per connection), topic,
+     * payload (from their token, or null), since (float Unix seconds)].
+     *
+     * @return list<array{subscriber: string, topic: string, payload: mixed, since: float}>
+     */
+    public static function subscribers(string $topic): array
+    {
+    }
+
+    /**
      * In an endpoint: verifies the signed self-request, consumes its slot once and
      * claims this endpoint's next due task. Called again in the same request, claims
      * the next due task under the same slot. null when nothing is due.

@@ -146,6 +146,13 @@ pub trait Tx {
         Ok(())
     }
 
+    /// Takes the lock called `name` until the transaction ends, so that
+    /// transactions taking it run one after another (PostgreSQL's advisory
+    /// locks; SQLite's write transactions already do).
+    fn lock_named(&mut self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Locks an endpoint's row before its next due time is computed from
     /// the queue, so the computation sees every task committed before it
     /// (PostgreSQL; SQLite's write transactions already exclude each other).

@@ -63,7 +63,7 @@ pub struct Sender {
 
 /// Shared by the sender's tasks: the database connection they record
 /// outcomes with, opened on first need.
-type SharedEngine = Arc<Mutex<Option<Engine>>>;
+pub(crate) type SharedEngine = Arc<Mutex<Option<Engine>>>;
 
 impl Sender {
     /// Starts the background thread and its runtime.
@@ -184,7 +184,7 @@ fn with_engine<T>(
 /// Runs `f` with the sender's engine on tokio's blocking pool: a database
 /// call blocks (and the PostgreSQL client runs a runtime of its own, which
 /// cannot start inside this one).
-async fn engine_call<T: Send + 'static>(
+pub(crate) async fn engine_call<T: Send + 'static>(
     shared: &SharedEngine,
     settings: &Settings,
     f: impl FnOnce(&mut Engine, &Settings) -> crate::Result<T> + Send + 'static,
@@ -222,6 +222,7 @@ async fn run(
     let engine: SharedEngine = Arc::default();
     let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
     let mut watched: HashMap<WakeKey, Settings> = HashMap::new();
+    let mut hosting = crate::hub::host::Hosting::default();
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -256,6 +257,7 @@ async fn run(
             _ = poll.tick(), if !watched.is_empty() => {
                 let now = now_ms();
                 for (key, settings) in watched.clone() {
+                    hosting.tick(&settings, &engine).await;
                     let next = engine_call(&engine, &settings, move |e, s| e.next_wake(s, now)).await;
                     match next {
                         Ok(Some(at)) => set_wake(&mut wakes, key, at.max(now), settings),

@@ -117,9 +117,15 @@ impl Engine {
         Ok(true)
     }
 
+    /// The database connection, for the modules that keep their own
+    /// tables (the hub).
+    pub(crate) fn store(&mut self) -> &mut (dyn Store + 'static) {
+        self.store.as_mut()
+    }
+
     /// The HMAC secret: `configured` if given, else the one stored in the
     /// database, generated and stored on first use.
-    fn secret(&mut self, configured: Option<&str>) -> Result<Vec<u8>> {
+    pub(crate) fn secret(&mut self, configured: Option<&str>) -> Result<Vec<u8>> {
         if let Some(s) = configured {
             return Ok(s.as_bytes().to_vec());
         }

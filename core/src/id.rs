@@ -28,6 +28,23 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// A random UUID (version 4) as a URN: `urn:uuid:…`.
+pub fn urn_uuid() -> String {
+    let mut b = [0u8; 16];
+    random_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex(&b);
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 /// A uniformly random float in `[0, 1)`.
 pub fn random_unit() -> f64 {
     let mut buf = [0u8; 8];

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod id;
 pub mod log;
 pub mod pg;

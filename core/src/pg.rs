@@ -20,10 +20,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The schema version this build writes; newer databases are refused.
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-const PG_MIGRATIONS: [&str; 3] = [
+const PG_MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -95,6 +95,10 @@ UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
     concat!(
         "-- 3: recurring schedules.",
         crate::sqlite::schedule_schema!()
+    ),
+    concat!(
+        "-- 4: the live-events hub.\n",
+        crate::sqlite::hub_schema!("BIGSERIAL PRIMARY KEY")
     ),
 ];
 
@@ -346,7 +350,13 @@ impl Tx for PgTx<'_> {
     }
 
     fn lock_slots(&mut self, server: &str) -> Result<()> {
-        let key = lock_key(server);
+        let key = lock_key("slots", server);
+        self.rows("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
+        Ok(())
+    }
+
+    fn lock_named(&mut self, name: &str) -> Result<()> {
+        let key = lock_key("named", name);
         self.rows("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
         Ok(())
     }
@@ -360,10 +370,12 @@ impl Tx for PgTx<'_> {
     }
 }
 
-/// The advisory lock key of a server's slots (FNV-1a of its name).
-fn lock_key(server: &str) -> i64 {
+/// The advisory lock key of `name` in a kind of locks (FNV-1a of both):
+/// `slots` of a server, or a `named` lock.
+fn lock_key(kind: &str, name: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in b"async-engine slots\0".iter().chain(server.as_bytes()) {
+    let prefix = format!("async-engine {kind}\0");
+    for b in prefix.as_bytes().iter().chain(name.as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -534,7 +546,8 @@ mod tests {
 
     #[test]
     fn lock_keys_differ_per_server() {
-        assert_ne!(lock_key("a"), lock_key("b"));
-        assert_eq!(lock_key("a"), lock_key("a"));
+        assert_ne!(lock_key("slots", "a"), lock_key("slots", "b"));
+        assert_ne!(lock_key("slots", "a"), lock_key("named", "a"));
+        assert_eq!(lock_key("slots", "a"), lock_key("slots", "a"));
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::scalar::Scalar as SettingValue;
 
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 15] = [
+pub const SETTING_NAMES: [&str; 18] = [
     "database",
     "site",
     "server",
@@ -23,6 +23,9 @@ pub const SETTING_NAMES: [&str; 15] = [
     "dead_retention",
     "log",
     "timezone",
+    "hub_listen",
+    "hub_history",
+    "hub_jwt_key",
 ];
 
 /// The effective settings of one request.
@@ -62,6 +65,13 @@ pub struct Settings {
     pub log: bool,
     /// IANA time zone of schedules that name none; `None` is UTC.
     pub timezone: Option<String>,
+    /// Where one persistent worker of this server hosts the live-events
+    /// hub (`host:port`); `None` means no hub.
+    pub hub_listen: Option<std::net::SocketAddr>,
+    /// Seconds that published updates are kept for replay.
+    pub hub_history: f64,
+    /// The HS256 key of the hub's tokens; `None` means derived from the secret.
+    pub hub_jwt_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -82,6 +92,9 @@ impl Default for Settings {
             dead_retention: 30.0 * 86400.0,
             log: true,
             timezone: None,
+            hub_listen: None,
+            hub_history: 3600.0,
+            hub_jwt_key: None,
         }
     }
 }
@@ -188,6 +201,36 @@ impl Settings {
                 }
                 self.timezone = zone;
             }
+            "hub_listen" => {
+                let listen = text(name, value)?;
+                self.hub_listen = match listen {
+                    None => None,
+                    Some(l) => Some(l.trim().parse().map_err(|_| {
+                        usage(name, "an address and port such as 127.0.0.1:3000", value)
+                    })?),
+                };
+            }
+            "hub_jwt_key" => {
+                // Like the secret, never shown.
+                self.hub_jwt_key = match value {
+                    SettingValue::Null => None,
+                    SettingValue::Str(s) if s.is_empty() => None,
+                    SettingValue::Str(s) if s.len() < 16 => {
+                        return Err(Error::Usage(format!(
+                            "setting 'hub_jwt_key' must be at least 16 characters long, got {} \
+                             (the value is not shown)",
+                            s.len()
+                        )))
+                    }
+                    SettingValue::Str(s) => Some(s.clone()),
+                    _ => {
+                        return Err(Error::Usage(
+                            "setting 'hub_jwt_key' must be a string (the value is not shown)"
+                                .into(),
+                        ))
+                    }
+                };
+            }
             "base_url" => {
                 let url = text(name, value)?;
                 if let Some(u) = &url {
@@ -240,6 +283,7 @@ impl Settings {
                     "busy_timeout" => self.busy_timeout = defaults.busy_timeout,
                     "max_queued" => self.max_queued = defaults.max_queued,
                     "dead_retention" => self.dead_retention = defaults.dead_retention,
+                    "hub_history" => self.hub_history = defaults.hub_history,
                     _ => self.max_args_size = defaults.max_args_size,
                 }
             }
@@ -253,6 +297,7 @@ impl Settings {
             }
             "max_queued" => self.max_queued = whole(name, value, 1, 1_000_000_000)? as u64,
             "dead_retention" => self.dead_retention = seconds(name, value, 0.0)?,
+            "hub_history" => self.hub_history = seconds(name, value, 0.0)?,
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown setting '{name}'; known settings: {}",

@@ -53,7 +53,7 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 }
 
 /// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
 /// endpoints and unique keys per site. The old per-endpoint ones go first.
@@ -113,8 +113,54 @@ CREATE UNIQUE INDEX tasks_occurrence ON tasks(site, schedule, scheduled_at)
 }
 pub(crate) use schedule_schema;
 
+/// Schema 6 (SQLite) and 4 (PostgreSQL): the live-events hub's history,
+/// leases and subscribers (see `hub::tables`). `$seq` is each backend's
+/// auto-incrementing key.
+macro_rules! hub_schema {
+    ($seq:literal) => {
+        concat!(
+            "CREATE TABLE hub_events (\n    seq ",
+            $seq,
+            r#",
+    site       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    topics     TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    private    BIGINT NOT NULL,
+    type       TEXT,
+    retry      BIGINT,
+    created_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX hub_events_id ON hub_events(site, id);
+CREATE INDEX hub_events_site ON hub_events(site, seq);
+CREATE INDEX hub_events_created ON hub_events(created_at);
+CREATE TABLE hub_leases (
+    site     TEXT NOT NULL,
+    server   TEXT NOT NULL,
+    holder   TEXT NOT NULL,
+    listen   TEXT NOT NULL,
+    until_at BIGINT NOT NULL,
+    PRIMARY KEY (site, server)
+);
+CREATE TABLE hub_subscribers (
+    site       TEXT NOT NULL,
+    server     TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    subscriber TEXT NOT NULL,
+    topic      TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    since_at   BIGINT NOT NULL,
+    PRIMARY KEY (site, subscriber, topic)
+);
+CREATE INDEX hub_subscribers_topic ON hub_subscribers(site, topic);
+"#
+        )
+    };
+}
+pub(crate) use hub_schema;
+
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; 5] = [
+pub(crate) const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -206,6 +252,10 @@ ALTER TABLE endpoints_4 RENAME TO endpoints;
         site_indexes!()
     ),
     concat!("-- 5: recurring schedules.", schedule_schema!()),
+    concat!(
+        "-- 6: the live-events hub.\n",
+        hub_schema!("INTEGER PRIMARY KEY AUTOINCREMENT")
+    ),
 ];
 
 /// One open connection to a SQLite database file.
