@@ -3,7 +3,7 @@
 //! `hub_listen` and renews it, and when it dies (killed, recycled) another
 //! takes the lease once it ends and listens in its place.
 
-use super::server::{presence_update, Hub};
+use super::server::{close, presence_update, Hub};
 use super::tables;
 use super::LEASE_MS;
 use crate::clock::{now_ms, Millis};
@@ -160,7 +160,7 @@ async fn start(
         server.clone(),
         holder.clone(),
     );
-    let (key, cursor) = engine_call(&engine, settings, move |e, s| {
+    let started = engine_call(&engine, settings, move |e, s| {
         let key = e.hub_key(s)?;
         let now = now_ms();
         // Subscribers of an earlier hub on this server lost their connection.
@@ -172,8 +172,11 @@ async fn start(
         })?;
         Ok((key, cursor))
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await;
+    let (key, cursor) = started.map_err(|e| {
+        close(&engine);
+        e.to_string()
+    })?;
     let (stop, stopped) = watch::channel(false);
     let hub = Hub::new(
         settings.clone(),

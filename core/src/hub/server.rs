@@ -56,6 +56,21 @@ pub(crate) struct Hub {
 
 type Body = Either<Full<Bytes>, Stream>;
 
+impl Drop for Hub {
+    fn drop(&mut self) {
+        close(&self.engine);
+    }
+}
+
+/// Closes a connection off the runtime's thread: a PostgreSQL client
+/// cannot be dropped inside the runtime (it blocks on its own).
+pub(crate) fn close(engine: &SharedEngine) {
+    let taken = engine.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(e) = taken {
+        std::thread::spawn(move || drop(e));
+    }
+}
+
 impl Hub {
     pub fn new(
         settings: Settings,
