@@ -54,7 +54,8 @@ abstract class EngineTestCase extends TestCase
         $_SERVER = $this->server;
         // Back to the ini values for every setting, whatever the test changed.
         Engine::configure(array_fill_keys(['database', 'site', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
-            'max_attempts', 'retention', 'busy_timeout', 'max_args_size', 'max_queued', 'dead_retention', 'log'], null));
+            'max_attempts', 'retention', 'busy_timeout', 'max_args_size', 'max_queued', 'dead_retention', 'log',
+            'timezone', 'hub_listen', 'hub_history', 'hub_jwt_key'], null));
         self::removeDir($this->dir);
         if ($this->pgDatabase !== null) {
             self::adminPdo()->exec("DROP DATABASE {$this->pgDatabase} WITH (FORCE)");

@@ -29,6 +29,8 @@ require __DIR__ . '/Servers/PhpServer.php';
 require __DIR__ . '/Servers/NginxFpm.php';
 require __DIR__ . '/Servers/ApacheModPhp.php';
 require __DIR__ . '/Browser/Chromium.php';
+require __DIR__ . '/Sse/SseClients.php';
+require __DIR__ . '/HubTestCase.php';
 require __DIR__ . '/SilverStripe/Site.php';
 require __DIR__ . '/SilverStripe/SilverStripeTestCase.php';
 require __DIR__ . '/SilverStripe/SilverStripeDispatchTestCase.php';

@@ -147,6 +147,17 @@ abstract class WebServer
     /** The pids of this server's processes that run PHP requests. */
     abstract public function workerPids(): array;
 
+    /** The pids of every process this server started, and their children. */
+    public function allPids(): array
+    {
+        $pids = [];
+        foreach (array_keys($this->processes) as $i) {
+            $pids[] = $this->pid($i);
+            $pids = array_merge($pids, self::descendants($this->pid($i)));
+        }
+        return array_values(array_unique(array_filter($pids)));
+    }
+
     /** GET or POST a path; returns [status, body, seconds]. */
     public function request(string $path, array $headers = [], ?string $method = null): array
     {

@@ -1,0 +1,260 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests;
+
+use AsyncEngine\Engine;
+use AsyncEngine\EngineException;
+use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Sse\SseClients;
+
+/**
+ * The live-events hub hosted by a web server's own PHP workers: the
+ * Mercure protocol spoken over real HTTP (curl), and a hub whose worker is
+ * killed while updates are published.
+ */
+abstract class HubTestCase extends EngineTestCase
+{
+    protected const HUB_KEY = 'phpunit-hub-key-0123456789abcdef';
+
+    protected WebServer $server;
+    protected int $hubPort;
+
+    abstract protected function makeServer(): WebServer;
+
+    protected function setUp(): void
+    {
+        parent::setUp();
+        $this->hubPort = WebServer::freePort();
+        $this->server = $this->makeServer()->ini(['async_engine.hub_listen' => "127.0.0.1:{$this->hubPort}", 'async_engine.hub_jwt_key' => self::HUB_KEY]);
+        $this->server->start();
+        Engine::configure(['hub_listen' => "127.0.0.1:{$this->hubPort}", 'hub_jwt_key' => self::HUB_KEY]);
+        // Workers watch (and may host the hub) once they served a request.
+        for ($i = 0; $i < 8; $i++) {
+            $this->server->request('/hello.php');
+        }
+        $this->waitForHub();
+    }
+
+    protected function tearDown(): void
+    {
+        $this->server->stop();
+        parent::tearDown();
+    }
+
+    /** Waits until a worker listens on the hub's port; returns how long that took. */
+    protected function waitForHub(float $limit = 10): float
+    {
+        $start = microtime(true);
+        while (!($c = @fsockopen('127.0.0.1', $this->hubPort, $errno, $error, 0.2))) {
+            $this->assertLessThan($limit, microtime(true) - $start, 'no worker hosts the hub: ' . $this->server->log());
+            usleep(20000);
+        }
+        fclose($c);
+        return microtime(true) - $start;
+    }
+
+    protected function hubUrl(string $query): string
+    {
+        return "http://127.0.0.1:{$this->hubPort}/.well-known/mercure$query";
+    }
+
+    /** An HS256 token with these claims, signed with the hub's key. */
+    protected static function jwt(array $claims): string
+    {
+        $b64 = fn (string $s): string => rtrim(strtr(base64_encode($s), '+/', '-_'), '=');
+        $signed = $b64('{"alg":"HS256","typ":"JWT"}') . '.' . $b64(json_encode($claims));
+        return $signed . '.' . $b64(hash_hmac('sha256', $signed, self::HUB_KEY, true));
+    }
+
+    /** [status, body] of a request to the hub. */
+    protected function hubRequest(string $method, string $query, array $headers = [], string $body = ''): array
+    {
+        $ch = curl_init($this->hubUrl($query));
+        curl_setopt_array($ch, [CURLOPT_CUSTOMREQUEST => $method, CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 5,
+            CURLOPT_HTTPHEADER => $headers] + ($body !== '' ? [CURLOPT_POSTFIELDS => $body] : []));
+        $out = (string) curl_exec($ch);
+        $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
+        curl_close($ch);
+        return [$status, $out];
+    }
+
+    /** The pid of the worker listening on the hub's port (with `php -S`, the first process serves too). */
+    protected function hubPid(): int
+    {
+        $inode = null;
+        foreach (file('/proc/net/tcp') as $line) {
+            $f = preg_split('/\s+/', trim($line));
+            if (($f[3] ?? '') === '0A' && str_ends_with($f[1], sprintf(':%04X', $this->hubPort))) {
+                $inode = $f[9];
+            }
+        }
+        $this->assertNotNull($inode, 'nothing listens on the hub port');
+        foreach ($this->server->allPids() as $pid) {
+            foreach (glob("/proc/$pid/fd/*") ?: [] as $fd) {
+                if (@readlink($fd) === "socket:[$inode]") {
+                    return $pid;
+                }
+            }
+        }
+        $this->fail('no process of the server holds the hub socket');
+    }
+
+    public function testSubscribersReceiveWhatTheyMaySeeReplayAndPresence(): void
+    {
+        $reader = Engine::subscriberToken(['books/{id}'], 60, ['name' => 'Ada']);
+        $anon = new SseClients($this->hubUrl('?topic=' . urlencode('books/{id}') . '&topic=news'), 1);
+        $authed = new SseClients($this->hubUrl('?topic=' . urlencode('books/{id}')), 1, ['Authorization' => "Bearer $reader"]);
+        $cookie = new SseClients($this->hubUrl('?topic=books/1'), 1, ['Cookie' => "mercureAuthorization=$reader"]);
+        $both = fn () => count(Engine::subscribers('books/{id}')) === 2 && count(Engine::subscribers('books/1')) === 1;
+        foreach ([$anon, $authed, $cookie] as $c) {
+            $c->pump(0.05);
+        }
+        $this->assertTrue($anon->until($both, 5), json_encode(Engine::subscribers('books/{id}')));
+
+        // Presence: each subscription with its token's payload.
+        $who = Engine::subscribers('books/{id}');
+        $this->assertEqualsCanonicalizing([null, ['name' => 'Ada']], array_column($who, 'payload'), json_encode($who));
+
+        // A page publishes (through the web server), and so does this CLI process.
+        [, $public] = $this->server->request('/publish.php?topic=books/1&data=' . urlencode("two\nlines") . '&type=change');
+        [, $private] = $this->server->request('/publish.php?topic=books/1&data=secret&private=1');
+        $news = Engine::publish(['news', 'books/9'], 'both topics');
+        $got = fn (SseClients $c, int $n) => $c->until(fn ($c) => count($c->events[0]) >= $n, 5);
+        foreach ([[$anon, 2], [$authed, 3], [$cookie, 2]] as [$c, $n]) {
+            $this->assertTrue($got($c, $n), json_encode($c->events));
+        }
+        $this->assertSame([$public, $news], $anon->ids(0), 'anonymous: public updates only, each once');
+        $this->assertSame(['id' => $public, 'data' => "two\nlines", 'type' => 'change'], $anon->events[0][0]);
+        $this->assertSame([$public, $private, $news], $authed->ids(0));
+        $this->assertSame([$public, $private], $cookie->ids(0), 'the cookie token, and only books/1');
+
+        // Replay after an id, by header and by query parameter.
+        $replay = new SseClients($this->hubUrl('?topic=' . urlencode('books/{id}')), 1, ['Last-Event-ID' => $public, 'Authorization' => "Bearer $reader"]);
+        $this->assertTrue($got($replay, 2));
+        $this->assertSame([$private, $news], $replay->ids(0));
+        $query = new SseClients($this->hubUrl('?topic=news&lastEventID=' . urlencode($public)), 1);
+        $this->assertTrue($got($query, 1));
+        $this->assertSame([$news], $query->ids(0));
+
+        // Tokens that are forged, expired or for another key: 401, and nothing streamed.
+        $expired = self::jwt(['exp' => time() - 1, 'mercure' => ['subscribe' => ['*']]]);
+        foreach (["$reader" . 'x', $expired, 'not.a.jwt'] as $bad) {
+            [$status, $body] = $this->hubRequest('GET', '?topic=news', ["Authorization: Bearer $bad"]);
+            $this->assertSame(401, $status, $body);
+        }
+
+        // Publishing over HTTP needs a publisher token for every topic.
+        $publisher = self::jwt(['mercure' => ['publish' => ['books/{id}']]]);
+        [$status] = $this->hubRequest('POST', '', ["Authorization: Bearer $reader"], 'topic=books/2&data=x');
+        $this->assertSame(403, $status);
+        [$status] = $this->hubRequest('POST', '', [], 'topic=books/2&data=x');
+        $this->assertSame(401, $status);
+        [$status, $id] = $this->hubRequest('POST', '', ["Authorization: Bearer $publisher"], 'topic=books/2&data=from+http&private=on');
+        $this->assertSame(200, $status, $id);
+        $this->assertTrue($got($authed, 4));
+        $this->assertSame(['id' => $id, 'data' => 'from http', 'type' => null], $authed->events[0][3]);
+
+        // The subscriptions API, for a token that may read it.
+        $admin = self::jwt(['mercure' => ['subscribe' => ['/.well-known/mercure/subscriptions{/topic}{/subscriber}']]]);
+        [$status, $json] = $this->hubRequest('GET', '/subscriptions/' . rawurlencode('books/{id}'), ["Authorization: Bearer $admin"]);
+        $this->assertSame(200, $status, $json);
+        $list = json_decode($json, true);
+        $this->assertSame('Subscriptions', $list['type']);
+        $this->assertCount(3, $list['subscriptions'], $json); // anon, authed, replay
+        [$status] = $this->hubRequest('GET', '/subscriptions', ["Authorization: Bearer $reader"]);
+        $this->assertSame(403, $status);
+
+        // A subscriber that leaves is gone from presence, and its leaving is published.
+        $watch = new SseClients($this->hubUrl('?topic=' . urlencode('/.well-known/mercure/subscriptions/{topic}/{subscriber}')), 1, ['Authorization' => "Bearer $admin"]);
+        $watch->pump(0.3);
+        $cookie->close();
+        unset($cookie);
+        $leaves = fn (SseClients $w): array => array_values(array_filter(
+            array_map(fn (array $e): array => json_decode($e['data'], true), $w->events[0]),
+            fn (array $s): bool => $s['active'] === false
+        ));
+        $this->assertTrue($watch->until(fn ($w) => $leaves($w) !== [], 5), 'a leave event: ' . json_encode($watch->events));
+        [$left] = $leaves($watch);
+        $this->assertSame(['Subscription', 'books/1', false], [$left['type'], $left['topic'], $left['active']]);
+        $this->assertSame(['name' => 'Ada'], $left['payload']);
+        $this->assertSame([], Engine::subscribers('books/1'));
+    }
+
+    public function testBadPublishAndTokenCallsThrowAndStoreNothing(): void
+    {
+        $cases = [
+            [fn () => Engine::publish([], 'x'), 'at least one topic'],
+            [fn () => Engine::publish(42, 'x'), 'must be a string or a list of strings, got int'],
+            [fn () => Engine::publish('t', 'x', ['privte' => true]), "unknown option 'privte'"],
+            [fn () => Engine::publish('t', 'x', ['private' => 'yes']), "option 'private' of publish() must be a bool"],
+            [fn () => Engine::publish('t', 'x', ['id' => "a\nb"]), "option 'id' must be 1 to 255 bytes on one line"],
+            [fn () => Engine::publish('t', "\xff", []), 'data is not valid UTF-8'],
+            [fn () => Engine::subscriberToken(['t'], 0), "a token's ttl must be 1 to"],
+            [fn () => Engine::subscriberToken([''], 60), 'a token names at most 64 topics of 1 to 2048 bytes'],
+        ];
+        $watch = new SseClients($this->hubUrl('?topic=*'), 1, ['Last-Event-ID' => 'earliest']);
+        $watch->pump(0.2);
+        foreach ($cases as [$call, $message]) {
+            try {
+                $call();
+                $this->fail("no exception for $message");
+            } catch (EngineException $e) {
+                $this->assertStringContainsString($message, $e->getMessage());
+            }
+        }
+        $watch->pump(0.5);
+        $this->assertSame([], $watch->events[0], 'nothing was published');
+    }
+
+    public function testAKilledHubWorkerIsReplacedAndTwentySubscribersReceiveAllThousandUpdatesInOrder(): void
+    {
+        $clients = new SseClients($this->hubUrl('?topic=feed'), 20);
+        $this->assertTrue($clients->until(fn () => count(Engine::subscribers('feed')) === 20, 10), 'all 20 subscribed');
+        $published = [];
+        $killedAt = null;
+        $down = false;
+        $back = null;
+        $start = microtime(true);
+        for ($i = 0; $i < 1000; $i++) {
+            $published[] = Engine::publish('feed', "update $i");
+            if ($i === 300) {
+                $pid = $this->hubPid();
+                posix_kill($pid, SIGKILL);
+                $killedAt = microtime(true);
+            }
+            if ($killedAt !== null && $back === null) {
+                // Down once the killed worker's socket is gone; back when another listens.
+                $c = @fsockopen('127.0.0.1', $this->hubPort, $errno, $error, 0.05);
+                if ($c) {
+                    fclose($c);
+                    $back = $down ? microtime(true) - $killedAt : null;
+                } else {
+                    $down = true;
+                }
+            }
+            // A steady 200 updates per second, the subscribers served meanwhile.
+            $clients->pump(max(0.0, $start + ($i + 1) / 200 - microtime(true)));
+        }
+        $all = $clients->until(function (SseClients $c): bool {
+            foreach ($c->events as $events) {
+                if (count($events) < 1000) {
+                    return false;
+                }
+            }
+            return true;
+        }, 30);
+        $this->assertNotNull($back, 'the hub went down and came back while updates were published');
+        $this->assertLessThan(5, $back, 'another worker hosts the hub within 5 s');
+        $counts = array_map('count', $clients->events);
+        $this->assertTrue($all, 'received: ' . json_encode($counts) . $this->server->log());
+        foreach (array_keys($clients->events) as $i) {
+            $this->assertSame($published, $clients->ids($i), "subscriber $i: all 1000, in order, no duplicates");
+        }
+        fwrite(STDERR, sprintf(
+            "\n[%s] hub worker killed after 300 of 1000 updates: another worker listened %.2f s later; 20 subscribers reconnected %d times in all and each received 1000/1000 in order\n",
+            static::class, $back ?? -1, array_sum($clients->connects) - 20
+        ));
+    }
+}
