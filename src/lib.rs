@@ -46,5 +46,6 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .class::<task::Task>()
         .class::<api::Engine>()
         .request_shutdown_function(shutdown::request_shutdown)
+        .shutdown_function(shutdown::module_shutdown)
         .info_function(module_info)
 }

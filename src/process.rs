@@ -222,6 +222,16 @@ pub fn wake_at(settings: &Settings, target: &Target, at: Option<i64>) {
     })
 }
 
+/// Hands the live-events hubs this process hosts over to other workers:
+/// stops them and releases their leases (at most `limit`; module shutdown).
+pub fn stop_hubs(limit: Duration) {
+    with(|p| {
+        if let Some(sender) = &p.sender {
+            sender.stop_hubs(limit);
+        }
+    })
+}
+
 /// Waits (at most `limit`) until the requests this process handed over are
 /// answered or failed.
 pub fn drain(limit: Duration) {

@@ -36,6 +36,17 @@ fn reason() -> String {
     }
 }
 
+/// How long a worker that exits waits for its hub to hand over.
+const HUB_HANDOVER: Duration = Duration::from_millis(500);
+
+/// Module shutdown hook (MSHUTDOWN: the process exits, e.g. a php-fpm
+/// worker recycled by pm.max_requests): a hub hosted here releases its lease
+/// so another worker takes over at its next poll rather than after the lease.
+pub extern "C" fn module_shutdown(_ty: i32, _module_number: i32) -> i32 {
+    let _ = std::panic::catch_unwind(|| process::stop_hubs(HUB_HANDOVER));
+    0
+}
+
 /// Request shutdown hook (RSHUTDOWN). Never panics into PHP.
 pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
     let _ = std::panic::catch_unwind(end_request);

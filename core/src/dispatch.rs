@@ -44,6 +44,8 @@ enum Command {
     Send(Dispatch, Target, Settings),
     /// Watch this queue (see [`POLL`]), and wake at the time if one is given.
     WakeAt(Option<Millis>, Target, Settings),
+    /// Stop the hubs this process hosts and release their leases, then answer.
+    StopHubs(std::sync::mpsc::Sender<()>),
 }
 
 /// How often a persistent worker's sender reads when its queues are next
@@ -113,6 +115,16 @@ impl Sender {
         let _ = self
             .commands
             .send(Command::WakeAt(at, target.clone(), settings.clone()));
+    }
+
+    /// Stops the live-events hubs this process hosts and releases their
+    /// leases, so another worker takes over at its next poll; waits at most
+    /// `limit` (the process is about to exit).
+    pub fn stop_hubs(&self, limit: Duration) {
+        let (done, wait) = std::sync::mpsc::channel();
+        if self.commands.send(Command::StopHubs(done)).is_ok() {
+            let _ = wait.recv_timeout(limit);
+        }
     }
 
     /// Requests handed over and not yet answered or failed.
@@ -243,6 +255,10 @@ async fn run(
                             pending.fetch_sub(1, Ordering::SeqCst);
                         }
                     }
+                }
+                Some(Command::StopHubs(done)) => {
+                    hosting.stop_all(&engine).await;
+                    let _ = done.send(());
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
                     let key = wake_key(&target, &settings);

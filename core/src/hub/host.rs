@@ -30,6 +30,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A hub this process hosts.
 struct Hosted {
     holder: String,
+    /// The settings it was started with (its database), to release the lease.
+    settings: Settings,
     until: Millis,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -123,6 +125,7 @@ impl Hosting {
                     key,
                     Hosted {
                         holder,
+                        settings: settings.clone(),
                         until: now + LEASE_MS,
                         stop,
                         task,
@@ -140,6 +143,22 @@ impl Hosting {
                 })
                 .await;
             }
+        }
+    }
+}
+
+impl Hosting {
+    /// Stops every hub this process hosts and releases its lease (the
+    /// process is exiting: a php-fpm worker recycled, a server stopping).
+    pub async fn stop_all(&mut self, engine: &SharedEngine) {
+        for ((_, site, server, _), hosted) in self.hubs.drain() {
+            let _ = hosted.stop.send(true);
+            let holder = hosted.holder;
+            let _ = engine_call(engine, &hosted.settings, move |e, _| {
+                e.store()
+                    .write(|tx| tables::release_lease(tx, &site, &server, &holder))
+            })
+            .await;
         }
     }
 }

@@ -12,6 +12,8 @@ final class NginxFpm extends WebServer
     private ?array $tls = null;
     /** php-fpm's worker processes (pm.max_children). */
     public int $children = 4;
+    /** pm.max_requests of a static pool (0: never recycle); the dynamic pool always recycles after 10. */
+    public int $maxRequests = 0;
     /** ini values (name => value) nginx passes to PHP for this server's requests (PHP_VALUE). */
     public array $phpValues = [];
     /** More virtual hosts served by the same php-fpm pool: port => ini values for their requests. */
@@ -37,7 +39,7 @@ final class NginxFpm extends WebServer
         $d = $this->dir;
         @mkdir("$d/nginx-tmp");
         $pm = $this->pm === 'static'
-            ? "pm = static\npm.max_children = {$this->children}\n"
+            ? "pm = static\npm.max_children = {$this->children}\npm.max_requests = {$this->maxRequests}\n"
             : "pm = dynamic\npm.max_children = {$this->children}\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\npm.max_requests = 10\n";
         if ($this->user) {
             $pm .= "user = {$this->user[0]}\ngroup = {$this->user[1]}\n";
