@@ -363,7 +363,7 @@ final class StatusPage
         $deadShown = $stats['dead'] > $deadCount ? " (newest $deadCount of {$stats['dead']})" : '';
         $mode = $this->authorised ? 'authorised' : 'read-only';
         $updated = date('H:i:s', (int) $now);
-        $failing = $this->failing($stats['failing_endpoints'] ?? [], $now);
+        $failing = $this->failing($stats['failing_endpoints'] ?? [], $now) . $this->hub($stats['hub'] ?? null);
         return <<<HTML
             <main id="ae-status">
             <section class="ae-cards">$cards</section>
@@ -399,6 +399,28 @@ final class StatusPage
             . '<code>accept()</code>; their tasks stay queued with their attempts untouched, and delivery is tried again '
             . 'with growing delays. Check <code>async_engine.base_url</code>.</p><table><thead><tr><th>endpoint</th>'
             . "<th>failures in a row</th><th>next try</th><th>last error</th></tr></thead><tbody>$rows</tbody></table></section>";
+    }
+
+    /**
+     * The live-events hub, when hub_listen is set: who hosts it, or a warning
+     * that no worker does (none has served a request yet, or the port is taken:
+     * see the error log).
+     *
+     * @param array{listen: string, host_pid: ?int, subscriptions: int, updates_kept: int}|null $hub
+     */
+    private function hub(?array $hub): string
+    {
+        if ($hub === null) {
+            return '';
+        }
+        $e = self::escape(...);
+        $state = $hub['host_pid'] === null
+            ? '<b class="ae-dead">no worker hosts it</b> (none has served a request since it started, or the port is '
+                . 'taken: see the error log)'
+            : "hosted by worker pid {$hub['host_pid']}";
+        return "<section class=\"ae-hub\"><h2>Live events hub</h2><p data-hub=\"{$e($hub['listen'])}\">"
+            . "<code>{$e($hub['listen'])}</code>: $state · {$hub['subscriptions']} subscriptions · "
+            . "{$hub['updates_kept']} updates kept</p></section>";
     }
 
     /**

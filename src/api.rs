@@ -627,6 +627,18 @@ impl Engine {
             failing.push(row)?;
         }
         a.insert("failing_endpoints", failing)?;
+        let hub = process::engine(&settings, |e| e.hub_status(&settings, now)).or_throw()?;
+        match hub {
+            Some(h) => {
+                let mut row = ZendHashTable::new();
+                row.insert("listen", h.listen.to_string())?;
+                row.insert("host_pid", h.host_pid.map(i64::from))?;
+                row.insert("subscriptions", h.subscriptions)?;
+                row.insert("updates_kept", h.updates_kept)?;
+                a.insert("hub", row)?;
+            }
+            None => a.insert("hub", ())?,
+        }
         Ok(a)
     }
 

@@ -246,9 +246,11 @@ final class Engine
      * and failing_endpoints: endpoints whose deliveries fail (wrong base_url, a
      * redirect, an endpoint that does not call accept()), each
      * ['endpoint', 'failures' (in a row), 'last_error', 'retry_at' (Unix seconds)];
-     * their tasks stay queued with their attempts untouched.
+     * their tasks stay queued with their attempts untouched; hub: null without
+     * hub_listen, else ['listen', 'host_pid' (the worker hosting this server's hub,
+     * null when none does), 'subscriptions', 'updates_kept'].
      *
-     * @return array<string, int|float|null>
+     * @return array<string, mixed>
      */
     public static function stats(): array
     {

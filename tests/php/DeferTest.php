@@ -58,6 +58,7 @@ final class DeferTest extends EngineTestCase
         $this->assertSame(0, $stats['in_flight'], 'nothing due: nothing dispatched');
         $this->assertEqualsWithDelta($now + 90.5, $stats['next_due'], 1.0);
         $this->assertNull($stats['oldest_due_age']);
+        $this->assertNull($stats['hub'], 'no hub_listen, no hub');
     }
 
     public function testUniqueReturnsTheLiveTask(): void

@@ -182,6 +182,26 @@ abstract class HubTestCase extends EngineTestCase
         $this->assertSame([], Engine::subscribers('books/1'));
     }
 
+    public function testStatsAndTheStatusPageSayWhoHostsTheHub(): void
+    {
+        $clients = new SseClients($this->hubUrl('?topic=a&topic=b'), 1);
+        $this->assertTrue($clients->until(fn () => Engine::stats()['hub']['subscriptions'] === 2, 5));
+        Engine::publish('a', 'x');
+        $hub = Engine::stats()['hub'];
+        $this->assertSame(['listen' => "127.0.0.1:{$this->hubPort}", 'host_pid' => $this->hubPid()],
+            array_intersect_key($hub, ['listen' => 1, 'host_pid' => 1]));
+        $this->assertGreaterThanOrEqual(3, $hub['updates_kept'], 'the update and two join events');
+        [, , $html] = \AsyncEngine\StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'GET'], [], [], []);
+        $this->assertStringContainsString("hosted by worker pid {$hub['host_pid']}", $html);
+        // With every worker gone, no one hosts it, and the page says so.
+        $clients->close();
+        $this->server->stop();
+        usleep(3200000); // the lease runs out
+        $this->assertNull(Engine::stats()['hub']['host_pid']);
+        [, , $html] = \AsyncEngine\StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'GET'], [], [], []);
+        $this->assertStringContainsString('no worker hosts it', $html);
+    }
+
     public function testBadPublishAndTokenCallsThrowAndStoreNothing(): void
     {
         $cases = [

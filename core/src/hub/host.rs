@@ -105,8 +105,8 @@ impl Hosting {
         let taken = engine_call(engine, settings, move |e, _| {
             let store = e.store();
             if store
-                .read(|tx| tables::lease_until(tx, &s, &srv))?
-                .is_some_and(|u| u >= now)
+                .read(|tx| tables::lease(tx, &s, &srv))?
+                .is_some_and(|(_, u)| u >= now)
             {
                 return Ok(false);
             }

@@ -27,7 +27,41 @@ pub const LEASE_MS: Millis = 3_000;
 /// Longest lifetime `subscriber_token()` gives a token, in seconds.
 pub const MAX_TOKEN_TTL: i64 = 366 * 86_400;
 
+/// The state of this server's hub, for `stats()` and the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubStatus {
+    /// The `hub_listen` setting.
+    pub listen: SocketAddr,
+    /// The process id of the worker hosting it, if one holds a live lease.
+    pub host_pid: Option<u32>,
+    /// Subscriptions on this site's hubs now.
+    pub subscriptions: i64,
+    /// Updates kept for replay.
+    pub updates_kept: i64,
+}
+
 impl Engine {
+    /// This server's hub: who hosts it and what it holds; `None` when
+    /// `hub_listen` is unset.
+    pub fn hub_status(&mut self, settings: &Settings, now: Millis) -> Result<Option<HubStatus>> {
+        let Some(listen) = settings.hub_listen else {
+            return Ok(None);
+        };
+        let (site, server) = (settings.site_name(), settings.server_name());
+        let (lease, (subscriptions, updates_kept)) = self
+            .store()
+            .read(|tx| Ok((tables::lease(tx, site, server)?, tables::counts(tx, site)?)))?;
+        let host_pid = lease
+            .filter(|(_, until)| *until >= now)
+            .and_then(|(holder, _)| holder.split(':').next()?.parse().ok());
+        Ok(Some(HubStatus {
+            listen,
+            host_pid,
+            subscriptions,
+            updates_kept,
+        }))
+    }
+
     /// Publishes `update` on this site's hub: stores it (one insert) and
     /// nudges this server's hub, without waiting for it. Returns its id.
     pub fn publish(&mut self, settings: &Settings, update: &Update, now: Millis) -> Result<String> {

@@ -218,12 +218,32 @@ pub(crate) fn hold_lease(
     Ok(changed == 1)
 }
 
-/// When the current hub lease of `server` ends, if there is one.
-pub(crate) fn lease_until(tx: &mut dyn Tx, site: &str, server: &str) -> Result<Option<Millis>> {
-    tx.int(
-        "SELECT until_at FROM hub_leases WHERE site = ?1 AND server = ?2",
+/// The hub lease of `server`, if any: its holder and when it ends.
+pub(crate) fn lease(tx: &mut dyn Tx, site: &str, server: &str) -> Result<Option<(String, Millis)>> {
+    match tx.row(
+        "SELECT holder, until_at FROM hub_leases WHERE site = ?1 AND server = ?2",
         args![site, server],
-    )
+    )? {
+        Some(mut r) => Ok(Some((r.text(0)?, r.int(1)?))),
+        None => Ok(None),
+    }
+}
+
+/// How many subscriptions and kept updates `site` has.
+pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(i64, i64)> {
+    let subscriptions = tx
+        .int(
+            "SELECT count(*) FROM hub_subscribers WHERE site = ?1",
+            args![site],
+        )?
+        .unwrap_or(0);
+    let updates = tx
+        .int(
+            "SELECT count(*) FROM hub_events WHERE site = ?1",
+            args![site],
+        )?
+        .unwrap_or(0);
+    Ok((subscriptions, updates))
 }
 
 /// Ends `holder`'s hub lease of `server`, if it holds it.
