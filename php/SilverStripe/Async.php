@@ -56,6 +56,22 @@ final class Async
     /** Seconds done and cancelled tasks are kept (engine default 86400). */
     private static ?int $retention = null;
 
+    /**
+     * Where one PHP worker of this server hosts the live-events hub, address:port
+     * (SS_ASYNC_ENGINE_HUB_LISTEN). Default: php.ini, else no hub.
+     */
+    private static ?string $hub_listen = null;
+
+    /** HS256 key of the hub's tokens (SS_ASYNC_ENGINE_HUB_JWT_KEY). Default: derived from the secret. */
+    private static ?string $hub_jwt_key = null;
+
+    /**
+     * The hub's URL as browsers reach it, e.g. https://example.com/.well-known/mercure
+     * behind a proxy (SS_ASYNC_ENGINE_HUB_URL). Default: this request's host on the
+     * port of hub_listen.
+     */
+    private static ?string $hub_url = null;
+
     /** Seconds one task request keeps running tasks before handing its slot on. */
     private static float $batch_time = 5.0;
 
@@ -100,6 +116,60 @@ final class Async
     }
 
     /**
+     * Publishes an update on the live-events hub; returns its id. As
+     * Engine::publish(): options private, type, retry, id.
+     *
+     * @param string|list<string> $topics
+     * @param array<string, mixed> $options
+     */
+    public static function publish(string|array $topics, string $data, array $options = []): string
+    {
+        self::configureEngine();
+        return Engine::publish($topics, $data, $options);
+    }
+
+    /**
+     * A token for a site's front-end: lets the browser receive the private
+     * updates of `$topics` (topics or URI templates) for `$ttl` seconds;
+     * `$payload` is what other subscribers see of it (presence).
+     *
+     * @param list<string> $topics
+     * @param array<string, mixed> $payload
+     */
+    public static function subscriberToken(array $topics, int $ttl = 3600, array $payload = []): string
+    {
+        self::configureEngine();
+        return Engine::subscriberToken($topics, $ttl, $payload);
+    }
+
+    /** The hub's URL for browsers (hub_url), or null when no hub is set up. */
+    public static function hubUrl(): ?string
+    {
+        $url = self::pick('hub_url', 'SS_ASYNC_ENGINE_HUB_URL');
+        if ($url !== null) {
+            return $url;
+        }
+        $listen = self::pick('hub_listen', 'SS_ASYNC_ENGINE_HUB_LISTEN') ?? (ini_get('async_engine.hub_listen') ?: null);
+        if ($listen === null || !preg_match('/:(\d+)$/', $listen, $m)) {
+            return null;
+        }
+        $base = parse_url(Director::absoluteBaseURL());
+        return sprintf('%s://%s:%d/.well-known/mercure', $base['scheme'] ?? 'http', $base['host'] ?? '127.0.0.1', $m[1]);
+    }
+
+    /** The hub topic of a record: silverstripe/{sanitised class}/{ID} (App\Note 3: silverstripe/App-Note/3). */
+    public static function recordTopic(string $class, int $id): string
+    {
+        return self::classTopic($class) . '/' . $id;
+    }
+
+    /** The hub topic of a class's records: silverstripe/{sanitised class}. */
+    public static function classTopic(string $class): string
+    {
+        return 'silverstripe/' . str_replace('\\', '-', ClassInfo::class_name($class));
+    }
+
+    /**
      * Applies the settings to the engine for the rest of this request (once);
      * call it before using AsyncEngine\Engine directly.
      *
@@ -136,6 +206,12 @@ final class Async
         $secret = self::pick('secret', 'SS_ASYNC_ENGINE_SECRET');
         if ($secret !== null) {
             $settings['secret'] = $secret;
+        }
+        foreach (['hub_listen' => 'SS_ASYNC_ENGINE_HUB_LISTEN', 'hub_jwt_key' => 'SS_ASYNC_ENGINE_HUB_JWT_KEY'] as $name => $env) {
+            $value = self::pick($name, $env);
+            if ($value !== null) {
+                $settings[$name] = $value;
+            }
         }
         $baseUrl = self::pick('base_url', 'SS_ASYNC_ENGINE_BASE_URL') ?? self::cliBaseUrl();
         if ($baseUrl !== null) {

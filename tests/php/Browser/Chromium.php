@@ -105,6 +105,13 @@ final class Chromium
         $this->command('POST', "/element/$id/click", new \stdClass());
     }
 
+    /** Types text into the first element a CSS selector matches. */
+    public function type(string $css, string $text): void
+    {
+        $id = $this->find($css) ?? throw new \RuntimeException("nothing matches $css");
+        $this->command('POST', "/element/$id/value", ['text' => $text]);
+    }
+
     /** Waits until $ready returns a value other than null/false, and returns it. */
     public function waitFor(callable $ready, float $seconds, string $what): mixed
     {

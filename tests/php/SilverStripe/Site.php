@@ -37,6 +37,9 @@ final class Site
         if (str_contains($modules, 'queuedjobs')) {
             self::copy("$fixtures/queuedjobs", "$dir/app");
         }
+        if (is_dir("$dir/vendor/silverstripe/admin")) {
+            self::copy("$fixtures/admin", "$dir/app"); // the CMS section of the live-events test
+        }
         $site->devBuild();
         return $site;
     }
