@@ -13,6 +13,7 @@ namespace AsyncEngine\Bench;
 
 use AsyncEngine\Engine;
 use AsyncEngine\Tests\Servers\NginxFpm;
+use AsyncEngine\Tests\Servers\WebServer;
 
 require __DIR__ . '/lib/enqueue.php';
 require __DIR__ . '/lib/report.php';
@@ -33,10 +34,11 @@ if (($argv[1] ?? '') === '--render') {
 $smoke = in_array('--smoke', $argv, true);
 $p = $smoke
     ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'idle' => 20, 'backlog' => 200,
-        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000]
+        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000,
+        'hub_idle' => 200, 'hub_subscribers' => 20, 'hub_events' => 50]
     : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'idle' => 200,
         'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
-        'per_deferrer' => 500, 'schedules' => 10000];
+        'per_deferrer' => 500, 'schedules' => 10000, 'hub_idle' => 5000, 'hub_subscribers' => 100, 'hub_events' => 500];
 $started = microtime(true);
 $work = sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
 mkdir($work);
@@ -180,6 +182,13 @@ foreach ($rounds as $k => $ops) {
     printf("  %-7s schedules: defer median %.1f µs, claim median %.1f µs\n", $k, $results['schedules'][$k]['defer']['median_us'],
         $results['schedules'][$k]['claim']['median_us']);
 }
+
+step("live-events hub: {$p['hub_idle']} idle subscribers, then {$p['hub_subscribers']} subscribers and {$p['hub_events']} updates");
+$results['hub'] = hub($work, $p);
+printf("  %d idle connections held (opened in %.1f s), host RSS +%.1f MiB (%.1f KiB each); latency p50 %.2f ms p99 %.2f ms; fan-out %.0f deliveries/s\n",
+    $results['hub']['idle'], $results['hub']['idle_seconds'], $results['hub']['rss_growth_kb'] / 1024,
+    $results['hub']['rss_growth_kb'] / max(1, $results['hub']['idle']), $results['hub']['p50_ms'], $results['hub']['p99_ms'],
+    $results['hub']['fanout_per_s']);
 
 $results['goals'] = goals($results);
 $results['seconds'] = microtime(true) - $started;
@@ -403,6 +412,59 @@ function us(float $us): string
     return $us >= 1000 ? sprintf('%.2f ms', $us / 1000) : sprintf('%.1f µs', $us);
 }
 
+/**
+ * The hub hosted by one of 4 php-fpm workers: idle connections it holds
+ * (and the host's RSS growth), publish-to-receive latency and fan-out,
+ * driven by core/examples/hub_load.rs.
+ */
+function hub(string $work, array $p): array
+{
+    mkdir("$work/hub");
+    $hubPort = WebServer::freePort();
+    $server = (new NginxFpm("$work/hub/engine.sqlite", SECRET, "$work/hub"))->site(__DIR__ . '/www')
+        ->ini(['async_engine.hub_listen' => "127.0.0.1:$hubPort"]);
+    $server->start();
+    try {
+        for ($i = 0; $i < 8; $i++) {
+            $server->request('/hello.php');
+        }
+        Engine::configure(['database' => "$work/hub/engine.sqlite", 'hub_listen' => "127.0.0.1:$hubPort"]);
+        $deadline = microtime(true) + 10;
+        while (($pid = Engine::stats()['hub']['host_pid']) === null && microtime(true) < $deadline) {
+            usleep(50000);
+        }
+        if ($pid === null) {
+            throw new \RuntimeException('no worker hosts the hub: ' . $server->log());
+        }
+        $rss = function () use ($pid): int {
+            preg_match('/^VmRSS:\s+(\d+)/m', (string) file_get_contents("/proc/$pid/status"), $m);
+            return (int) $m[1];
+        };
+        $before = $rss();
+        $load = proc_open([dirname(__DIR__) . '/target/release/examples/hub_load', "127.0.0.1:$hubPort", "$work/hub/engine.sqlite",
+            (string) $p['hub_idle'], (string) $p['hub_subscribers'], (string) $p['hub_events']],
+            [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['file', "$work/hub/load.log", 'w']], $pipes);
+        $ready = (string) fgets($pipes[1]);
+        if (!str_starts_with($ready, 'idle_ready ')) {
+            throw new \RuntimeException("hub_load: $ready " . file_get_contents("$work/hub/load.log"));
+        }
+        usleep(500000);
+        $with = $rss();
+        fwrite($pipes[0], "\n");
+        $out = json_decode((string) stream_get_contents($pipes[1]), true);
+        proc_close($load);
+        $idle = json_decode(substr($ready, strlen('idle_ready ')), true);
+        if (!is_array($out) || !is_array($idle)) {
+            throw new \RuntimeException('hub_load printed no results: ' . file_get_contents("$work/hub/load.log"));
+        }
+        return ['idle' => $idle['opened'], 'idle_failed' => $idle['failed'], 'idle_seconds' => $idle['seconds'],
+            'rss_before_kb' => $before, 'rss_growth_kb' => $with - $before] + $out;
+    } finally {
+        Engine::configure(['hub_listen' => null]);
+        $server->stop();
+    }
+}
+
 /** The smoke run's sanity checks: every number is there and plausible. */
 function check(array $r): void
 {
@@ -420,6 +482,11 @@ function check(array $r): void
     }
     if ($r['schedules']['count'] !== $r['params']['schedules']) {
         throw new \RuntimeException('schedules created: ' . json_encode($r['schedules']['count']));
+    }
+    $hub = $r['hub'];
+    if ($hub['idle'] !== $r['params']['hub_idle'] || $hub['latency_received'] !== $hub['subscribers'] * $hub['events']
+        || $hub['fanout_delivered'] !== $hub['subscribers'] * $hub['events']) {
+        throw new \RuntimeException('hub run incomplete: ' . json_encode($hub));
     }
     if ($r['latency']['idle']['tasks'] !== $r['params']['idle'] || $r['concurrency']['errors'] !== 0) {
         throw new \RuntimeException('latency or concurrency run incomplete: ' . json_encode([$r['latency'], $r['concurrency']]));
