@@ -16,7 +16,7 @@ use async_engine_core::{
     DeferOptions, Error, Scalar, ScheduleInfo, ScheduleOptions, Settings, State, TaskInfo,
 };
 use ext_php_rs::boxed::ZBox;
-use ext_php_rs::convert::IntoZval;
+use ext_php_rs::convert::{FromZval, IntoZval};
 use ext_php_rs::error::php_error;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::flags::ErrorType;
@@ -88,21 +88,25 @@ fn schedule_array(s: ScheduleInfo) -> PhpResult<ZBox<ZendHashTable>> {
     Ok(a)
 }
 
-/// A `string|list<string>` of topics as a list, or an exception naming `call`.
+/// A `string|list<string>` of topics as a list, or an `InvalidTask` naming `call`.
 fn topic_list(topics: &Zval, call: &str) -> PhpResult<Vec<String>> {
-    let bad = || {
-        to_php(Error::Usage(format!(
+    let bad = |got: &Zval| {
+        invalid(format!(
             "the topics of {call} must be a string or a list of strings, got {}",
-            type_name(topics)
-        )))
+            type_name(got)
+        ))
     };
-    if let Some(t) = topics.str() {
-        return Ok(vec![t.to_string()]);
+    let text = |z: &Zval| -> PhpResult<String> {
+        let bytes = Bytes::from_zval(z).ok_or_else(|| bad(z))?;
+        Ok(bytes
+            .text("a topic", async_engine_core::hub::tables::MAX_TOPIC_LEN)?
+            .to_string())
+    };
+    if topics.is_string() {
+        return Ok(vec![text(topics)?]);
     }
-    let table = topics.array().ok_or_else(bad)?;
-    entries(table)
-        .map(|(_, v)| v.str().map(str::to_string).ok_or_else(bad))
-        .collect()
+    let table = topics.array().ok_or_else(|| bad(topics))?;
+    entries(table).map(|(_, v)| text(v)).collect()
 }
 
 /// Claims the next task for this request: through the signed request on the
@@ -376,15 +380,15 @@ impl Engine {
                         "retry" => "an integer number of milliseconds, 0 or more",
                         _ => "a string",
                     };
-                    return Err(to_php(Error::Usage(format!(
+                    return Err(invalid(format!(
                         "option '{name}' of publish() must be {expected}, got {}",
                         v.describe()
-                    ))));
+                    )));
                 }
                 _ => {
-                    return Err(to_php(Error::Usage(format!(
+                    return Err(invalid(format!(
                         "unknown option '{name}' for publish(); known options: private, type, retry, id"
-                    ))))
+                    )))
                 }
             }
         }
@@ -417,7 +421,8 @@ impl Engine {
     pub fn subscribers(topic: Bytes) -> PhpResult<ZBox<ZendHashTable>> {
         let topic = topic.utf8("topic")?;
         let settings = settings()?;
-        let list = process::engine(&settings, |e| e.subscribers(&settings, topic)).or_throw()?;
+        let list =
+            process::engine(&settings, |e| e.subscribers(&settings, topic, now_ms())).or_throw()?;
         let mut out = ZendHashTable::new();
         for s in list {
             let mut a = ZendHashTable::new();

@@ -7,7 +7,7 @@ use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
 
 /// One entry per setting, all empty: an empty value means the built-in default.
-static INI_ENTRIES: IniEntryDefs<19> = IniEntryDefs::new([
+static INI_ENTRIES: IniEntryDefs<20> = IniEntryDefs::new([
     IniEntryDef::new(c"async_engine.database", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.site", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.server", c"", IniEntryPermission::All),
@@ -26,6 +26,11 @@ static INI_ENTRIES: IniEntryDefs<19> = IniEntryDefs::new([
     IniEntryDef::new(c"async_engine.hub_listen", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.hub_history", c"", IniEntryPermission::All),
     IniEntryDef::new(c"async_engine.hub_jwt_key", c"", IniEntryPermission::All),
+    IniEntryDef::new(
+        c"async_engine.hub_max_event_size",
+        c"",
+        IniEntryPermission::All,
+    ),
     IniEntryDef::end(),
 ]);
 

@@ -107,7 +107,8 @@ final class Engine
      *        type: the SSE event type; retry: the reconnection delay in ms clients
      *        are told; id: the update's id (default a fresh urn:uuid)
      * @return string the update's id (the SSE id, for Last-Event-ID)
-     * @throws EngineException for no topic, a bad option, data over max_args_size or an id used before
+     * @throws InvalidTask  for no topic, more than 64, a topic over 2048 bytes or not UTF-8,
+     *                      a bad option, data over hub_max_event_size or an id used before
      * @throws StorageError    when the database cannot be opened or written, or no database is set
      */
     public static function publish(mixed $topics, string $data, array $options = []): string
@@ -123,7 +124,7 @@ final class Engine
      * subscribers() show of its holder (presence).
      *
      * @param string|list<string> $topics
-     * @throws EngineException for a ttl outside 1 s to 366 days or bad topics
+     * @throws InvalidTask for a ttl outside 1 s to 366 days or bad topics
      */
     public static function subscriberToken(mixed $topics, int $ttl = 3600, array $payload = []): string
     {

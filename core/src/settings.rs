@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::scalar::Scalar as SettingValue;
 
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 18] = [
+pub const SETTING_NAMES: [&str; 19] = [
     "database",
     "site",
     "server",
@@ -26,6 +26,7 @@ pub const SETTING_NAMES: [&str; 18] = [
     "hub_listen",
     "hub_history",
     "hub_jwt_key",
+    "hub_max_event_size",
 ];
 
 /// The effective settings of one request.
@@ -72,6 +73,8 @@ pub struct Settings {
     pub hub_history: f64,
     /// The HS256 key of the hub's tokens; `None` means derived from the secret.
     pub hub_jwt_key: Option<String>,
+    /// Largest data of one published update, in bytes.
+    pub hub_max_event_size: usize,
 }
 
 impl Default for Settings {
@@ -95,6 +98,7 @@ impl Default for Settings {
             hub_listen: None,
             hub_history: 3600.0,
             hub_jwt_key: None,
+            hub_max_event_size: 1024 * 1024,
         }
     }
 }
@@ -284,6 +288,7 @@ impl Settings {
                     "max_queued" => self.max_queued = defaults.max_queued,
                     "dead_retention" => self.dead_retention = defaults.dead_retention,
                     "hub_history" => self.hub_history = defaults.hub_history,
+                    "hub_max_event_size" => self.hub_max_event_size = defaults.hub_max_event_size,
                     _ => self.max_args_size = defaults.max_args_size,
                 }
             }
@@ -298,6 +303,9 @@ impl Settings {
             "max_queued" => self.max_queued = whole(name, value, 1, 1_000_000_000)? as u64,
             "dead_retention" => self.dead_retention = seconds(name, value, 0.0)?,
             "hub_history" => self.hub_history = seconds(name, value, 0.0)?,
+            "hub_max_event_size" => {
+                self.hub_max_event_size = whole(name, value, 1, 64 * 1024 * 1024)? as usize
+            }
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown setting '{name}'; known settings: {}",

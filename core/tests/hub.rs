@@ -150,12 +150,12 @@ fn bad_updates_and_tokens_are_refused_and_store_nothing() {
                 data: "x".repeat(s.max_args_size + 1),
                 ..Update::default()
             },
-            "data is at most",
+            "data is at most 1048576 bytes (hub_max_event_size)",
         ),
     ];
     for (update, message) in cases {
         match e.publish(&s, &update, T0) {
-            Err(Error::Usage(m)) => assert!(m.contains(message), "{m}"),
+            Err(Error::InvalidTask(m)) => assert!(m.contains(message), "{m}"),
             other => panic!("{update:?} gave {other:?}"),
         }
     }
@@ -166,10 +166,10 @@ fn bad_updates_and_tokens_are_refused_and_store_nothing() {
         ..Update::default()
     };
     assert!(
-        matches!(e.publish(&s, &again, T0), Err(Error::Usage(m)) if m.contains("published already"))
+        matches!(e.publish(&s, &again, T0), Err(Error::InvalidTask(m)) if m.contains("published already"))
     );
     match e.subscriber_token(&s, &["t".into()], serde_json::Value::Null, 0, T0) {
-        Err(Error::Usage(m)) => assert!(m.contains("ttl"), "{m}"),
+        Err(Error::InvalidTask(m)) => assert!(m.contains("ttl"), "{m}"),
         other => panic!("{other:?}"),
     }
     // A token verifies with the key derived from the secret, and only with it.
@@ -241,7 +241,9 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
     );
 
     // Presence: the token's payload, per subscriber and topic.
-    let subs = e.subscribers(&s, "books/1").unwrap();
+    let subs = e
+        .subscribers(&s, "books/1", async_engine_core::clock::now_ms())
+        .unwrap();
     assert_eq!(subs.len(), 3, "{subs:?}");
     assert!(subs.iter().filter(|x| x.payload["name"] == "Ada").count() == 2);
 

@@ -51,13 +51,35 @@ foreach (bursts() as $value => [$label]) {
 }
 $maxWorkers = (int) ini_get('async_engine.max_workers');
 $database = ini_get('async_engine.database') ?: '(not set)';
+// The live feed: what tasks publish, pushed by the hub one of the server's
+// own PHP workers hosts (async_engine.hub_listen), no polling.
+$hubPort = (int) substr((string) strrchr((string) ini_get('async_engine.hub_listen'), ':'), 1);
+$feed = $hubPort === 0 ? '' : <<<HTML
+    <section class="demo-feed"><h2>Live feed <small>pushed through the hub on port {$hubPort}</small></h2>
+    <ol id="live"></ol></section>
+    <script>
+    (function () {
+      var url = location.protocol + '//' + location.hostname + ':{$hubPort}/.well-known/mercure?topic=demo%2Ftasks';
+      var list = document.getElementById('live');
+      new EventSource(url).addEventListener('task', function (e) {
+        var item = document.createElement('li');
+        item.textContent = new Date().toLocaleTimeString() + '  ' + e.data;
+        list.insertBefore(item, list.firstChild);
+        while (list.children.length > 8) { list.removeChild(list.lastChild); }
+      });
+    })();
+    </script>
+    HTML;
 $intro = <<<HTML
     <style>.demo button{font:inherit;padding:.4em .8em;margin:.2em .2em .2em 0}
-    .demo .primary{font-weight:600}.demo p{color:#5b6475}</style>
+    .demo .primary{font-weight:600}.demo p{color:#5b6475}
+    .demo-feed ol{font:13px ui-monospace,monospace;list-style:none;padding:0;margin:.3em 0;min-height:1.2em}
+    .demo-feed small{font-weight:400;color:#5b6475}</style>
     <form method="post" class="demo">$buttons
     <p>Each task is a signed request from this server to <code>/worker.php</code> (at most
     {$maxWorkers} at once). Failing tasks throw, retry once after about a
     second, then stay dead with their error. Database: <code>{$database}</code></p></form>
+    $feed
     HTML;
 
 StatusPage::serve(['authorised' => true, 'title' => 'async-engine demo', 'intro' => $intro]);

@@ -8,6 +8,7 @@ use AsyncEngine\EngineException;
 use SilverStripe\ORM\DataExtension;
 use SilverStripe\ORM\DataObject;
 use SilverStripe\Security\Security;
+use SilverStripe\Versioned\Versioned;
 
 /**
  * Pushes a record's changes: after write, delete, publish and unpublish it
@@ -39,13 +40,28 @@ class PushesChanges extends DataExtension
 
     public function onAfterWrite(): void
     {
-        $this->push('write', $this->pushChanged);
+        if (!$this->onLiveStage()) {
+            $this->push('write', $this->pushChanged);
+        }
         $this->pushChanged = [];
     }
 
     public function onAfterDelete(): void
     {
-        $this->push('delete', []);
+        if (!$this->onLiveStage()) {
+            $this->push('delete', []);
+        }
+    }
+
+    /**
+     * Whether this write or delete is a versioned record's copy on the live
+     * stage: publishing writes it there and unpublishing deletes it, which
+     * their own events report.
+     */
+    private function onLiveStage(): bool
+    {
+        return class_exists(Versioned::class) && $this->owner->hasExtension(Versioned::class)
+            && Versioned::get_stage() === Versioned::LIVE;
     }
 
     public function onAfterPublish(): void

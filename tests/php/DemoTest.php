@@ -77,6 +77,9 @@ final class DemoTest extends TestCase
             'the status page to show 29 done and 3 dead: ' . $browser->text('.ae-cards')
         );
         $this->assertSame('29', $browser->text('[data-total=done]'), 'the chart counts them');
+        // The live feed got what the tasks published, pushed through the hub.
+        $feed = (string) $browser->waitFor(fn (Chromium $b) => $b->count('#live li') >= 8 ? $b->text('#live') : null, 10, 'the live feed');
+        $this->assertMatchesRegularExpression('~(fast|slow) #\d+ done in \d+ ms~', $feed);
         $this->assertSame(3, $browser->count('.ae-dead-list tr[data-state=dead]'));
         $dead = (string) $browser->text('.ae-dead-list');
         foreach ([1001, 1002, 1003] as $order) {

@@ -55,7 +55,7 @@ abstract class EngineTestCase extends TestCase
         // Back to the ini values for every setting, whatever the test changed.
         Engine::configure(array_fill_keys(['database', 'site', 'server', 'base_url', 'secret', 'max_workers', 'timeout',
             'max_attempts', 'retention', 'busy_timeout', 'max_args_size', 'max_queued', 'dead_retention', 'log',
-            'timezone', 'hub_listen', 'hub_history', 'hub_jwt_key'], null));
+            'timezone', 'hub_listen', 'hub_history', 'hub_jwt_key', 'hub_max_event_size'], null));
         self::removeDir($this->dir);
         if ($this->pgDatabase !== null) {
             self::adminPdo()->exec("DROP DATABASE {$this->pgDatabase} WITH (FORCE)");

@@ -5,7 +5,7 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests;
 
 use AsyncEngine\Engine;
-use AsyncEngine\EngineException;
+use AsyncEngine\InvalidTask;
 use AsyncEngine\Tests\Servers\WebServer;
 use AsyncEngine\Tests\Sse\SseClients;
 
@@ -202,6 +202,34 @@ abstract class HubTestCase extends EngineTestCase
         $this->assertStringContainsString('no worker hosts it', $html);
     }
 
+    public function testMalformedOversizedAndOverlongRequestsGet4xxAndTheHubGoesOn(): void
+    {
+        $raw = function (string $request): string {
+            $c = stream_socket_client("tcp://127.0.0.1:{$this->hubPort}", $errno, $error, 2);
+            stream_set_timeout($c, 5);
+            @fwrite($c, $request); // the hub may answer and close before all of it is sent
+            $status = (string) fgets($c);
+            fclose($c);
+            return trim($status);
+        };
+        $cases = [
+            'not HTTP' => "NOT HTTP AT ALL\r\n\r\n",
+            'a 1 MiB header' => "GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: hub\r\nX-Big: " . str_repeat('a', 1 << 20) . "\r\n\r\n",
+            '500 headers' => "GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: hub\r\n" . str_repeat("X-A: b\r\n", 500) . "\r\n",
+            '5000 topics' => 'GET /.well-known/mercure?' . implode('&', array_map(fn ($i) => "topic=t$i", range(1, 5000))) . " HTTP/1.1\r\nHost: hub\r\n\r\n",
+            'a 3000-byte topic' => 'GET /.well-known/mercure?topic=' . str_repeat('t', 3000) . " HTTP/1.1\r\nHost: hub\r\n\r\n",
+            'no topic' => "GET /.well-known/mercure HTTP/1.1\r\nHost: hub\r\n\r\n",
+        ];
+        foreach ($cases as $what => $request) {
+            $this->assertMatchesRegularExpression('~^HTTP/1\.[01] 4\d\d ~', $raw($request), $what);
+        }
+        // Still serving.
+        $clients = new SseClients($this->hubUrl('?topic=after'), 1);
+        $clients->pump(0.3);
+        $id = Engine::publish('after', 'still here');
+        $this->assertTrue($clients->until(fn ($c) => $c->ids(0) === [$id], 5));
+    }
+
     public function testBadPublishAndTokenCallsThrowAndStoreNothing(): void
     {
         $cases = [
@@ -211,16 +239,21 @@ abstract class HubTestCase extends EngineTestCase
             [fn () => Engine::publish('t', 'x', ['private' => 'yes']), "option 'private' of publish() must be a bool"],
             [fn () => Engine::publish('t', 'x', ['id' => "a\nb"]), "option 'id' must be 1 to 255 bytes on one line"],
             [fn () => Engine::publish('t', "\xff", []), 'data is not valid UTF-8'],
+            [fn () => Engine::publish("\xff", 'x'), 'a topic is not valid UTF-8'],
+            [fn () => Engine::publish(['ok', str_repeat('t', 3000)], 'x'), 'a topic is 3000 bytes long; the limit is 2048'],
+            [fn () => Engine::publish(array_map('strval', range(1, 65)), 'x'), 'an update names at most 64 topics, got 65'],
+            [fn () => Engine::publish('t', str_repeat('x', 101)), 'at most 100 bytes (hub_max_event_size), got 101'],
             [fn () => Engine::subscriberToken(['t'], 0), "a token's ttl must be 1 to"],
             [fn () => Engine::subscriberToken([''], 60), 'a token names at most 64 topics of 1 to 2048 bytes'],
         ];
+        Engine::configure(['hub_max_event_size' => 100]);
         $watch = new SseClients($this->hubUrl('?topic=*'), 1, ['Last-Event-ID' => 'earliest']);
         $watch->pump(0.2);
         foreach ($cases as [$call, $message]) {
             try {
                 $call();
                 $this->fail("no exception for $message");
-            } catch (EngineException $e) {
+            } catch (InvalidTask $e) {
                 $this->assertStringContainsString($message, $e->getMessage());
             }
         }

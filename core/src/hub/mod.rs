@@ -65,7 +65,7 @@ impl Engine {
     /// Publishes `update` on this site's hub: stores it (one insert) and
     /// nudges this server's hub, without waiting for it. Returns its id.
     pub fn publish(&mut self, settings: &Settings, update: &Update, now: Millis) -> Result<String> {
-        update.check(settings.max_args_size)?;
+        update.check(settings.hub_max_event_size)?;
         let site = settings.site_name();
         let id = self
             .store()
@@ -78,10 +78,15 @@ impl Engine {
 
     /// Who is subscribed to `topic` (the selector they asked for) now, on
     /// any server of this site.
-    pub fn subscribers(&mut self, settings: &Settings, topic: &str) -> Result<Vec<Subscription>> {
+    pub fn subscribers(
+        &mut self,
+        settings: &Settings,
+        topic: &str,
+        now: Millis,
+    ) -> Result<Vec<Subscription>> {
         let site = settings.site_name();
         self.store()
-            .read(|tx| tables::subscriptions(tx, site, Some(topic)))
+            .read(|tx| tables::subscriptions(tx, site, Some(topic), now))
     }
 
     /// The key of the hub's HS256 tokens: the `hub_jwt_key` setting, else
@@ -107,7 +112,7 @@ impl Engine {
         now: Millis,
     ) -> Result<String> {
         if !(1..=MAX_TOKEN_TTL).contains(&ttl) {
-            return Err(Error::Usage(format!(
+            return Err(Error::InvalidTask(format!(
                 "a token's ttl must be 1 to {MAX_TOKEN_TTL} seconds, got {ttl}"
             )));
         }
@@ -116,7 +121,7 @@ impl Engine {
                 .iter()
                 .any(|t| t.is_empty() || t.len() > tables::MAX_TOPIC_LEN)
         {
-            return Err(Error::Usage(format!(
+            return Err(Error::InvalidTask(format!(
                 "a token names at most {} topics of 1 to {} bytes",
                 tables::MAX_TOPICS,
                 tables::MAX_TOPIC_LEN

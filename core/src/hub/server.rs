@@ -266,7 +266,7 @@ impl Hub {
             }
             Err(why) => return plain(StatusCode::UNAUTHORIZED, &format!("{why}\n")),
         };
-        let limit = self.settings.max_args_size + 64 * 1024;
+        let limit = self.settings.hub_max_event_size + 64 * 1024;
         let body = match Limited::new(req.into_body(), limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "the update is too large\n"),
@@ -303,7 +303,7 @@ impl Hub {
         }
         let (settings, now) = (self.settings.clone(), now_ms());
         let stored = engine_call(&self.engine, &self.settings, move |e, _| {
-            update.check(settings.max_args_size)?;
+            update.check(settings.hub_max_event_size)?;
             let site = settings.site_name();
             e.store().write(|tx| tables::insert(tx, site, &update, now))
         })
@@ -313,7 +313,7 @@ impl Hub {
                 self.wake.notify_one();
                 plain(StatusCode::OK, &id)
             }
-            Err(crate::Error::Usage(m)) => plain(StatusCode::BAD_REQUEST, &format!("{m}\n")),
+            Err(crate::Error::InvalidTask(m)) => plain(StatusCode::BAD_REQUEST, &format!("{m}\n")),
             Err(e) => {
                 crate::log::emit(format!(
                     "the live-events hub could not store an update: {e}"
@@ -357,7 +357,7 @@ impl Hub {
         let read = engine_call(&self.engine, &self.settings, move |e, _| {
             e.store().read(|tx| {
                 Ok((
-                    tables::subscriptions(tx, &site, topic.as_deref())?,
+                    tables::subscriptions(tx, &site, topic.as_deref(), now_ms())?,
                     tables::last_id(tx, &site)?,
                 ))
             })

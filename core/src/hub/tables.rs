@@ -6,7 +6,7 @@
 
 use crate::clock::Millis;
 use crate::db::{args, Row, Tx};
-use crate::error::{Error, Result};
+use crate::error::{invalid, Error, Result};
 use serde_json::Value;
 
 /// Most topics one update or one subscription names.
@@ -34,42 +34,43 @@ pub struct Update {
 }
 
 impl Update {
-    /// Refuses an update the hub could not deliver as given.
+    /// Refuses an update the hub could not deliver as given
+    /// (`InvalidTask`); `max_data` is the `hub_max_event_size` setting.
     pub fn check(&self, max_data: usize) -> Result<()> {
         if self.topics.is_empty() {
-            return Err(Error::Usage("an update needs at least one topic".into()));
+            return Err(invalid!("an update needs at least one topic"));
         }
         if self.topics.len() > MAX_TOPICS {
-            return Err(Error::Usage(format!(
+            return Err(Error::InvalidTask(format!(
                 "an update names at most {MAX_TOPICS} topics, got {}",
                 self.topics.len()
             )));
         }
         for t in &self.topics {
             if t.is_empty() || t.len() > MAX_TOPIC_LEN {
-                return Err(Error::Usage(format!(
+                return Err(Error::InvalidTask(format!(
                     "a topic must be 1 to {MAX_TOPIC_LEN} bytes long, got {} bytes",
                     t.len()
                 )));
             }
         }
         if self.data.len() > max_data {
-            return Err(Error::Usage(format!(
-                "an update's data is at most {max_data} bytes (max_args_size), got {}",
+            return Err(Error::InvalidTask(format!(
+                "an update's data is at most {max_data} bytes (hub_max_event_size), got {}",
                 self.data.len()
             )));
         }
         for (what, v) in [("id", &self.id), ("type", &self.kind)] {
             if let Some(v) = v {
                 if v.is_empty() || v.len() > MAX_ID_LEN || v.contains(['\r', '\n']) {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::InvalidTask(format!(
                         "option '{what}' must be 1 to {MAX_ID_LEN} bytes on one line"
                     )));
                 }
             }
         }
         if self.retry.is_some_and(|r| r < 0) {
-            return Err(Error::Usage(
+            return Err(Error::InvalidTask(
                 "option 'retry' must be a number of milliseconds, 0 or more".into(),
             ));
         }
@@ -110,7 +111,7 @@ pub(crate) fn insert(tx: &mut dyn Tx, site: &str, update: &Update, now: Millis) 
                 )?
                 .is_some()
             {
-                return Err(Error::Usage(format!(
+                return Err(Error::InvalidTask(format!(
                     "an update with id '{}' was published already",
                     id.escape_default()
                 )));
@@ -348,17 +349,25 @@ fn subscription(mut r: Row) -> Result<Subscription> {
 }
 
 /// `site`'s subscriptions, to `topic` only if given, oldest first.
+/// Only those of a hub that still holds its lease at `now`: a host that died
+/// with its connections leaves rows behind until another host clears them.
 pub(crate) fn subscriptions(
     tx: &mut dyn Tx,
     site: &str,
     topic: Option<&str>,
+    now: Millis,
 ) -> Result<Vec<Subscription>> {
     const SELECT: &str =
-        "SELECT subscriber, topic, payload, since_at FROM hub_subscribers WHERE site = ?1";
-    const ORDER: &str = " ORDER BY since_at, subscriber, topic";
+        "SELECT s.subscriber, s.topic, s.payload, s.since_at FROM hub_subscribers s \
+         JOIN hub_leases l ON l.site = s.site AND l.server = s.server AND l.holder = s.holder \
+         WHERE s.site = ?1 AND l.until_at >= ?2";
+    const ORDER: &str = " ORDER BY s.since_at, s.subscriber, s.topic";
     let rows = match topic {
-        Some(t) => tx.query(&format!("{SELECT} AND topic = ?2{ORDER}"), args![site, t])?,
-        None => tx.query(&format!("{SELECT}{ORDER}"), args![site])?,
+        Some(t) => tx.query(
+            &format!("{SELECT} AND s.topic = ?3{ORDER}"),
+            args![site, now, t],
+        )?,
+        None => tx.query(&format!("{SELECT}{ORDER}"), args![site, now])?,
     };
     rows.into_iter().map(subscription).collect()
 }

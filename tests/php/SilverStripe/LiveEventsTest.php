@@ -65,11 +65,13 @@ final class LiveEventsTest extends SilverStripeTestCase
 
         $id = (int) $this->php('$n = App\PushedNote::create(["Title" => "first", "Body" => "b"]); $n->write(); echo $n->ID;');
         $this->php("\$n = App\\PushedNote::get()->byID($id); \$n->Title = 'second'; \$n->write();");
+        $this->php("App\\PushedNote::get()->byID($id)->publishSingle();");
+        $this->php("App\\PushedNote::get()->byID($id)->doUnpublish();");
         $this->php("App\\PushedNote::get()->byID($id)->delete();");
 
-        $this->assertTrue($authed->until(fn ($c) => count($c->events[0]) >= 3, 10), json_encode($authed->events));
+        $this->assertTrue($authed->until(fn ($c) => count($c->events[0]) >= 5, 10), json_encode($authed->events));
         $events = array_map(fn (array $e) => ['type' => $e['type']] + json_decode($e['data'], true), $authed->events[0]);
-        $this->assertSame(['write', 'write', 'delete'], array_column($events, 'type'));
+        $this->assertSame(['write', 'write', 'publish', 'unpublish', 'delete'], array_column($events, 'type'));
         $this->assertSame(['write', 'App\PushedNote', $id], [$events[0]['event'], $events[0]['class'], $events[0]['id']]);
         $this->assertContains('Title', $events[0]['changed']);
         $this->assertSame(['Title'], $events[1]['changed'], 'the second write changed the title only');
@@ -80,6 +82,7 @@ final class LiveEventsTest extends SilverStripeTestCase
         // onAfterWriteAsync ran in a task request for each write, with what it changed.
         $this->assertSame('Body,Title', $this->sorted(self::$site->waitForRecord('hook first')));
         $this->assertSame('Title', self::$site->waitForRecord('hook second'));
+        $this->assertSame('hook', self::$site->waitForRecord('published second'), 'onAfterPublishAsync ran');
     }
 
     private function sorted(?string $list): string
