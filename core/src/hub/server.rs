@@ -36,6 +36,9 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Updates a slow subscriber may have waiting before it is read again from
 /// the history.
 const FANOUT_BUFFER: usize = 4096;
+/// Shortest pause between two reads of new updates: nudges (UDP datagrams
+/// anyone on the host can send) cannot make the hub read more often.
+const MIN_READ_GAP: Duration = Duration::from_millis(2);
 /// How often history older than `hub_history` is deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -147,6 +150,7 @@ impl Hub {
                 })
                 .await;
             }
+            tokio::time::sleep(MIN_READ_GAP).await;
         }
     }
 

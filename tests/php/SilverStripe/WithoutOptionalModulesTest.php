@@ -39,7 +39,7 @@ final class WithoutOptionalModulesTest extends SilverStripeTestCase
         $this->assertSame(0, $code, $out);
         $this->assertSame([
             'cron' => false,
-            'tasks' => ['App\WriteRecordTask', 'AsyncEngine\SilverStripe\QueuedJobs\RunQueuedJob'],
+            'tasks' => ['App\WriteRecordTask', 'AsyncEngine\SilverStripe\PushHooksTask', 'AsyncEngine\SilverStripe\QueuedJobs\RunQueuedJob'],
             'route' => 'AsyncEngine\SilverStripe\AsyncController',
             'first' => 'AsyncEngineRequestMiddleware',
         ], json_decode($out, true));
