@@ -47,7 +47,21 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
         if let (Some(schema), Ok(admin)) = (&self.1, std::env::var(PG_ENV)) {
-            pg_admin(&admin, &format!("DROP SCHEMA {schema} CASCADE"));
+            // A test's background threads may still be writing there; a
+            // drop that meets them in a deadlock is tried again.
+            let drop = format!("DROP SCHEMA {schema} CASCADE");
+            let mut client =
+                postgres::Client::connect(&admin, postgres::NoTls).expect("test cluster");
+            for attempt in 1.. {
+                match client.batch_execute(&drop) {
+                    Ok(()) => break,
+                    Err(e) if attempt < 5 => {
+                        eprintln!("dropping {schema} again: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("could not drop {schema}: {e}"),
+                }
+            }
         }
     }
 }

@@ -195,7 +195,7 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
     let s = hub_settings(&dir.db(), listen);
     let mut e = Engine::open(&s).unwrap();
     let first = publish(&mut e, &s, "books/1", "before anyone listened", false);
-    let _w = worker(&s);
+    let w = worker(&s);
     wait_listening(listen, Duration::from_secs(5));
 
     let anon = subscribe(listen, "topic=books/{id}", "");
@@ -312,6 +312,12 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
         body.matches(r#""type":"Subscription""#).count(),
         3,
         "{body}"
+    );
+    // As a worker does when it exits: the hub stops and its lease is released.
+    w.stop_hubs(Duration::from_secs(2));
+    assert!(
+        TcpStream::connect(listen).is_err(),
+        "the hub stopped listening"
     );
 }
 
