@@ -163,6 +163,23 @@ fn text(name: &str, value: &SettingValue) -> Result<Option<String>> {
     }
 }
 
+/// A key setting (`secret`, `hub_jwt_key`): 16 characters or more, or
+/// empty for none. The value is never shown, not even a wrong one.
+fn key(name: &str, value: &SettingValue) -> Result<Option<String>> {
+    match value {
+        SettingValue::Null => Ok(None),
+        SettingValue::Str(s) if s.is_empty() => Ok(None),
+        SettingValue::Str(s) if s.len() < 16 => Err(Error::Usage(format!(
+            "setting '{name}' must be at least 16 characters long, got {} (the value is not shown)",
+            s.len()
+        ))),
+        SettingValue::Str(s) => Ok(Some(s.clone())),
+        _ => Err(Error::Usage(format!(
+            "setting '{name}' must be a string (the value is not shown)"
+        ))),
+    }
+}
+
 impl Settings {
     /// Sets one setting by name; `Null` (or an empty ini string) restores its default.
     /// The settings are unchanged when the name or value is refused.
@@ -214,27 +231,7 @@ impl Settings {
                     })?),
                 };
             }
-            "hub_jwt_key" => {
-                // Like the secret, never shown.
-                self.hub_jwt_key = match value {
-                    SettingValue::Null => None,
-                    SettingValue::Str(s) if s.is_empty() => None,
-                    SettingValue::Str(s) if s.len() < 16 => {
-                        return Err(Error::Usage(format!(
-                            "setting 'hub_jwt_key' must be at least 16 characters long, got {} \
-                             (the value is not shown)",
-                            s.len()
-                        )))
-                    }
-                    SettingValue::Str(s) => Some(s.clone()),
-                    _ => {
-                        return Err(Error::Usage(
-                            "setting 'hub_jwt_key' must be a string (the value is not shown)"
-                                .into(),
-                        ))
-                    }
-                };
-            }
+            "hub_jwt_key" => self.hub_jwt_key = key(name, value)?,
             "base_url" => {
                 let url = text(name, value)?;
                 if let Some(u) = &url {
@@ -242,27 +239,7 @@ impl Settings {
                 }
                 self.base_url = url.map(|u| u.trim_end_matches('/').to_string());
             }
-            "secret" => {
-                // The value is never shown, not even a wrong one.
-                let secret = match value {
-                    SettingValue::Null => None,
-                    SettingValue::Str(s) if s.is_empty() => None,
-                    SettingValue::Str(s) if s.len() < 16 => {
-                        return Err(Error::Usage(format!(
-                            "setting 'secret' must be at least 16 characters long, got {} \
-                             (the value is not shown)",
-                            s.len()
-                        )))
-                    }
-                    SettingValue::Str(s) => Some(s.clone()),
-                    _ => {
-                        return Err(Error::Usage(
-                            "setting 'secret' must be a string (the value is not shown)".into(),
-                        ))
-                    }
-                };
-                self.secret = secret;
-            }
+            "secret" => self.secret = key(name, value)?,
             "log" => {
                 self.log = match value {
                     SettingValue::Null => defaults.log,
