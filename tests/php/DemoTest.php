@@ -90,13 +90,14 @@ final class DemoTest extends TestCase
         file_put_contents("$root/docs/demo.png", $browser->screenshot());
 
         $browser->click('.ae-dead-list tr[data-state=dead] button[value=cancel]');
+        // The page that answers the click may still be loading, or the status
+        // block being swapped by a refresh, when the message shows: wait for all.
         $browser->waitFor(
-            fn (Chromium $b) => preg_match('~^Task \w+ cancelled\.$~', (string) $b->text('.ae-msg')),
+            fn (Chromium $b) => preg_match('~^Task \w+ cancelled\.$~', (string) $b->text('.ae-msg'))
+                && $b->text('[data-count=dead]') === '2' && $b->text('[data-count=cancelled]') === '1',
             10,
-            'the cancel button'
+            'the cancel button to leave 2 dead and 1 cancelled'
         );
-        $this->assertSame('2', $browser->text('[data-count=dead]'));
-        $this->assertSame('1', $browser->text('[data-count=cancelled]'));
         unset($browser);
 
         posix_kill(-proc_get_status($this->demo)['pid'], SIGINT);
