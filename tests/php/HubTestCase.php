@@ -43,13 +43,16 @@ abstract class HubTestCase extends EngineTestCase
         parent::tearDown();
     }
 
-    /** Waits until a worker listens on the hub's port; returns how long that took. */
-    protected function waitForHub(float $limit = 10): float
+    /**
+     * Waits until a worker listens on the hub's port, calling $meanwhile
+     * between tries (if given); returns how long that took.
+     */
+    protected function waitForHub(float $limit = 10, ?callable $meanwhile = null): float
     {
         $start = microtime(true);
         while (!($c = @fsockopen('127.0.0.1', $this->hubPort, $errno, $error, 0.2))) {
             $this->assertLessThan($limit, microtime(true) - $start, 'no worker hosts the hub: ' . $this->server->log());
-            usleep(20000);
+            $meanwhile === null ? usleep(20000) : $meanwhile();
         }
         fclose($c);
         return microtime(true) - $start;
