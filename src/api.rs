@@ -10,11 +10,14 @@ use crate::errors::{invalid, to_php, OrThrow};
 use crate::process;
 use crate::request;
 use crate::task::Task;
-use async_engine_core::clock::{ms_to_secs, now_ms, secs_to_ms, Millis};
+use async_engine_core::batch::{Batch, ServeOptions};
+use async_engine_core::clock::{ms_to_secs, now_ms, Millis};
 use async_engine_core::hub::tables::Update;
+use async_engine_core::runtime::After;
 use async_engine_core::{
     DeferOptions, Error, Scalar, ScheduleInfo, ScheduleOptions, Settings, State, TaskInfo,
 };
+use async_engine_core::{Outcome, TaskSpec};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::{FromZval, IntoZval};
 use ext_php_rs::error::php_error;
@@ -23,7 +26,6 @@ use ext_php_rs::flags::ErrorType;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendCallable, ZendClassObject, ZendHashTable, ZendObject, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
-use std::time::{Duration, Instant};
 
 /// Background and delayed tasks, run as signed requests the server sends to itself.
 #[php_class]
@@ -113,37 +115,49 @@ fn topic_list(topics: &Zval, call: &str) -> PhpResult<Vec<String>> {
 /// first call, then from the same slot for the rest of the batch.
 fn accept_next() -> PhpResult<Option<Task>> {
     let settings = settings()?;
-    let now = now_ms();
-    let held_slot = process::request(|r| r.accepted.clone());
-    let claimed = match held_slot {
-        Some((slot, endpoint)) => process::engine(&settings, |e| {
-            e.claim_next(&settings, &slot, &endpoint, now)
-        })
-        .or_throw()?,
-        None => {
-            let incoming = request::incoming();
-            let target = process::target(&settings);
-            let accepted = process::engine(&settings, |e| {
-                e.accept(&settings, &incoming, target.is_some(), now)
-            })
-            .or_throw()?;
-            // The task keeps running if the sender hangs up.
-            ignore_user_abort();
-            if let Some(t) = &target {
-                process::learn(&settings, t);
-            }
-            if accepted.task.is_some() {
-                process::request(|r| {
-                    r.accepted = Some((accepted.slot.clone(), accepted.endpoint.clone()))
-                });
-            }
-            if let (Some(d), Some(t)) = (accepted.dispatch, &target) {
-                process::send(&settings, t, [d]);
-            }
-            accepted.task
-        }
+    let first = process::with(|rt| rt.request.accepted.is_none());
+    // What PHP holds is read before the runtime is entered.
+    let (incoming, target) = match first {
+        true => (Some(request::incoming()), process::target(&settings)),
+        false => (None, None),
     };
-    Ok(claimed.map(Task::hold))
+    let (claimed, accepted_now) = process::with(|rt| {
+        rt.accept(
+            &settings,
+            || incoming.unwrap_or_default(),
+            target.as_ref(),
+            now_ms(),
+        )
+    })
+    .or_throw()?;
+    if accepted_now {
+        // The task keeps running if the sender hangs up.
+        ignore_user_abort();
+    }
+    Ok(claimed.map(Task::new))
+}
+
+/// Ends a task `serve()` ran and goes on with the batch, in one
+/// transaction: the next task is claimed while the batch lasts, else the
+/// slot goes to the next due endpoint. A task whose lease was lost while
+/// the handler ran (reaped and handed to another request) is let go without
+/// an error: that other run decides how it ends.
+fn finish_in_batch(task: &Task, outcome: Outcome<'_>, batch: &Batch) -> PhpResult<Option<Task>> {
+    let after = match batch.wants_more() {
+        true => After::ClaimNext,
+        false => After::Release,
+    };
+    match task.finish(outcome, after) {
+        Ok(next) => Ok(next.map(Task::new)),
+        Err(Error::NotHeld(_)) => {
+            task.let_go();
+            match batch.wants_more() {
+                true => accept_next(),
+                false => Ok(None),
+            }
+        }
+        Err(e) => Err(to_php(e)),
+    }
 }
 
 /// `ignore_user_abort(true)`: a task request runs to its end even when the
@@ -156,7 +170,7 @@ fn ignore_user_abort() {
 
 /// A warning, once per process, that tasks cannot be sent from here.
 fn warn_no_target() {
-    if !process::first_no_target_warning() {
+    if !process::with(|rt| rt.first_no_target_warning()) {
         return;
     }
     let message = if request::persistent_sapi() {
@@ -197,46 +211,6 @@ fn describe_exception(e: &ZendObject) -> String {
     format!("{class}: {message} in {file}:{line}")
 }
 
-/// Options of `serve()`.
-struct ServeOptions {
-    batch_time: f64,
-    max_tasks: i64,
-}
-
-fn serve_options(options: &ArrayArg<'_>) -> PhpResult<ServeOptions> {
-    let mut out = ServeOptions {
-        batch_time: 5.0,
-        max_tasks: 100,
-    };
-    for (key, value) in options.iter() {
-        let name = key.name();
-        match (name.as_str(), scalar(value)) {
-            ("batch_time", v) => match v.as_number() {
-                Some(t) if t > 0.0 && t <= 86400.0 => out.batch_time = t,
-                _ => {
-                    return Err(invalid(format!(
-                        "option 'batch_time' must be a number of seconds greater than 0, got {}",
-                        v.describe()
-                    )))
-                }
-            },
-            ("max_tasks", Scalar::Int(n)) if n >= 1 => out.max_tasks = n,
-            ("max_tasks", v) => {
-                return Err(invalid(format!(
-                    "option 'max_tasks' must be an integer of 1 or more, got {}",
-                    v.describe()
-                )))
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "unknown option '{name}' for serve(); known options: batch_time, max_tasks"
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[php_impl]
 impl Engine {
     /// Queues a task for `$endpoint` (a path on this site) and returns its id.
@@ -257,37 +231,16 @@ impl Engine {
         let json = args_to_json(&args)?;
         let settings = settings()?;
         let target = process::target(&settings);
-        let now = now_ms();
-        let deferred = process::engine(&settings, |e| {
-            e.defer(
-                &settings,
-                target.as_ref().map(|t| &t.base),
-                endpoint,
-                name,
-                &json,
-                &opts,
-                target.is_some(),
-                now,
-            )
-        })
-        .or_throw()?;
-        let due = opts.due_at(now);
-        match &target {
-            Some(t) if deferred.created => match deferred.dispatch {
-                Some(d) => {
-                    process::send(&settings, t, [d]);
-                    // Check back when the task's lease (or the request's
-                    // slot) could first expire: a worker killed while
-                    // running it is reaped then, without traffic.
-                    let lease = opts.timeout.map_or(settings.timeout, |t| t);
-                    let check = secs_to_ms(lease).min(async_engine_core::SENT_TTL_MS);
-                    process::wake_at(&settings, t, Some(now + check + 1));
-                }
-                None if due > now => process::wake_at(&settings, t, Some(due)),
-                None => process::wake_at(&settings, t, None),
-            },
-            Some(_) => {}
-            None => warn_no_target(),
+        let task = TaskSpec {
+            endpoint,
+            name,
+            args: &json,
+        };
+        let deferred =
+            process::with(|rt| rt.defer(&settings, target.as_ref(), &task, &opts, now_ms()))
+                .or_throw()?;
+        if target.is_none() {
+            warn_no_target();
         }
         Ok(deferred.id)
     }
@@ -317,24 +270,23 @@ impl Engine {
         let json = args_to_json(&args)?;
         let settings = settings()?;
         let target = process::target(&settings);
-        let info = process::engine(&settings, |e| {
-            e.schedule(
+        let spec = TaskSpec {
+            endpoint,
+            name: task,
+            args: &json,
+        };
+        let info = process::with(|rt| {
+            rt.schedule(
                 &settings,
-                target.as_ref().map(|t| &t.base),
+                target.as_ref(),
                 name,
                 when,
-                endpoint,
-                task,
-                &json,
+                &spec,
                 &opts,
                 now_ms(),
             )
         })
         .or_throw()?;
-        // This worker keeps a timer for the occurrence (and polls for later ones).
-        if let Some(t) = &target {
-            process::wake_at(&settings, t, info.next_at);
-        }
         schedule_array(info)
     }
 
@@ -447,7 +399,10 @@ impl Engine {
     /// how many ran. Options: batch_time (seconds, 5), max_tasks (100).
     #[php(defaults(options = EmptyArray))]
     pub fn serve(handlers: &ZendHashTable, options: ArrayArg) -> PhpResult<i64> {
-        let options = serve_options(&options)?;
+        let mut serve = ServeOptions::default();
+        for (key, value) in options.iter() {
+            serve.set(&key.name(), &scalar(value)).or_throw()?;
+        }
         for (key, handler) in entries(handlers) {
             if !handler.is_callable() {
                 return Err(invalid(format!(
@@ -457,23 +412,29 @@ impl Engine {
                 )));
             }
         }
-        let started = Instant::now();
-        let budget = Duration::from_secs_f64(options.batch_time);
-        let mut ran = 0;
-        while ran < options.max_tasks && started.elapsed() < budget {
-            let Some(task) = accept_next()? else { break };
+        let mut batch = Batch::start(&serve);
+        let mut next = match batch.wants_more() {
+            true => accept_next()?,
+            false => None,
+        };
+        while let Some(task) = next {
+            batch.ran_one();
             let (id, name, args_json) = {
                 let c = task.claimed();
                 (c.id.clone(), c.name.clone(), c.args.clone())
             };
-            ran += 1;
             let Some(handler) = handlers.get(name.as_str()) else {
                 let known: Vec<String> = entries(handlers).map(|(k, _)| k.name()).collect();
-                let endpoint = task.claimed().endpoint.clone();
-                task.finish(Some(format!(
-                    "no handler for task '{name}' at {endpoint} (handlers: {})",
+                let error = format!(
+                    "no handler for task '{name}' at {} (handlers: {})",
+                    task.claimed().endpoint,
                     known.join(", ")
-                )))?;
+                );
+                let outcome = Outcome::Failed {
+                    error: &error,
+                    retry_in: None,
+                };
+                next = finish_in_batch(&task, outcome, &batch)?;
                 continue;
             };
             let args = json_to_array(&args_json)?.into_zval(false)?;
@@ -483,21 +444,30 @@ impl Engine {
             if result.is_err() && exiting() {
                 // exit() in a handler: the request ends now; its shutdown
                 // fails the task if the handler did not finish it.
-                return Ok(ran);
+                return Ok(batch.ran());
             }
             let failure = result.err().map(|_| take_exception_message());
-            let still_held = process::request(|r| r.held.iter().any(|(h, _)| *h == id));
-            if still_held {
-                let Some(obj) = task_obj
-                    .object()
-                    .and_then(ZendClassObject::<Task>::from_zend_obj)
-                else {
-                    continue;
-                };
-                obj.finish(failure)?;
-            }
+            let held = task_obj
+                .object()
+                .and_then(ZendClassObject::<Task>::from_zend_obj)
+                .filter(|_| process::with(|rt| rt.holds(&id)));
+            next = match held {
+                Some(obj) => {
+                    let outcome = match &failure {
+                        Some(error) => Outcome::Failed {
+                            error,
+                            retry_in: None,
+                        },
+                        None => Outcome::Done,
+                    };
+                    finish_in_batch(obj, outcome, &batch)?
+                }
+                // The handler finished the task itself.
+                None if batch.wants_more() => accept_next()?,
+                None => None,
+            };
         }
-        Ok(ran)
+        Ok(batch.ran())
     }
 
     /// The cron entry point: reaps expired leases and slots, purges old
@@ -512,15 +482,8 @@ impl Engine {
                     .into(),
             )));
         };
-        let now = now_ms();
-        let (dispatches, next) = process::engine(&settings, |e| {
-            Ok((e.kick(&settings, now)?, e.next_wake(&settings, now)?))
-        })
-        .or_throw()?;
-        let sent = dispatches.len() as i64;
-        process::send(&settings, &target, dispatches);
-        process::wake_at(&settings, &target, next);
-        Ok(sent)
+        let sent = process::with(|rt| rt.kick(&settings, &target, now_ms())).or_throw()?;
+        Ok(sent as i64)
     }
 
     /// A task's record, or `null` for an unknown (or purged) id.
@@ -543,13 +506,8 @@ impl Engine {
         let id = id.text("id", MAX_ID_LEN)?;
         let settings = settings()?;
         let target = process::target(&settings);
-        let (requeued, dispatch) = process::engine(&settings, |e| {
-            e.retry(&settings, id, target.is_some(), now_ms())
-        })
-        .or_throw()?;
-        if let (Some(d), Some(t)) = (dispatch, &target) {
-            process::send(&settings, t, [d]);
-        }
+        let requeued =
+            process::with(|rt| rt.retry(&settings, target.as_ref(), id, now_ms())).or_throw()?;
         Ok(requeued)
     }
 
@@ -649,13 +607,13 @@ impl Engine {
 
     /// Overrides `async_engine.*` ini settings for the rest of this request.
     pub fn configure(settings: &ZendHashTable) -> PhpResult<()> {
-        let mut overrides = process::request(|r| r.overrides.clone());
+        let mut overrides = process::with(|rt| rt.request.overrides.clone());
         for (key, value) in entries(settings) {
             overrides.push((key.name(), scalar(value)));
         }
         // Refuse the whole call if any value is bad: nothing changes.
         crate::ini::settings(&overrides).or_throw()?;
-        process::request(|r| r.overrides = overrides);
+        process::with(|rt| rt.request.overrides = overrides);
         Ok(())
     }
 }

@@ -5,34 +5,32 @@ use async_engine_core::{Scalar, Settings};
 use ext_php_rs::ffi::zend_ini_entry;
 use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
+use std::ffi::CStr;
+
+/// `async_engine.<name>` as a C string, at compile time.
+const fn ini_name(name_nul: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(name_nul.as_bytes()) {
+        Ok(name) => name,
+        Err(_) => panic!("a setting name holds a NUL byte"),
+    }
+}
+
+macro_rules! ini_entries {
+    ($($name:ident),*) => {
+        IniEntryDefs::new([
+            $(IniEntryDef::new(
+                ini_name(concat!("async_engine.", stringify!($name), "\0")),
+                c"",
+                IniEntryPermission::All,
+            ),)*
+            IniEntryDef::end(),
+        ])
+    };
+}
 
 /// One entry per setting, all empty: an empty value means the built-in default.
-static INI_ENTRIES: IniEntryDefs<20> = IniEntryDefs::new([
-    IniEntryDef::new(c"async_engine.database", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.site", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.server", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.base_url", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.secret", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.max_workers", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.timeout", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.max_attempts", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.retention", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.busy_timeout", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.max_args_size", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.max_queued", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.dead_retention", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.log", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.timezone", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.hub_listen", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.hub_history", c"", IniEntryPermission::All),
-    IniEntryDef::new(c"async_engine.hub_jwt_key", c"", IniEntryPermission::All),
-    IniEntryDef::new(
-        c"async_engine.hub_max_event_size",
-        c"",
-        IniEntryPermission::All,
-    ),
-    IniEntryDef::end(),
-]);
+static INI_ENTRIES: IniEntryDefs<{ SETTING_NAMES.len() + 1 }> =
+    async_engine_core::with_setting_names!(ini_entries);
 
 /// Registers the ini entries (module startup).
 pub fn register(module_number: i32) {

@@ -29,8 +29,14 @@ pub extern "C" fn module_info(_module: *mut ModuleEntry) {
     info_table_row!("async_engine support", "enabled");
     info_table_row!("version", env!("CARGO_PKG_VERSION"));
     info_table_row!(
-        "schema version",
-        async_engine_core::store::SCHEMA_VERSION
+        "SQLite schema version",
+        async_engine_core::store::SQLITE_SCHEMA_VERSION
+            .to_string()
+            .as_str()
+    );
+    info_table_row!(
+        "PostgreSQL schema version",
+        async_engine_core::store::PG_SCHEMA_VERSION
             .to_string()
             .as_str()
     );

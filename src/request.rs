@@ -1,9 +1,9 @@
 //! What the current web request says: `$_SERVER` values for `accept()` and
 //! for the base URL of self-requests.
 
-use async_engine_core::dispatch::Target;
 use async_engine_core::endpoint::parse_base_url;
 use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
+use async_engine_core::target::Target;
 use async_engine_core::target::{derive, local_port_of_connection, ServerVars};
 use async_engine_core::Settings;
 use ext_php_rs::ffi::zend_is_auto_global;

@@ -3,6 +3,7 @@
 
 use crate::process;
 use async_engine_core::clock::now_ms;
+use async_engine_core::runtime::Runtime;
 use ext_php_rs::zend::ProcessGlobals;
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ const HUB_HANDOVER: Duration = Duration::from_millis(500);
 /// worker recycled by pm.max_requests): a hub hosted here releases its lease
 /// so another worker takes over at its next poll rather than after the lease.
 pub extern "C" fn module_shutdown(_ty: i32, _module_number: i32) -> i32 {
-    let _ = std::panic::catch_unwind(|| process::stop_hubs(HUB_HANDOVER));
+    let _ = std::panic::catch_unwind(|| process::with(|rt| rt.stop_hubs(HUB_HANDOVER)));
     0
 }
 
@@ -55,56 +56,33 @@ pub extern "C" fn request_shutdown(_ty: i32, _module_number: i32) -> i32 {
 
 fn end_request() {
     process::flush_log();
-    if process::request_is_idle() {
+    if process::with(|rt| rt.is_idle()) {
         arm_worker(&[]);
         return;
     }
-    let state = process::take_request();
-    let persistent = crate::request::persistent_sapi();
-    let target = state.target.and_then(|(_, t)| t);
+    let state = process::with(Runtime::take_request);
+    let target = state.target.clone().and_then(|(_, t)| t);
     if state.accepted.is_some() || !state.held.is_empty() {
         let reason = reason();
         let Ok(settings) = crate::ini::settings(&state.overrides) else {
             return;
         };
-        let slot = state.accepted.as_ref().map(|(s, _)| s.as_str());
-        let now = now_ms();
-        // A failure here leaves the tasks to lease expiry, which retries them.
-        let ended = process::engine(&settings, |e| {
-            let next =
-                e.end_request(&settings, slot, &state.held, &reason, target.is_some(), now)?;
-            Ok((
-                next,
-                if persistent {
-                    e.next_wake(&settings, now)?
-                } else {
-                    None
-                },
-            ))
-        });
-        if let (Ok((next, wake)), Some(t)) = (ended, &target) {
-            process::send(&settings, t, next);
-            if persistent {
-                process::wake_at(&settings, t, wake);
-            }
-        }
+        process::with(|rt| rt.end_request(&settings, &state, target.as_ref(), &reason, now_ms()));
     } else {
         arm_worker(&state.overrides);
     }
-    if !persistent {
+    if !process::with(|rt| rt.persistent()) {
         // A CLI script waits (briefly) for its requests to go out.
-        process::drain(CLI_DRAIN);
+        process::with(|rt| rt.drain(CLI_DRAIN));
     }
     process::flush_log();
 }
 
 /// Once per persistent worker, at the end of the first request (that ran no
 /// task) with a database set, in php.ini or by `Engine::configure()`: the
-/// worker's sender watches the site's queue from then on (one small read
-/// every 0.5 s), so delayed tasks and schedules start on time with no
-/// traffic and no cron even when no page of this worker deferred anything.
+/// worker's sender starts watching the site's queue (see [`Runtime::arm`]).
 fn arm_worker(overrides: &[(String, async_engine_core::Scalar)]) {
-    if !crate::request::persistent_sapi() || process::armed() {
+    if process::with(|rt| rt.armed()) {
         return;
     }
     let Ok(settings) = crate::ini::settings(overrides) else {
@@ -114,7 +92,6 @@ fn arm_worker(overrides: &[(String, async_engine_core::Scalar)]) {
         return;
     }
     if let Some(target) = crate::request::target(&settings) {
-        process::wake_at(&settings, &target, None);
-        process::set_armed();
+        process::with(|rt| rt.arm(&settings, &target, now_ms()));
     }
 }

@@ -5,7 +5,8 @@ use crate::convert::{json_to_array, Bytes};
 use crate::errors::OrThrow;
 use crate::process;
 use async_engine_core::clock::now_ms;
-use async_engine_core::{Claimed, Error};
+use async_engine_core::runtime::After;
+use async_engine_core::{Claimed, Outcome};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::ClassFlags;
 use ext_php_rs::prelude::*;
@@ -23,9 +24,8 @@ pub struct Task {
 }
 
 impl Task {
-    /// Wraps a claimed task and records that this request holds it.
-    pub fn hold(claimed: Claimed) -> Task {
-        process::request(|r| r.held.push((claimed.id.clone(), claimed.lease.clone())));
+    /// Wraps a task the runtime claimed (and records as held) for this request.
+    pub fn new(claimed: Claimed) -> Task {
         Task { claimed }
     }
 
@@ -34,36 +34,22 @@ impl Task {
         &self.claimed
     }
 
-    fn release(&self) {
-        let id = &self.claimed.id;
-        process::request(|r| r.held.retain(|(held, _)| held != id));
-    }
-
-    /// Completes the task (`failure` of `None`) or fails this attempt with
-    /// an error and optional retry delay, and lets it go.
-    fn finish_with(&self, failure: Option<(&str, Option<f64>)>) -> async_engine_core::Result<()> {
+    /// Ends the task (`Outcome::Done`, or this attempt failed), lets it go
+    /// and does what `after` says; returns the next task claimed.
+    pub fn finish(
+        &self,
+        outcome: Outcome<'_>,
+        after: After,
+    ) -> async_engine_core::Result<Option<Claimed>> {
         let settings = process::settings()?;
-        let c = &self.claimed;
-        let now = now_ms();
-        process::engine(&settings, |e| match failure {
-            None => e.complete(&c.id, &c.lease, now),
-            Some((error, retry_in)) => e.fail(&c.id, &c.lease, error, retry_in, now).map(drop),
-        })?;
-        self.release();
-        Ok(())
+        process::with(|rt| rt.finish(&settings, &self.claimed, outcome, after, now_ms()))
     }
 
-    /// How `serve()` records a handler's outcome. A task whose lease was
-    /// lost while the handler ran (reaped and handed to another request) is
-    /// let go without an error: that other run decides how it ends.
-    pub fn finish(&self, failure: Option<String>) -> PhpResult<()> {
-        match self.finish_with(failure.as_deref().map(|e| (e, None))) {
-            Err(Error::NotHeld(_)) => {
-                self.release();
-                Ok(())
-            }
-            other => other.or_throw(),
-        }
+    /// Lets the task go without finishing it: its lease was lost while the
+    /// handler ran (reaped and handed to another request), and that other
+    /// run decides how it ends.
+    pub fn let_go(&self) {
+        process::with(|rt| rt.release(&self.claimed.id));
     }
 }
 
@@ -101,14 +87,18 @@ impl Task {
 
     /// Marks the task done.
     pub fn complete(&self) -> PhpResult<()> {
-        self.finish_with(None).or_throw()
+        self.finish(Outcome::Done, After::Stay).map(drop).or_throw()
     }
 
     /// Fails this attempt with `error`; the task retries after `retryIn`
     /// seconds (default: exponential backoff) or is dead when its attempts are spent.
     pub fn fail(&self, error: Bytes, retryIn: Option<f64>) -> PhpResult<()> {
         let error = error.text("error", MAX_ERROR_INPUT)?;
-        self.finish_with(Some((error, retryIn))).or_throw()
+        let outcome = Outcome::Failed {
+            error,
+            retry_in: retryIn,
+        };
+        self.finish(outcome, After::Stay).map(drop).or_throw()
     }
 
     /// Lengthens the lease so it ends `seconds` from now.

@@ -17,6 +17,7 @@ use PDO;
 const METHODS = [
     'defer' => 'Engine::defer()',
     'pdo' => 'PDO SQLite INSERT of the same row',
+    'pdo1' => 'PDO SQLite INSERT into a queue table with one claim index',
     'dbqueue' => 'database queue (Laravel-style jobs table)',
     'spawn' => 'WP-Cron-style loopback spawn (blocking curl POST, 10 ms timeout)',
     'spawn-boot' => 'the same spawn to a target that boots for 30 ms, as wp-cron.php loading WordPress',
@@ -72,6 +73,20 @@ function enqueuer(string $method, string $dir, string $blackHole, string $spawnU
             return function (int $i) use ($insert): void {
                 $now = (int) (microtime(true) * 1000);
                 $insert->execute([bin2hex(random_bytes(13)), json_encode(ARGS), $now, $now, $now]);
+            };
+        case 'pdo1':
+            // The least a queue can be: a table and the one index its claims need.
+            $pdo = open("$dir/pdo1.sqlite");
+            $pdo->exec('CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY, endpoint TEXT NOT NULL,
+                name TEXT NOT NULL, args TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
+                due_at INTEGER NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);
+                CREATE INDEX IF NOT EXISTS queue_claim ON queue (endpoint, priority DESC, due_at)
+                WHERE state = \'queued\'');
+            $insert = $pdo->prepare("INSERT INTO queue (endpoint, name, args, state, priority, due_at, created_at)
+                VALUES ('/tasks.php', 'send-mail', ?, 'queued', 0, ?, ?)");
+            return function (int $i) use ($insert): void {
+                $now = (int) (microtime(true) * 1000);
+                $insert->execute([json_encode(ARGS), $now, $now]);
             };
         case 'dbqueue':
             $pdo = open("$dir/jobs.sqlite");

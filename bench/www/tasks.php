@@ -1,8 +1,9 @@
 <?php
 
 // The benchmark's task endpoint: no-op tasks, and tasks that stamp their
-// start time. ?batch=N: at most N tasks per request. ?naps=FILE: append this
-// worker's busy naps after each request (for the concurrency run).
+// start time. ?batch=N: at most N tasks per request (serve()'s defaults
+// without it). ?naps=FILE: append this worker's busy naps after each request
+// (for the concurrency run).
 
 use AsyncEngine\Engine;
 
@@ -11,7 +12,7 @@ Engine::serve([
     'stamp' => function (array $args): void {
         file_put_contents($args['file'], sprintf("%.6f %.6f\n", $args['at'], microtime(true)), FILE_APPEND | LOCK_EX);
     },
-], ['max_tasks' => max(1, (int) ($_GET['batch'] ?? 1))]);
+], isset($_GET['batch']) ? ['max_tasks' => max(1, (int) $_GET['batch'])] : []);
 if (isset($_GET['naps'])) {
     file_put_contents($_GET['naps'], getmypid() . ' ' . Engine::stats()['busy_naps'] . "\n", FILE_APPEND | LOCK_EX);
 }

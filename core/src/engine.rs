@@ -3,16 +3,18 @@
 
 use crate::clock::{secs_to_ms, Millis};
 use crate::db::{args, Tx};
+use crate::delivery;
+use crate::due::{self, FailingEndpoint};
 use crate::endpoint::{normalize_endpoint, BaseUrl};
 use crate::error::{Error, Result};
 use crate::protocol::{self, Incoming};
-use crate::queue::{self, FailingEndpoint, NewTask};
+use crate::queue::{self, NewTask};
 use crate::schedules::{self, check_schedule_name, ScheduleDef, ScheduleInfo, ScheduleOptions};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
 use crate::store::{self, Store};
 use crate::task::{
-    check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, MAX_SECONDS,
+    check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, TaskSpec, MAX_SECONDS,
 };
 use crate::when::{time_zone, When};
 
@@ -56,6 +58,55 @@ pub struct Accepted {
     pub task: Option<Claimed>,
     /// When nothing was due: the slot's next use, to send.
     pub dispatch: Option<Dispatch>,
+}
+
+/// How a held task ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome<'a> {
+    /// `complete()`.
+    Done,
+    /// `fail()`: the error, and the retry delay in seconds (default: backoff).
+    Failed {
+        /// The attempt's error.
+        error: &'a str,
+        /// Seconds until the retry.
+        retry_in: Option<f64>,
+    },
+}
+
+/// What a task request does once a task ended (see [`Engine::finish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next<'a> {
+    /// Nothing more here (other tasks are still held, or none is accepted).
+    Stay,
+    /// Claim the next due task of the endpoint with the request's slot.
+    Claim {
+        /// The request's slot.
+        slot: &'a str,
+        /// The endpoint it accepted.
+        endpoint: &'a str,
+    },
+    /// The request is done: free its slot and, if `send`, reserve it for
+    /// the next due endpoint; if `wake`, read when this worker next has work.
+    Release {
+        /// The request's slot.
+        slot: &'a str,
+        /// Whether a request can be sent (a sender and target exist).
+        send: bool,
+        /// Whether to read the next wake-up time.
+        wake: bool,
+    },
+}
+
+/// What [`Engine::finish`] did besides ending the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfterTask {
+    /// The next task claimed (`Next::Claim`), if one was due.
+    pub claimed: Option<Claimed>,
+    /// The slot's next request, to send (`Next::Release`).
+    pub dispatch: Option<Dispatch>,
+    /// When this worker next has work (`Next::Release` with `wake`).
+    pub wake: Option<Millis>,
 }
 
 /// Server-wide figures for `stats()`.
@@ -117,6 +168,24 @@ impl Engine {
         Ok(true)
     }
 
+    /// The engine in `slot` when it serves `settings`' database, else one
+    /// newly opened there (the old connection closed first): a process keeps
+    /// one connection and reopens only when the database setting changes.
+    pub fn reuse_or_open<'a>(
+        slot: &'a mut Option<Engine>,
+        settings: &Settings,
+    ) -> Result<&'a mut Engine> {
+        let reusable = match slot.as_mut() {
+            Some(e) => e.serves(settings)?,
+            None => false,
+        };
+        if !reusable {
+            *slot = None;
+            *slot = Some(Engine::open(settings)?);
+        }
+        Ok(slot.as_mut().expect("opened above"))
+    }
+
     /// The database connection, for the modules that keep their own
     /// tables (the hub).
     pub(crate) fn store(&mut self) -> &mut (dyn Store + 'static) {
@@ -166,18 +235,20 @@ impl Engine {
     /// Queues a task. `args` is its JSON text. When it is due now, a slot is
     /// free and `send` (a sender and a base URL exist), reserves the slot and
     /// returns the request to send.
-    #[allow(clippy::too_many_arguments)]
     pub fn defer(
         &mut self,
         settings: &Settings,
         base: Option<&BaseUrl>,
-        endpoint: &str,
-        name: &str,
-        args: &str,
+        task: &TaskSpec<'_>,
         options: &DeferOptions,
         send: bool,
         now: Millis,
     ) -> Result<Deferred> {
+        let TaskSpec {
+            endpoint,
+            name,
+            args,
+        } = *task;
         let endpoint = normalize_endpoint(endpoint, base)?;
         check_name(name)?;
         check_args_size(args, settings)?;
@@ -224,12 +295,15 @@ impl Engine {
         base: Option<&BaseUrl>,
         name: &str,
         when: &str,
-        endpoint: &str,
-        task: &str,
-        args: &str,
+        spec: &TaskSpec<'_>,
         options: &ScheduleOptions,
         now: Millis,
     ) -> Result<ScheduleInfo> {
+        let TaskSpec {
+            endpoint,
+            name: task,
+            args,
+        } = *spec;
         check_schedule_name(name)?;
         let parsed = When::parse(when)?;
         let endpoint = normalize_endpoint(endpoint, base)?;
@@ -303,7 +377,7 @@ impl Engine {
         let site = settings.site_name();
         let (task, reserved) = self.store.write(|tx| {
             let lock = send.then(|| slots::lock(tx, server)).transpose()?;
-            slots::accept(tx, &slot, site, &endpoint, now)?;
+            delivery::accept(tx, &slot, site, &endpoint, now)?;
             match queue::claim(tx, site, &endpoint, &slot, now)? {
                 Some(task) => Ok((Some(task), None)),
                 None => {
@@ -336,6 +410,63 @@ impl Engine {
                 return Ok(None);
             }
             queue::claim(tx, site, endpoint, slot, now)
+        })
+    }
+
+    /// Ends a held task (done, or this attempt failed) and, in the same
+    /// transaction, does what the request does next (see [`Next`]): one
+    /// write per task in a batch, and one for the last task and the slot's
+    /// handover. Returns the next task claimed and the request to send.
+    pub fn finish(
+        &mut self,
+        settings: &Settings,
+        task: &Claimed,
+        outcome: Outcome<'_>,
+        next: Next<'_>,
+        now: Millis,
+    ) -> Result<AfterTask> {
+        let retry_in = match outcome {
+            Outcome::Failed { retry_in, .. } => retry_in
+                .map(|s| check_seconds("retryIn", s, false))
+                .transpose()?,
+            Outcome::Done => None,
+        };
+        let (server, site) = (settings.server_name(), settings.site_name());
+        let (claimed, reserved, wake) = self.store.write(|tx| {
+            let lock = matches!(next, Next::Release { send: true, .. })
+                .then(|| slots::lock(tx, server))
+                .transpose()?;
+            match outcome {
+                Outcome::Done => queue::complete(tx, &task.id, &task.lease, now)?,
+                Outcome::Failed { error, .. } => {
+                    queue::fail(tx, &task.id, Some(&task.lease), error, retry_in, now)?;
+                }
+            }
+            match next {
+                Next::Stay => Ok((None, None, None)),
+                Next::Claim { slot, endpoint } => {
+                    let claimed = match slots::is_accepted(tx, slot)? {
+                        true => queue::claim(tx, site, endpoint, slot, now)?,
+                        false => None,
+                    };
+                    Ok((claimed, None, None))
+                }
+                Next::Release { slot, wake, .. } => {
+                    slots::release(tx, slot)?;
+                    purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
+                    let reserved = reserve(tx, lock.as_ref(), settings, now)?;
+                    let wake = match wake {
+                        true => next_wake(tx, settings, now)?,
+                        false => None,
+                    };
+                    Ok((None, reserved, wake))
+                }
+            }
+        })?;
+        Ok(AfterTask {
+            claimed,
+            dispatch: self.sign(settings, reserved, now)?,
+            wake,
         })
     }
 
@@ -407,10 +538,10 @@ impl Engine {
         let site = settings.site_name();
         let reserved = self.store.write(|tx| {
             let lock = slots::lock(tx, server)?;
-            slots::reap(tx, now)?;
+            delivery::reap(tx, now)?;
             purge_expired(tx, settings, now, PURGE_PER_KICK)?;
             let mut out = vec![];
-            while let Some(r) = slots::reserve(tx, &lock, site, settings.max_workers, now)? {
+            while let Some(r) = delivery::reserve(tx, &lock, site, settings.max_workers, now)? {
                 out.push(r);
             }
             Ok(out)
@@ -449,7 +580,7 @@ impl Engine {
         let server = settings.server_name();
         let (abandoned, reserved) = self.store.write(|tx| {
             let lock = slots::lock(tx, server)?;
-            if !slots::abandon(tx, slot, reason, now)? {
+            if !delivery::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));
             }
             Ok((true, reserve(tx, Some(&lock), settings, now)?))
@@ -463,24 +594,7 @@ impl Engine {
     /// endpoint, or the first slot deadline or lease to expire (so that a
     /// killed worker's task is retried without waiting for traffic).
     pub fn next_wake(&mut self, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
-        self.store.read(|tx| {
-            tx.int(
-                "SELECT min(t) FROM (
-                    SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
-                    UNION ALL SELECT CAST(?1 AS BIGINT) WHERE EXISTS (
-                            SELECT 1 FROM endpoints WHERE site = ?2 AND next_due <= ?1)
-                        AND (SELECT count(*) FROM slots WHERE server = ?3) < ?4
-                    UNION ALL SELECT min(deadline) + 1 FROM slots
-                    UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
-                 ) AS wakes",
-                args![
-                    now,
-                    settings.site_name(),
-                    settings.server_name(),
-                    settings.max_workers
-                ],
-            )
-        })
+        self.store.read(|tx| next_wake(tx, settings, now))
     }
 
     /// A value kept in the database's `meta` table (such as the base URL
@@ -589,7 +703,7 @@ impl Engine {
         let site = settings.site_name();
         let (counts, next_due, in_flight, failing) = self.store.read(|tx| {
             let (counts, next_due) = queue::counts(tx, site)?;
-            let failing = queue::failing_endpoints(tx, site)?;
+            let failing = due::failing_endpoints(tx, site)?;
             Ok((counts, next_due, slots::in_flight(tx, server)?, failing))
         })?;
         Ok(Stats {
@@ -603,6 +717,26 @@ impl Engine {
     }
 }
 
+/// See [`Engine::next_wake`].
+fn next_wake(tx: &mut dyn Tx, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
+    tx.int(
+        "SELECT min(t) FROM (
+            SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
+            UNION ALL SELECT CAST(?1 AS BIGINT) WHERE EXISTS (
+                    SELECT 1 FROM endpoints WHERE site = ?2 AND next_due <= ?1)
+                AND (SELECT count(*) FROM slots WHERE server = ?3) < ?4
+            UNION ALL SELECT min(deadline) + 1 FROM slots
+            UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
+         ) AS wakes",
+        args![
+            now,
+            settings.site_name(),
+            settings.server_name(),
+            settings.max_workers
+        ],
+    )
+}
+
 /// Reserves a slot when the transaction took the slot lock (it means to
 /// hand the slot on).
 fn reserve(
@@ -612,7 +746,7 @@ fn reserve(
     now: Millis,
 ) -> Result<Option<Reserved>> {
     match lock {
-        Some(lock) => slots::reserve(tx, lock, settings.site_name(), settings.max_workers, now),
+        Some(lock) => delivery::reserve(tx, lock, settings.site_name(), settings.max_workers, now),
         None => Ok(None),
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::clock::Millis;
 use crate::db::{args, Row, Tx};
+use crate::due::{became_queued, recompute_next_due};
 use crate::error::{Error, Result};
 use crate::retry::backoff_ms;
 use crate::schedules;
@@ -103,62 +104,6 @@ pub(crate) fn insert(
         )));
     }
     Ok((id.to_string(), true))
-}
-
-/// Counts a task that became queued, due at `due_at`, on its endpoint: one
-/// more queued, and the endpoint due no later than then (nor before a
-/// delivery backoff ends). False, and nothing counted, when the endpoint
-/// already holds `limit` queued tasks.
-pub(crate) fn became_queued(
-    tx: &mut dyn Tx,
-    site: &str,
-    endpoint: &str,
-    due_at: Millis,
-    limit: i64,
-) -> Result<bool> {
-    let changed = tx.execute(
-        "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
-         ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
-             next_due = CASE
-                 WHEN endpoints.retry_at > (CASE WHEN endpoints.next_due IS NULL
-                         OR excluded.next_due < endpoints.next_due
-                         THEN excluded.next_due ELSE endpoints.next_due END)
-                     THEN endpoints.retry_at
-                 WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
-                     THEN excluded.next_due
-                 ELSE endpoints.next_due END
-         WHERE endpoints.queued < ?4",
-        args![site, endpoint, due_at, limit],
-    )?;
-    Ok(changed > 0)
-}
-
-/// Sets the endpoint's next due time from its queue (NULL when empty; not
-/// before a delivery backoff ends) and adds `delta` to its queued count (a
-/// task claimed or cancelled: -1). An empty queue counts 0 whatever the
-/// count said, so a count can never drift for long.
-pub(crate) fn recompute_next_due(
-    tx: &mut dyn Tx,
-    site: &str,
-    endpoint: &str,
-    delta: i64,
-) -> Result<()> {
-    tx.lock_endpoint(site, endpoint)?;
-    let due = tx.int(
-        "SELECT min(due_at) FROM tasks INDEXED BY tasks_next_due
-         WHERE state = 'queued' AND site = ?1 AND endpoint = ?2",
-        args![site, endpoint],
-    )?;
-    tx.execute(
-        "UPDATE endpoints SET
-             next_due = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN NULL
-                             WHEN retry_at > ?3 THEN retry_at ELSE ?3 END,
-             queued = CASE WHEN CAST(?3 AS BIGINT) IS NULL OR queued + ?4 < 0 THEN 0
-                           ELSE queued + ?4 END
-         WHERE site = ?1 AND endpoint = ?2",
-        args![site, endpoint, due, delta],
-    )?;
-    Ok(())
 }
 
 /// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,
@@ -362,81 +307,6 @@ fn record_failure(
     // A task that was queued before is never refused a place back.
     became_queued(tx, a.site, a.endpoint, due, i64::MAX)?;
     Ok(State::Queued)
-}
-
-/// Records a failed delivery to an endpoint (its request never reached
-/// `accept()`): the endpoint backs off (1 s, 2 s, 4 s, … up to
-/// [`MAX_DELIVERY_BACKOFF_MS`]) and keeps the error; its tasks stay queued
-/// with their attempts untouched. Returns the failures in a row and when
-/// the next delivery is tried.
-pub(crate) fn delivery_failed(
-    tx: &mut dyn Tx,
-    site: &str,
-    endpoint: &str,
-    reason: &str,
-    now: Millis,
-) -> Result<(i64, Millis)> {
-    let failures = tx
-        .int(
-            "SELECT failures FROM endpoints WHERE site = ?1 AND endpoint = ?2",
-            args![site, endpoint],
-        )?
-        .unwrap_or(0)
-        + 1;
-    let exp = (failures - 1).clamp(0, 20) as u32;
-    let retry_at = now + (1000i64 << exp).min(MAX_DELIVERY_BACKOFF_MS);
-    tx.execute(
-        "UPDATE endpoints SET failures = ?3, retry_at = ?4, last_error = ?5
-         WHERE site = ?1 AND endpoint = ?2",
-        args![site, endpoint, failures, retry_at, &*clip_error(reason)],
-    )?;
-    recompute_next_due(tx, site, endpoint, 0)?;
-    Ok((failures, retry_at))
-}
-
-/// Longest pause between deliveries to an endpoint that keeps failing.
-pub const MAX_DELIVERY_BACKOFF_MS: Millis = 300_000;
-
-/// Clears an endpoint's delivery failures: a request reached `accept()`.
-pub(crate) fn delivered(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<()> {
-    tx.execute(
-        "UPDATE endpoints SET failures = 0, retry_at = NULL, last_error = NULL
-         WHERE site = ?1 AND endpoint = ?2 AND failures > 0",
-        args![site, endpoint],
-    )?;
-    Ok(())
-}
-
-/// An endpoint whose deliveries are failing, as `stats()` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailingEndpoint {
-    /// The endpoint's path.
-    pub endpoint: String,
-    /// Failed deliveries in a row.
-    pub failures: i64,
-    /// The last delivery's error.
-    pub last_error: String,
-    /// When the next delivery is tried.
-    pub retry_at: Millis,
-}
-
-/// The endpoints of `site` whose last deliveries failed.
-pub(crate) fn failing_endpoints(tx: &mut dyn Tx, site: &str) -> Result<Vec<FailingEndpoint>> {
-    tx.query(
-        "SELECT endpoint, failures, last_error, retry_at FROM endpoints
-         WHERE site = ?1 AND failures > 0 ORDER BY endpoint LIMIT 100",
-        args![site],
-    )?
-    .into_iter()
-    .map(|mut r| {
-        Ok(FailingEndpoint {
-            endpoint: r.text(0)?,
-            failures: r.int(1)?,
-            last_error: r.opt_text(2)?.unwrap_or_default(),
-            retry_at: r.opt_int(3)?.unwrap_or_default(),
-        })
-    })
-    .collect()
 }
 
 /// Lengthens the lease of a running task held under `lease` to end
@@ -658,7 +528,7 @@ mod tests {
     /// literals can differ).
     fn plan(sql: &str, params: usize) -> String {
         let conn = Connection::open_in_memory().unwrap();
-        for migration in crate::sqlite::MIGRATIONS {
+        for migration in crate::store::schema::SQLITE_MIGRATIONS {
             conn.execute_batch(migration).unwrap();
         }
         let values = vec![rusqlite::types::Value::Integer(0); params];

@@ -8,8 +8,8 @@
 
 use crate::clock::Millis;
 use crate::db::{args, Row, Tx};
+use crate::due::{became_queued, recompute_next_due};
 use crate::error::{invalid, Result};
-use crate::queue::{became_queued, recompute_next_due};
 use crate::scalar::Scalar;
 use crate::task::{check_name, State};
 use crate::when::{time_zone, When};

@@ -6,28 +6,44 @@ use std::path::PathBuf;
 
 use crate::scalar::Scalar as SettingValue;
 
+/// Calls macro `$then` with the names of all settings, in documentation
+/// order, as identifiers: the one list that [`SETTING_NAMES`] and the
+/// extension's php.ini entries are built from.
+#[macro_export]
+macro_rules! with_setting_names {
+    ($then:ident) => {
+        $then!(
+            database,
+            site,
+            server,
+            base_url,
+            secret,
+            max_workers,
+            timeout,
+            max_attempts,
+            retention,
+            busy_timeout,
+            max_args_size,
+            max_queued,
+            dead_retention,
+            log,
+            timezone,
+            hub_listen,
+            hub_history,
+            hub_jwt_key,
+            hub_max_event_size
+        )
+    };
+}
+
+macro_rules! names {
+    ($($name:ident),*) => {
+        [$(stringify!($name)),*]
+    };
+}
+
 /// The names of all settings, in documentation order.
-pub const SETTING_NAMES: [&str; 19] = [
-    "database",
-    "site",
-    "server",
-    "base_url",
-    "secret",
-    "max_workers",
-    "timeout",
-    "max_attempts",
-    "retention",
-    "busy_timeout",
-    "max_args_size",
-    "max_queued",
-    "dead_retention",
-    "log",
-    "timezone",
-    "hub_listen",
-    "hub_history",
-    "hub_jwt_key",
-    "hub_max_event_size",
-];
+pub const SETTING_NAMES: [&str; 19] = with_setting_names!(names);
 
 /// The effective settings of one request.
 #[derive(Debug, Clone, PartialEq)]

@@ -43,37 +43,29 @@ pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
         .unwrap_or(0))
 }
 
-/// Reserves a slot of the locked server for `site`'s endpoint due earliest
-/// (at or before `now`), if one is free; the endpoint stops being due until
-/// its request arrives. An endpoint another transaction is changing is
-/// passed by.
-pub(crate) fn reserve(
-    tx: &mut dyn Tx,
-    lock: &SlotLock<'_>,
-    site: &str,
-    max_workers: u32,
-    now: Millis,
-) -> Result<Option<Reserved>> {
-    let max = i64::from(max_workers);
-    // Held slots, and how many of them expired (when full, those may be
-    // what holds them), in one query.
-    let held = tx
+/// The slots `server` holds, and how many of them are past their deadline
+/// (when all are held, those may be what holds them), in one query.
+pub(crate) fn held(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<(i64, i64)> {
+    Ok(tx
         .row(
             "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1",
             args![lock.server, now],
         )?
         .map(|r| Ok::<_, Error>((r.int(0)?, r.int(1)?)))
         .transpose()?
-        .unwrap_or((0, 0));
-    if held.0 >= max {
-        if held.1 == 0 {
-            return Ok(None);
-        }
-        reap(tx, now)?;
-        if in_flight(tx, lock.server)? >= max {
-            return Ok(None);
-        }
-    }
+        .unwrap_or((0, 0)))
+}
+
+/// Reserves a slot of the locked server (the caller checked that one is
+/// free) for `site`'s endpoint due earliest (at or before `now`), if any;
+/// the endpoint stops being due until its request arrives. An endpoint
+/// another transaction is changing is passed by.
+pub(crate) fn reserve_due(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    now: Millis,
+) -> Result<Option<Reserved>> {
     let endpoint = tx.text(
         "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
          ORDER BY next_due LIMIT 1 /*skip locked*/",
@@ -96,8 +88,8 @@ pub(crate) fn reserve(
 }
 
 /// Consumes a sent slot for the request that carries it: it becomes
-/// accepted, once, and its endpoint's delivery failures are over. A
-/// replayed, reaped or foreign slot (another site's) is rejected.
+/// accepted, once. A replayed, reaped or foreign slot (another site's) is
+/// rejected.
 pub(crate) fn accept(
     tx: &mut dyn Tx,
     slot: &str,
@@ -116,7 +108,7 @@ pub(crate) fn accept(
              another site's, or already used (a replayed request)"
         )));
     }
-    crate::queue::delivered(tx, site, endpoint)
+    Ok(())
 }
 
 /// Whether `slot` is accepted (its request is running tasks).
@@ -143,54 +135,26 @@ pub(crate) fn release(tx: &mut dyn Tx, slot: &str) -> Result<()> {
     Ok(())
 }
 
-/// Gives up on a sent request that did not reach `accept()`: frees its slot
-/// and backs its endpoint off (its tasks keep their attempts), with a line
-/// in the error log. False when the slot is not a sent one (accepted, or
+/// Frees a sent slot (its request never reached `accept()`) and returns its
+/// site and endpoint; `None` when the slot is not a sent one (accepted, or
 /// already freed).
-pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) -> Result<bool> {
-    let row = tx.row(
+pub(crate) fn take_sent(tx: &mut dyn Tx, slot: &str) -> Result<Option<(String, String)>> {
+    tx.row(
         "DELETE FROM slots WHERE id = ?1 AND state = 'sent' RETURNING site, endpoint",
         args![slot],
-    )?;
-    let Some(mut row) = row else {
-        return Ok(false);
-    };
-    let (site, endpoint) = (row.text(0)?, row.text(1)?);
-    let (failures, retry_at) = crate::queue::delivery_failed(tx, &site, &endpoint, reason, now)?;
-    crate::log::emit(format!(
-        "delivery to {endpoint}{} failed ({failures} in a row; tasks stay queued, next try in \
-         {:.0} s): {reason}",
-        if site.is_empty() {
-            String::new()
-        } else {
-            format!(" (site {site})")
-        },
-        ((retry_at - now) as f64 / 1000.0).max(0.0)
-    ));
-    Ok(true)
+    )?
+    .map(|mut row| Ok((row.text(0)?, row.text(1)?)))
+    .transpose()
 }
 
-/// Frees slots past their deadline, any server's (a sent request that never
-/// arrived counts as a failed attempt of its endpoint's next task), and fails
-/// tasks whose lease expired: a server that died leaves its work to the
-/// others. Returns how many slots were freed.
-pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
-    crate::queue::reap_leases(tx, now)?;
-    let expired = tx.query(
+/// Up to 1000 slots past their deadline, any server's: (slot, endpoint).
+/// Slots another server is reaping right now are passed by.
+pub(crate) fn expired(tx: &mut dyn Tx, now: Millis) -> Result<Vec<(String, String)>> {
+    tx.query(
         "SELECT id, endpoint FROM slots WHERE deadline < ?1 LIMIT 1000 /*skip locked*/",
         args![now],
-    )?;
-    let reaped = expired.len();
-    for mut row in expired {
-        let (slot, endpoint) = (row.text(0)?, row.text(1)?);
-        let reason = format!(
-            "the request to {endpoint} did not reach accept() within {} s (endpoint down, \
-             overloaded, or not calling accept())",
-            SENT_TTL_MS / 1000
-        );
-        if !abandon(tx, &slot, &reason, now)? {
-            release(tx, &slot)?;
-        }
-    }
-    Ok(reaped)
+    )?
+    .into_iter()
+    .map(|mut row| Ok((row.text(0)?, row.text(1)?)))
+    .collect()
 }

@@ -2,9 +2,19 @@
 //! web server itself vouches for: never from a `Host` or `X-Forwarded-*`
 //! header a client chose (docs/architecture.md, "Where requests go").
 
-use crate::dispatch::Target;
-use crate::endpoint::parse_base_url;
+use crate::endpoint::{parse_base_url, BaseUrl};
 use std::net::{IpAddr, SocketAddr};
+
+/// Where self-requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The site's base URL: scheme, host (for the Host header and TLS) and port.
+    pub base: BaseUrl,
+    /// The address to connect to instead of resolving the host: this
+    /// server's own address, so a forged Host header cannot send signed
+    /// requests elsewhere. `None` for a configured base URL.
+    pub connect_to: Option<SocketAddr>,
+}
 
 /// The web server's own variables of one request (`$_SERVER` as the SAPI
 /// filled it, before any script could change it).

@@ -90,6 +90,28 @@ pub fn check_args_size(json: &str, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// A task as `defer()` and `schedule()` describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSpec<'a> {
+    /// The endpoint path (or a full URL on this site's base URL).
+    pub endpoint: &'a str,
+    /// The task name.
+    pub name: &'a str,
+    /// The task's arguments as JSON text.
+    pub args: &'a str,
+}
+
+impl<'a> TaskSpec<'a> {
+    /// A task for `endpoint`, named `name`, with `args` (JSON text).
+    pub fn new(endpoint: &'a str, name: &'a str, args: &'a str) -> Self {
+        TaskSpec {
+            endpoint,
+            name,
+            args,
+        }
+    }
+}
+
 /// The options of `defer()`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeferOptions {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use async_engine_core::protocol::Incoming;
-use async_engine_core::{DeferOptions, Dispatch, Engine, Settings};
+use async_engine_core::{DeferOptions, Dispatch, Engine, Settings, TaskSpec};
 use std::path::PathBuf;
 
 /// The admin URL of the test PostgreSQL cluster: set, the engine's tests
@@ -118,5 +118,12 @@ pub fn try_defer(
     options: &DeferOptions,
     now: i64,
 ) -> async_engine_core::Result<async_engine_core::Deferred> {
-    e.defer(s, None, endpoint, name, "[]", options, true, now)
+    e.defer(
+        s,
+        None,
+        &TaskSpec::new(endpoint, name, "[]"),
+        options,
+        true,
+        now,
+    )
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use async_engine_core::clock::now_ms;
-use async_engine_core::{DeferOptions, Engine, Settings, State};
+use async_engine_core::{DeferOptions, Engine, Settings, State, TaskSpec};
 use common::*;
 use std::collections::HashMap;
 use std::process::Command;
@@ -89,9 +89,16 @@ fn threads_and_processes_claim_every_task_exactly_once() {
     for i in 0..TASKS {
         let endpoint = format!("/endpoint-{}.php", i % ENDPOINTS);
         ids.push(
-            e.defer(&queued, None, &endpoint, "t", "[]", &opts, true, now_ms())
-                .unwrap()
-                .id,
+            e.defer(
+                &queued,
+                None,
+                &TaskSpec::new(&endpoint, "t", "[]"),
+                &opts,
+                true,
+                now_ms(),
+            )
+            .unwrap()
+            .id,
         );
     }
     std::thread::sleep(Duration::from_millis(600));

@@ -4,10 +4,11 @@
 
 mod common;
 
-use async_engine_core::dispatch::{Sender, Target};
 use async_engine_core::endpoint::parse_base_url;
 use async_engine_core::hub::jwt::{self, Claims};
 use async_engine_core::hub::tables::Update;
+use async_engine_core::sender::Sender;
+use async_engine_core::target::Target;
 use async_engine_core::{Engine, Error, Settings};
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};

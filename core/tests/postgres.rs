@@ -7,7 +7,7 @@
 
 mod common;
 
-use async_engine_core::{DeferOptions, Engine, Error, Scalar, Settings, State};
+use async_engine_core::{DeferOptions, Engine, Error, Scalar, Settings, State, TaskSpec};
 use common::*;
 
 /// The admin URL of the test cluster; fails the test without one.
@@ -48,6 +48,82 @@ fn tables_in(admin: &str, schema: &str) -> i64 {
     )
     .unwrap()
     .get(0)
+}
+
+/// Each table of a database with its columns, and its index names
+/// (primary keys aside), both sorted.
+type Shape = (Vec<(String, Vec<String>)>, Vec<String>);
+
+fn sqlite_shape(path: &str) -> Shape {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let names = |sql: &str| -> Vec<String> {
+        let mut stmt = c.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let tables = names(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         ORDER BY name",
+    )
+    .into_iter()
+    .map(|t| {
+        let mut columns = names(&format!("SELECT name FROM pragma_table_info('{t}')"));
+        columns.sort();
+        (t, columns)
+    })
+    .collect();
+    let indexes = names(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    );
+    (tables, indexes)
+}
+
+fn pg_shape(url: &str) -> Shape {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+    for row in c
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() ORDER BY 1, 2",
+            &[],
+        )
+        .unwrap()
+    {
+        let (table, column): (String, String) = (row.get(0), row.get(1));
+        match tables.last_mut() {
+            Some((t, columns)) if *t == table => columns.push(column),
+            _ => tables.push((table, vec![column])),
+        }
+    }
+    let indexes = c
+        .query(
+            "SELECT indexname::text FROM pg_indexes
+             WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (tables, indexes)
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn both_backends_create_the_same_tables_columns_and_indexes() {
+    admin();
+    let dir = TempDir::new("shape");
+    Engine::open(&settings(&dir.sqlite_db())).unwrap();
+    Engine::open(&settings(&dir.db())).unwrap();
+    let (sqlite, mut pg) = (sqlite_shape(&dir.sqlite_db()), pg_shape(&dir.db()));
+    assert_eq!(sqlite.0, pg.0, "tables and columns");
+    // The one index a backend has alone: several servers count their own
+    // slots at once on PostgreSQL; SQLite's slots table is a few rows.
+    let pg_only = ["slots_server"];
+    assert!(pg_only.iter().all(|i| pg.1.contains(&i.to_string())));
+    pg.1.retain(|i| !pg_only.contains(&i.as_str()));
+    assert_eq!(sqlite.1, pg.1, "indexes");
+    assert!(sqlite.0.len() >= 8 && sqlite.1.len() >= 10, "{sqlite:?}");
 }
 
 #[test]
@@ -179,10 +255,24 @@ fn each_server_has_its_own_slots_and_takes_over_another_servers_expired_leases()
     };
     // max_workers is per server: one request in flight on each.
     let on_a = ea
-        .defer(&a, None, "/w.php", "t", "[]", &short, true, T0)
+        .defer(
+            &a,
+            None,
+            &TaskSpec::new("/w.php", "t", "[]"),
+            &short,
+            true,
+            T0,
+        )
         .unwrap();
     let on_b = eb
-        .defer(&b, None, "/w.php", "t", "[]", &short, true, T0)
+        .defer(
+            &b,
+            None,
+            &TaskSpec::new("/w.php", "t", "[]"),
+            &short,
+            true,
+            T0,
+        )
         .unwrap();
     assert!(on_a.dispatch.is_some() && on_b.dispatch.is_some());
     assert!(
@@ -241,7 +331,7 @@ fn a_unique_key_is_held_by_one_task_however_many_processes_defer_it_at_once() {
                 let mut o = DeferOptions::default();
                 o.set("unique", &Scalar::Str("report".into())).unwrap();
                 let d = e
-                    .defer(&s, None, "/w.php", "t", "[]", &o, true, T0)
+                    .defer(&s, None, &TaskSpec::new("/w.php", "t", "[]"), &o, true, T0)
                     .unwrap();
                 (d.id, d.created)
             })

@@ -3,7 +3,8 @@
 mod common;
 
 use async_engine_core::{
-    DeferOptions, Engine, Error, Scalar, Settings, State, GRACE_MS, SENT_TTL_MS,
+    DeferOptions, Engine, Error, Next, Outcome, Scalar, Settings, State, TaskSpec, GRACE_MS,
+    SENT_TTL_MS,
 };
 use common::*;
 
@@ -24,9 +25,7 @@ fn defer_stores_the_task_and_reserves_a_slot_when_due() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "send",
-            r#"{"to":"a@b"}"#,
+            &TaskSpec::new("/w.php", "send", r#"{"to":"a@b"}"#),
             &DeferOptions::default(),
             true,
             T0,
@@ -62,9 +61,7 @@ fn slots_are_capped_by_max_workers_and_delayed_tasks_do_not_dispatch() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "later",
-            "[]",
+            &TaskSpec::new("/w.php", "later", "[]"),
             &opts(&[("delay", Scalar::Int(10))]),
             true,
             T0,
@@ -233,9 +230,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "low",
-            "[]",
+            &TaskSpec::new("/w.php", "low", "[]"),
             &DeferOptions::default(),
             true,
             T0,
@@ -245,9 +240,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "high",
-            "[]",
+            &TaskSpec::new("/w.php", "high", "[]"),
             &opts(&[("priority", Scalar::Int(5))]),
             true,
             T0 + 1,
@@ -340,9 +333,7 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "flaky",
-            "[]",
+            &TaskSpec::new("/w.php", "flaky", "[]"),
             &opts(&[("max_attempts", Scalar::Int(3))]),
             false,
             T0,
@@ -427,10 +418,24 @@ fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
     let mut e = Engine::open(&s).unwrap();
     let u = opts(&[("unique", Scalar::Str("report-7".into()))]);
     let a = e
-        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0)
+        .defer(
+            &s,
+            None,
+            &TaskSpec::new("/w.php", "report", "[]"),
+            &u,
+            true,
+            T0,
+        )
         .unwrap();
     let b = e
-        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0 + 1)
+        .defer(
+            &s,
+            None,
+            &TaskSpec::new("/w.php", "report", "[]"),
+            &u,
+            true,
+            T0 + 1,
+        )
         .unwrap();
     assert_eq!(a.id, b.id);
     assert!(!b.created && b.dispatch.is_none());
@@ -444,7 +449,14 @@ fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
         State::Cancelled
     );
     let c = e
-        .defer(&s, None, "/w.php", "report", "[]", &u, true, T0 + 4)
+        .defer(
+            &s,
+            None,
+            &TaskSpec::new("/w.php", "report", "[]"),
+            &u,
+            true,
+            T0 + 4,
+        )
         .unwrap();
     assert!(
         c.created && c.id != a.id,
@@ -455,9 +467,7 @@ fn cancel_only_queued_or_dead_and_unique_returns_the_live_task() {
         .defer(
             &s,
             None,
-            "/x.php",
-            "x",
-            "[]",
+            &TaskSpec::new("/x.php", "x", "[]"),
             &opts(&[("max_attempts", Scalar::Int(1))]),
             true,
             T0 + 5,
@@ -501,9 +511,7 @@ fn expired_leases_are_reaped_and_retried() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "slow",
-            "[]",
+            &TaskSpec::new("/w.php", "slow", "[]"),
             &opts(&[("timeout", Scalar::Int(10))]),
             true,
             T0,
@@ -592,9 +600,7 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "d",
-            "[]",
+            &TaskSpec::new("/w.php", "d", "[]"),
             &opts(&[("max_attempts", Scalar::Int(1))]),
             true,
             T0,
@@ -653,9 +659,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             .defer(
                 &s,
                 None,
-                endpoint,
-                name,
-                args,
+                &TaskSpec::new(endpoint, name, args),
                 &DeferOptions::default(),
                 true,
                 T0,
@@ -678,7 +682,7 @@ fn history_counts_finished_tasks_per_interval_with_idle_intervals_as_zero() {
     for name in ["a", "b", "c"] {
         let o = opts(&[("max_attempts", Scalar::Int(1))]);
         let d = e
-            .defer(&s, None, "/w.php", name, "[]", &o, true, T0)
+            .defer(&s, None, &TaskSpec::new("/w.php", name, "[]"), &o, true, T0)
             .unwrap();
         ids.push(d.dispatch.unwrap());
     }
@@ -713,4 +717,67 @@ fn history_counts_finished_tasks_per_interval_with_idle_intervals_as_zero() {
             "{secs}/{bucket}: {err}"
         );
     }
+}
+
+#[test]
+fn a_batch_finishes_each_task_and_claims_the_next_in_one_write_then_hands_its_slot_over() {
+    let dir = TempDir::new("finish");
+    let mut s = settings(&dir.db());
+    s.max_workers = 1;
+    let mut e = Engine::open(&s).unwrap();
+    let first = defer(&mut e, &s, "/w.php", "a", T0);
+    let d = first.dispatch.expect("a free slot");
+    defer(&mut e, &s, "/w.php", "b", T0 + 1);
+    defer(&mut e, &s, "/other.php", "c", T0 + 2);
+    let accepted = e.accept(&s, &received(&d), true, T0 + 3).unwrap();
+    let a = accepted.task.expect("a is due");
+    let claim = Next::Claim {
+        slot: &accepted.slot,
+        endpoint: &accepted.endpoint,
+    };
+    let after = e.finish(&s, &a, Outcome::Done, claim, T0 + 4).unwrap();
+    let b = after.claimed.expect("b claimed in the same transaction");
+    assert_eq!((b.name.as_str(), after.dispatch), ("b", None));
+    assert_eq!(e.status(&s, &a.id).unwrap().unwrap().state, State::Done);
+    // The last task of the batch fails, and the slot goes to /other.php at once.
+    let release = Next::Release {
+        slot: &accepted.slot,
+        send: true,
+        wake: true,
+    };
+    let failed = Outcome::Failed {
+        error: "boom",
+        retry_in: Some(60.0),
+    };
+    let after = e.finish(&s, &b, failed, release, T0 + 5).unwrap();
+    assert_eq!(after.claimed, None);
+    let next = after.dispatch.expect("the slot handed over");
+    assert_eq!(next.endpoint, "/other.php");
+    assert_eq!(
+        after.wake,
+        Some(T0 + 5 + 60_000),
+        "b's retry comes before the new slot's deadline"
+    );
+    let info = e.status(&s, &b.id).unwrap().unwrap();
+    assert_eq!(
+        (info.state, info.last_error.as_deref()),
+        (State::Queued, Some("boom"))
+    );
+    assert_eq!(info.due_at, T0 + 5 + 60_000);
+    assert_eq!(
+        e.stats(&s, T0 + 5).unwrap().in_flight,
+        1,
+        "one slot: /other.php's"
+    );
+    // A task no longer held changes nothing, and its slot stays held.
+    let again = e.finish(&s, &b, Outcome::Done, Next::Stay, T0 + 6);
+    assert!(matches!(again, Err(Error::NotHeld(_))), "{again:?}");
+    let bad = Outcome::Failed {
+        error: "x",
+        retry_in: Some(-1.0),
+    };
+    assert!(matches!(
+        e.finish(&s, &b, bad, Next::Stay, T0 + 6),
+        Err(Error::InvalidTask(_))
+    ));
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use async_engine_core::{Claimed, Engine, Error, Scalar, ScheduleOptions, Settings, State};
+use async_engine_core::{
+    Claimed, Engine, Error, Scalar, ScheduleOptions, Settings, State, TaskSpec,
+};
 use common::*;
 
 fn options(pairs: &[(&str, Scalar)]) -> ScheduleOptions {
@@ -15,8 +17,16 @@ fn options(pairs: &[(&str, Scalar)]) -> ScheduleOptions {
 }
 
 fn schedule(e: &mut Engine, s: &Settings, name: &str, when: &str, o: &ScheduleOptions, now: i64) {
-    e.schedule(s, None, name, when, "/cron.php", "tick", "[]", o, now)
-        .unwrap();
+    e.schedule(
+        s,
+        None,
+        name,
+        when,
+        &TaskSpec::new("/cron.php", "tick", "[]"),
+        o,
+        now,
+    )
+    .unwrap();
 }
 
 /// Sends what is due at `now` and claims through each request, as endpoints
@@ -57,9 +67,7 @@ fn a_schedule_keeps_exactly_one_pending_occurrence_and_is_idempotent() {
             None,
             "report",
             when,
-            "/cron.php",
-            "report",
-            args,
+            &TaskSpec::new("/cron.php", "report", args),
             &o,
             now,
         )
@@ -232,9 +240,7 @@ fn an_occurrence_due_while_the_previous_run_runs_is_skipped_and_recorded() {
         None,
         "parallel",
         "@every 10s",
-        "/p.php",
-        "t",
-        "[]",
+        &TaskSpec::new("/p.php", "t", "[]"),
         &o,
         T0 + 30_500,
     )
@@ -269,9 +275,7 @@ fn after_downtime_catch_up_one_runs_once_and_none_skips() {
         None,
         "none",
         "@every 60s",
-        "/other.php",
-        "tick",
-        "[]",
+        &TaskSpec::new("/other.php", "tick", "[]"),
         &o,
         T0,
     )
@@ -345,7 +349,15 @@ fn bad_schedules_are_refused_and_store_nothing() {
         ("", "@hourly", "schedule name is empty"),
         (long.as_str(), "@hourly", "the limit is 200"),
     ] {
-        match e.schedule(&s, None, name, when, "/cron.php", "t", "[]", &o, T0) {
+        match e.schedule(
+            &s,
+            None,
+            name,
+            when,
+            &TaskSpec::new("/cron.php", "t", "[]"),
+            &o,
+            T0,
+        ) {
             Err(Error::InvalidTask(m)) => assert!(m.contains(why), "{when}: {m}"),
             other => panic!("{when}: {other:?}"),
         }
@@ -373,7 +385,15 @@ fn bad_schedules_are_refused_and_store_nothing() {
         let m = o.set(k, &v).unwrap_err().message().to_string();
         assert!(m.contains(why), "{k}: {m}");
     }
-    match e.schedule(&s, None, "x", "@hourly", "no-slash", "t", "[]", &o, T0) {
+    match e.schedule(
+        &s,
+        None,
+        "x",
+        "@hourly",
+        &TaskSpec::new("no-slash", "t", "[]"),
+        &o,
+        T0,
+    ) {
         Err(Error::InvalidTask(_)) => {}
         other => panic!("{other:?}"),
     }
@@ -395,9 +415,7 @@ fn schedules_use_the_timezone_setting_or_option() {
             None,
             "ist",
             "0 4 * * *",
-            "/c.php",
-            "t",
-            "[]",
+            &TaskSpec::new("/c.php", "t", "[]"),
             &ScheduleOptions::default(),
             T0,
         )
@@ -408,7 +426,15 @@ fn schedules_use_the_timezone_setting_or_option() {
     );
     let o = options(&[("timezone", Scalar::Str("UTC".into()))]);
     let info = e
-        .schedule(&s, None, "utc", "0 4 * * *", "/c.php", "t", "[]", &o, T0)
+        .schedule(
+            &s,
+            None,
+            "utc",
+            "0 4 * * *",
+            &TaskSpec::new("/c.php", "t", "[]"),
+            &o,
+            T0,
+        )
         .unwrap();
     assert_eq!(info.next_at, Some(T0 + 1_000_000 + 19_800_000));
 }
@@ -463,9 +489,7 @@ fn a_stored_schedule_this_machine_cannot_read_ends_its_chain_but_blocks_nothing(
     e.defer(
         &s,
         None,
-        "/cron.php",
-        "plain",
-        "[]",
+        &TaskSpec::new("/cron.php", "plain", "[]"),
         &Default::default(),
         false,
         T0,

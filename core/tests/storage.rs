@@ -2,7 +2,7 @@
 
 mod common;
 
-use async_engine_core::{busy_naps, DeferOptions, Engine, Error, Settings};
+use async_engine_core::{busy_naps, DeferOptions, Engine, Error, Settings, TaskSpec};
 use common::*;
 use rusqlite::Connection;
 
@@ -26,7 +26,7 @@ fn creates_a_wal_database_with_the_current_schema() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(version, async_engine_core::store::SCHEMA_VERSION);
+    assert_eq!(version, async_engine_core::store::SQLITE_SCHEMA_VERSION);
     // Opening again (another process) leaves it as it is.
     Engine::open(&settings(&dir.sqlite_db())).unwrap();
 }
@@ -90,9 +90,7 @@ fn a_writer_holding_the_lock_past_the_busy_timeout_is_a_storage_error() {
         .defer(
             &s,
             None,
-            "/w.php",
-            "t",
-            "[]",
+            &TaskSpec::new("/w.php", "t", "[]"),
             &DeferOptions::default(),
             true,
             T0,

@@ -105,6 +105,14 @@ abstract class EngineTestCase extends TestCase
         }
     }
 
+    /** The extension's section of phpinfo(), as `php --ri async_engine` prints it. */
+    protected static function moduleInfo(): string
+    {
+        ob_start();
+        (new \ReflectionExtension('async_engine'))->info();
+        return (string) ob_get_clean();
+    }
+
     /** Reads the database directly, as another process would. */
     protected function pdo(): PDO
     {

@@ -44,6 +44,14 @@ final class PostgresTest extends EngineTestCase
         $this->fail("no StorageError for $database");
     }
 
+    public function testPhpInfoReportsTheSchemaVersionANewDatabaseGets(): void
+    {
+        Engine::stats();
+        $version = $this->pdo()->query("SELECT value FROM meta WHERE key = 'schema_version'")->fetchColumn();
+        $this->assertGreaterThan(0, (int) $version);
+        $this->assertStringContainsString("PostgreSQL schema version => $version\n", self::moduleInfo());
+    }
+
     public function testWrongUrlsDownServersRefusedLoginsAndMissingRightsAreStorageErrorsNamingTheCause(): void
     {
         $password = parse_url((string) self::pgAdmin(), PHP_URL_PASS);

@@ -42,6 +42,14 @@ final class StorageTest extends EngineTestCase
         $this->assertSame($garbage, file_get_contents($this->db));
     }
 
+    public function testPhpInfoReportsTheSchemaVersionANewDatabaseGets(): void
+    {
+        Engine::stats();
+        $version = $this->pdo()->query('PRAGMA user_version')->fetchColumn();
+        $this->assertGreaterThan(0, (int) $version);
+        $this->assertStringContainsString("SQLite schema version => $version\n", self::moduleInfo());
+    }
+
     public function testAFutureSchemaIsRefused(): void
     {
         Engine::stats();

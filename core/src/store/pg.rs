@@ -11,6 +11,7 @@
 use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
+use crate::store::schema::{PG_MIGRATIONS, PG_SCHEMA_VERSION};
 use crate::store::Store;
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
@@ -18,89 +19,6 @@ use postgres::{Client, Config, NoTls, Statement};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
-
-/// The schema version this build writes; newer databases are refused.
-pub const PG_SCHEMA_VERSION: i64 = 4;
-
-/// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-const PG_MIGRATIONS: [&str; 4] = [
-    r#"
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE endpoints (
-    endpoint TEXT PRIMARY KEY,
-    next_due BIGINT
-);
-CREATE INDEX endpoints_due ON endpoints(next_due) WHERE next_due IS NOT NULL;
-CREATE TABLE slots (
-    id         TEXT PRIMARY KEY,
-    server     TEXT NOT NULL,
-    endpoint   TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('sent', 'accepted')),
-    deadline   BIGINT NOT NULL,
-    created_at BIGINT NOT NULL
-);
-CREATE INDEX slots_server ON slots(server);
-CREATE TABLE tasks (
-    id           TEXT PRIMARY KEY,
-    endpoint     TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    args         TEXT NOT NULL,
-    state        TEXT NOT NULL
-                 CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
-    priority     BIGINT NOT NULL DEFAULT 0,
-    due_at       BIGINT NOT NULL,
-    attempt      BIGINT NOT NULL DEFAULT 0,
-    max_attempts BIGINT NOT NULL,
-    timeout      BIGINT NOT NULL,
-    unique_key   TEXT,
-    lease        TEXT,
-    lease_until  BIGINT,
-    slot_id      TEXT,
-    last_error   TEXT,
-    created_at   BIGINT NOT NULL,
-    updated_at   BIGINT NOT NULL,
-    started_at   BIGINT,
-    finished_at  BIGINT
-);
-CREATE INDEX tasks_claim ON tasks(endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-CREATE INDEX tasks_next_due ON tasks(endpoint, due_at) WHERE state = 'queued';
-CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
-CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX tasks_state ON tasks(state, id);
-CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#,
-    concat!(
-        r#"
--- 2: tasks, slots and endpoints belong to a site; endpoints count their
--- queued tasks (max_queued) and back off after failed deliveries.
-ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
-ALTER TABLE slots ADD COLUMN site TEXT NOT NULL DEFAULT '';
-ALTER TABLE endpoints ADD COLUMN site TEXT NOT NULL DEFAULT '',
-    ADD COLUMN queued BIGINT NOT NULL DEFAULT 0,
-    ADD COLUMN failures BIGINT NOT NULL DEFAULT 0,
-    ADD COLUMN retry_at BIGINT,
-    ADD COLUMN last_error TEXT;
-ALTER TABLE endpoints DROP CONSTRAINT endpoints_pkey;
-ALTER TABLE endpoints ADD PRIMARY KEY (site, endpoint);
-DROP INDEX endpoints_due;
-UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
-    WHERE tasks.endpoint = endpoints.endpoint AND tasks.state = 'queued');
-"#,
-        crate::sqlite::site_indexes!()
-    ),
-    concat!(
-        "-- 3: recurring schedules.",
-        crate::sqlite::schedule_schema!()
-    ),
-    concat!(
-        "-- 4: the live-events hub.\n",
-        crate::sqlite::hub_schema!("BIGSERIAL PRIMARY KEY")
-    ),
-];
 
 /// Advisory lock key held while the schema is created or migrated.
 const MIGRATION_LOCK: i64 = 0x6173_796e_635f_6d69; // "async_mi"

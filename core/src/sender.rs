@@ -4,12 +4,12 @@
 //! earliest future due time.
 
 use crate::clock::{now_ms, Millis};
-use crate::endpoint::BaseUrl;
-use crate::engine::{Dispatch, Engine};
+use crate::engine::Dispatch;
 use crate::protocol::{HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
 use crate::settings::Settings;
+use crate::shared_engine::{engine_call, SharedEngine};
+use crate::target::Target;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,17 +28,6 @@ const MIN_WAKE_MS: Millis = 50;
 const MAX_CLIENTS: usize = 16;
 /// Most timers (one per queue and target) a sender keeps.
 const MAX_WAKES: usize = 64;
-
-/// Where self-requests go.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// The site's base URL: scheme, host (for the Host header and TLS) and port.
-    pub base: BaseUrl,
-    /// The address to connect to instead of resolving the host: this
-    /// server's own address, so a forged Host header cannot send signed
-    /// requests elsewhere. `None` for a configured base URL.
-    pub connect_to: Option<SocketAddr>,
-}
 
 enum Command {
     Send(Dispatch, Target, Settings),
@@ -62,10 +51,6 @@ pub struct Sender {
     /// defer on a busy worker need not hand them over again).
     watched: Mutex<Vec<WakeKey>>,
 }
-
-/// Shared by the sender's tasks: the database connection they record
-/// outcomes with, opened on first need.
-pub(crate) type SharedEngine = Arc<Mutex<Option<Engine>>>;
 
 impl Sender {
     /// Starts the background thread and its runtime.
@@ -157,7 +142,10 @@ fn client_for(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(ANSWER_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(30));
+        .pool_idle_timeout(Duration::from_secs(30))
+        // The system's root certificates take memory in every worker: only
+        // an https target needs them.
+        .tls_built_in_root_certs(target.base.scheme == "https");
     if let Some(addr) = target.connect_to {
         let host = target
             .base
@@ -174,37 +162,6 @@ fn client_for(
     }
     clients.insert(target.clone(), client.clone());
     Some(client)
-}
-
-/// Runs `f` with the sender's own engine for `settings`' database.
-fn with_engine<T>(
-    shared: &SharedEngine,
-    settings: &Settings,
-    f: impl FnOnce(&mut Engine) -> crate::Result<T>,
-) -> crate::Result<T> {
-    let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
-    let reusable = match guard.as_mut() {
-        Some(e) => e.serves(settings)?,
-        None => false,
-    };
-    if !reusable {
-        *guard = Some(Engine::open(settings)?);
-    }
-    f(guard.as_mut().expect("opened above"))
-}
-
-/// Runs `f` with the sender's engine on tokio's blocking pool: a database
-/// call blocks (and the PostgreSQL client runs a runtime of its own, which
-/// cannot start inside this one).
-pub(crate) async fn engine_call<T: Send + 'static>(
-    shared: &SharedEngine,
-    settings: &Settings,
-    f: impl FnOnce(&mut Engine, &Settings) -> crate::Result<T> + Send + 'static,
-) -> crate::Result<T> {
-    let (shared, settings) = (shared.clone(), settings.clone());
-    tokio::task::spawn_blocking(move || with_engine(&shared, &settings, |e| f(e, &settings)))
-        .await
-        .unwrap_or_else(|e| Err(crate::Error::Storage(format!("engine call failed: {e}"))))
 }
 
 /// One timer per queue this process serves: a process may send for several

@@ -5,7 +5,11 @@ use crate::db::Tx;
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 
-pub use crate::sqlite::SCHEMA_VERSION;
+pub mod pg;
+pub(crate) mod schema;
+pub mod sqlite;
+
+pub use schema::{PG_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION};
 
 /// One open connection to the engine's database.
 pub trait Store: Send {
@@ -63,7 +67,7 @@ pub fn is_postgres_url(database: &str) -> bool {
 pub fn open(settings: &Settings) -> Result<Box<dyn Store>> {
     let database = settings.database()?;
     if is_postgres_url(database) {
-        return Ok(Box::new(crate::pg::PgStore::open(
+        return Ok(Box::new(pg::PgStore::open(
             database,
             settings.busy_timeout,
         )?));
@@ -77,5 +81,5 @@ pub fn open(settings: &Settings) -> Result<Box<dyn Store>> {
             scheme.escape_default()
         )));
     }
-    Ok(Box::new(crate::sqlite::SqliteStore::open(settings)?))
+    Ok(Box::new(sqlite::SqliteStore::open(settings)?))
 }

@@ -4,6 +4,7 @@
 use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
+use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
 use crate::store::Store;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, Transaction, TransactionBehavior};
@@ -51,212 +52,6 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
     BUSY_TIMEOUT_US.store((seconds * 1e6) as u64, Ordering::Relaxed);
     conn.busy_handler(Some(busy_wait))
 }
-
-/// The schema version this build writes; newer databases are refused.
-pub const SCHEMA_VERSION: i64 = 6;
-
-/// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
-/// endpoints and unique keys per site. The old per-endpoint ones go first.
-macro_rules! site_indexes {
-    () => {
-        r#"
-CREATE INDEX endpoints_due ON endpoints(site, next_due) WHERE next_due IS NOT NULL;
-DROP INDEX tasks_claim;
-CREATE INDEX tasks_claim ON tasks(site, endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-DROP INDEX tasks_next_due;
-CREATE INDEX tasks_next_due ON tasks(site, endpoint, due_at) WHERE state = 'queued';
-DROP INDEX tasks_unique;
-CREATE UNIQUE INDEX tasks_unique ON tasks(site, unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#
-    };
-}
-pub(crate) use site_indexes;
-
-/// Schema 5 (SQLite) and 3 (PostgreSQL), in SQL both accept: recurring
-/// schedules, whose occurrences are tasks naming their schedule and time.
-/// The database keeps one pending (queued, never started) occurrence per
-/// schedule and never two tasks for one occurrence.
-macro_rules! schedule_schema {
-    () => {
-        r#"
-ALTER TABLE tasks ADD COLUMN schedule TEXT;
-ALTER TABLE tasks ADD COLUMN scheduled_at BIGINT;
-CREATE TABLE schedules (
-    site         TEXT NOT NULL DEFAULT '',
-    name         TEXT NOT NULL,
-    spec         TEXT NOT NULL,
-    timezone     TEXT NOT NULL,
-    endpoint     TEXT NOT NULL,
-    task         TEXT NOT NULL,
-    args         TEXT NOT NULL,
-    priority     BIGINT NOT NULL,
-    max_attempts BIGINT NOT NULL,
-    timeout      BIGINT NOT NULL,
-    catch_up     TEXT NOT NULL,
-    overlap      BIGINT NOT NULL,
-    phase        BIGINT NOT NULL,
-    next_at      BIGINT,
-    last_run_at  BIGINT,
-    runs         BIGINT NOT NULL DEFAULT 0,
-    skipped      BIGINT NOT NULL DEFAULT 0,
-    created_at   BIGINT NOT NULL,
-    updated_at   BIGINT NOT NULL,
-    PRIMARY KEY (site, name)
-);
-CREATE UNIQUE INDEX tasks_schedule_pending ON tasks(site, schedule)
-    WHERE schedule IS NOT NULL AND state = 'queued' AND started_at IS NULL;
-CREATE UNIQUE INDEX tasks_occurrence ON tasks(site, schedule, scheduled_at)
-    WHERE schedule IS NOT NULL;
-"#
-    };
-}
-pub(crate) use schedule_schema;
-
-/// Schema 6 (SQLite) and 4 (PostgreSQL): the live-events hub's history,
-/// leases and subscribers (see `hub::tables`). `$seq` is each backend's
-/// auto-incrementing key.
-macro_rules! hub_schema {
-    ($seq:literal) => {
-        concat!(
-            "CREATE TABLE hub_events (\n    seq ",
-            $seq,
-            r#",
-    site       TEXT NOT NULL,
-    id         TEXT NOT NULL,
-    topics     TEXT NOT NULL,
-    data       TEXT NOT NULL,
-    private    BIGINT NOT NULL,
-    type       TEXT,
-    retry      BIGINT,
-    created_at BIGINT NOT NULL
-);
-CREATE UNIQUE INDEX hub_events_id ON hub_events(site, id);
-CREATE INDEX hub_events_site ON hub_events(site, seq);
-CREATE INDEX hub_events_created ON hub_events(created_at);
-CREATE TABLE hub_leases (
-    site     TEXT NOT NULL,
-    server   TEXT NOT NULL,
-    holder   TEXT NOT NULL,
-    listen   TEXT NOT NULL,
-    until_at BIGINT NOT NULL,
-    PRIMARY KEY (site, server)
-);
-CREATE TABLE hub_subscribers (
-    site       TEXT NOT NULL,
-    server     TEXT NOT NULL,
-    holder     TEXT NOT NULL,
-    subscriber TEXT NOT NULL,
-    topic      TEXT NOT NULL,
-    payload    TEXT NOT NULL,
-    since_at   BIGINT NOT NULL,
-    PRIMARY KEY (site, subscriber, topic)
-);
-CREATE INDEX hub_subscribers_topic ON hub_subscribers(site, topic);
-"#
-        )
-    };
-}
-pub(crate) use hub_schema;
-
-/// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: [&str; 6] = [
-    r#"
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-
--- Server-wide: when each endpoint is next due (NULL while a request for it
--- is on its way, or when it has nothing queued).
-CREATE TABLE endpoints (
-    endpoint TEXT PRIMARY KEY,
-    next_due INTEGER
-) WITHOUT ROWID;
-CREATE INDEX endpoints_due ON endpoints(next_due) WHERE next_due IS NOT NULL;
-
--- Server-wide: task requests in flight. 'sent': signed and on its way;
--- 'accepted': the endpoint took it and is running tasks.
-CREATE TABLE slots (
-    id         TEXT PRIMARY KEY,
-    endpoint   TEXT NOT NULL,
-    state      TEXT NOT NULL CHECK (state IN ('sent', 'accepted')),
-    deadline   INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-
--- Per endpoint: the task queues.
-CREATE TABLE tasks (
-    id           TEXT PRIMARY KEY,
-    endpoint     TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    args         TEXT NOT NULL,
-    state        TEXT NOT NULL
-                 CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled')),
-    priority     INTEGER NOT NULL DEFAULT 0,
-    due_at       INTEGER NOT NULL,
-    attempt      INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    timeout      INTEGER NOT NULL,
-    unique_key   TEXT,
-    lease        TEXT,
-    lease_until  INTEGER,
-    slot_id      TEXT,
-    last_error   TEXT,
-    created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
-    started_at   INTEGER,
-    finished_at  INTEGER
-);
-CREATE INDEX tasks_claim ON tasks(endpoint, priority DESC, due_at, id) WHERE state = 'queued';
-CREATE INDEX tasks_next_due ON tasks(endpoint, due_at) WHERE state = 'queued';
-CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
-CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX tasks_state ON tasks(state);
-CREATE UNIQUE INDEX tasks_unique ON tasks(unique_key)
-    WHERE unique_key IS NOT NULL AND state IN ('queued', 'running');
-"#,
-    r#"
--- 2: a state's tasks newest first straight from the index (tasks(), the
--- status page), not by sorting every task in that state.
-DROP INDEX tasks_state;
-CREATE INDEX tasks_state ON tasks(state, id);
-"#,
-    r#"
--- 3: slots belong to a server (max_workers counts each server's own).
-ALTER TABLE slots ADD COLUMN server TEXT NOT NULL DEFAULT '';
-"#,
-    concat!(
-        r#"
--- 4: tasks, slots and endpoints belong to a site; endpoints count their
--- queued tasks (max_queued) and back off after failed deliveries.
-ALTER TABLE tasks ADD COLUMN site TEXT NOT NULL DEFAULT '';
-ALTER TABLE slots ADD COLUMN site TEXT NOT NULL DEFAULT '';
-CREATE TABLE endpoints_4 (
-    site       TEXT NOT NULL DEFAULT '',
-    endpoint   TEXT NOT NULL,
-    next_due   INTEGER,
-    queued     INTEGER NOT NULL DEFAULT 0,
-    failures   INTEGER NOT NULL DEFAULT 0,
-    retry_at   INTEGER,
-    last_error TEXT,
-    PRIMARY KEY (site, endpoint)
-) WITHOUT ROWID;
-INSERT INTO endpoints_4 (endpoint, next_due, queued)
-    SELECT endpoint, next_due, (SELECT count(*) FROM tasks
-        WHERE tasks.endpoint = endpoints.endpoint AND tasks.state = 'queued')
-    FROM endpoints;
-DROP TABLE endpoints;
-ALTER TABLE endpoints_4 RENAME TO endpoints;
-"#,
-        site_indexes!()
-    ),
-    concat!("-- 5: recurring schedules.", schedule_schema!()),
-    concat!(
-        "-- 6: the live-events hub.\n",
-        hub_schema!("INTEGER PRIMARY KEY AUTOINCREMENT")
-    ),
-];
 
 /// One open connection to a SQLite database file.
 pub struct SqliteStore {
@@ -333,15 +128,18 @@ impl SqliteStore {
                 "cannot switch to WAL mode (got {mode})"
             )));
         }
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        // A small page cache: every PHP worker keeps its connections open,
+        // and another process's write empties a connection's cache anyway.
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512;")?;
         let version = self.schema_version()?;
-        if version == SCHEMA_VERSION {
+        if version == SQLITE_SCHEMA_VERSION {
             return Ok(());
         }
-        if !(0..=SCHEMA_VERSION).contains(&version) {
+        if !(0..=SQLITE_SCHEMA_VERSION).contains(&version) {
             return Err(Error::Storage(format!(
                 "has schema version {version}, newer than this extension supports \
-                 ({SCHEMA_VERSION}); upgrade the extension"
+                 ({SQLITE_SCHEMA_VERSION}); upgrade the extension"
             )));
         }
         let tx = self
@@ -363,8 +161,8 @@ impl SqliteStore {
                 ));
             }
         }
-        while version < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[version as usize])?;
+        while version < SQLITE_SCHEMA_VERSION {
+            tx.execute_batch(SQLITE_MIGRATIONS[version as usize])?;
             version += 1;
         }
         tx.pragma_update(None, "user_version", version)?;
@@ -376,11 +174,6 @@ impl SqliteStore {
         Ok(self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
-    }
-
-    /// The database file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
@@ -598,7 +391,7 @@ mod tests {
         let path = dir.join("v1.sqlite");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(SQLITE_MIGRATIONS[0]).unwrap();
             conn.execute_batch(
                 "INSERT INTO tasks (id, endpoint, name, args, state, due_at, max_attempts, timeout,
                                     created_at, updated_at)
@@ -612,7 +405,7 @@ mod tests {
             ..Settings::default()
         };
         let mut store = SqliteStore::open(&settings).unwrap();
-        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.schema_version().unwrap(), SQLITE_SCHEMA_VERSION);
         let indexed: String = store
             .conn
             .query_row(

@@ -1,0 +1,91 @@
+//! Where a server's slots and the task queues meet: reserving a slot for
+//! the endpoint due next, its request arriving (`accept()`), never arriving
+//! (abandoned), or outliving its deadline (reaped). `slots.rs` keeps the
+//! slots table, `queue.rs` the tasks and endpoints.
+
+use crate::clock::Millis;
+use crate::db::Tx;
+use crate::due;
+use crate::error::Result;
+use crate::queue;
+use crate::slots::{self, Reserved, SlotLock, SENT_TTL_MS};
+
+/// Reserves a slot of the locked server for `site`'s endpoint due earliest
+/// (at or before `now`) if one is free, reaping expired slots first when
+/// all are held.
+pub(crate) fn reserve(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    max_workers: u32,
+    now: Millis,
+) -> Result<Option<Reserved>> {
+    let max = i64::from(max_workers);
+    let (held, expired) = slots::held(tx, lock, now)?;
+    if held >= max {
+        if expired == 0 {
+            return Ok(None);
+        }
+        reap(tx, now)?;
+        if slots::held(tx, lock, now)?.0 >= max {
+            return Ok(None);
+        }
+    }
+    slots::reserve_due(tx, lock, site, now)
+}
+
+/// Consumes a sent slot for the request that carries it (see
+/// [`slots::accept`]); its endpoint's delivery failures are over.
+pub(crate) fn accept(
+    tx: &mut dyn Tx,
+    slot: &str,
+    site: &str,
+    endpoint: &str,
+    now: Millis,
+) -> Result<()> {
+    slots::accept(tx, slot, site, endpoint, now)?;
+    due::delivered(tx, site, endpoint)
+}
+
+/// Gives up on a sent request that did not reach `accept()`: frees its slot
+/// and backs its endpoint off (its tasks keep their attempts), with a line
+/// in the error log. False when the slot is not a sent one (accepted, or
+/// already freed).
+pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) -> Result<bool> {
+    let Some((site, endpoint)) = slots::take_sent(tx, slot)? else {
+        return Ok(false);
+    };
+    let (failures, retry_at) = due::delivery_failed(tx, &site, &endpoint, reason, now)?;
+    crate::log::emit(format!(
+        "delivery to {endpoint}{} failed ({failures} in a row; tasks stay queued, next try in \
+         {:.0} s): {reason}",
+        if site.is_empty() {
+            String::new()
+        } else {
+            format!(" (site {site})")
+        },
+        ((retry_at - now) as f64 / 1000.0).max(0.0)
+    ));
+    Ok(true)
+}
+
+/// Frees slots past their deadline, any server's (a sent request that never
+/// arrived counts as a failed delivery of its endpoint), and fails tasks
+/// whose lease expired: a server that died leaves its work to the others.
+/// Returns how many slots were freed.
+pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
+    queue::reap_leases(tx, now)?;
+    let expired = slots::expired(tx, now)?;
+    let reaped = expired.len();
+    for (slot, endpoint) in expired {
+        let reason = format!(
+            "the request to {endpoint} did not reach accept() within {} s (endpoint down, \
+             overloaded, or not calling accept())",
+            SENT_TTL_MS / 1000
+        );
+        if !abandon(tx, &slot, &reason, now)? {
+            slots::release(tx, &slot)?;
+        }
+    }
+    Ok(reaped)
+}

@@ -1,0 +1,498 @@
+//! One PHP process's engine: its database connection, its sender thread,
+//! the target it learned, what the current request holds, and the one
+//! policy for what to send and when to wake after each operation
+//! (docs/architecture.md, "The path of a task"). The extension keeps one
+//! [`Runtime`] per process ([`with`]) and only converts PHP values to and
+//! from these calls.
+
+use crate::clock::{secs_to_ms, Millis};
+use crate::endpoint::parse_base_url;
+use crate::engine::{Deferred, Dispatch, Engine, Next, Outcome};
+use crate::error::Result;
+use crate::protocol::Incoming;
+use crate::scalar::Scalar;
+use crate::schedules::{ScheduleInfo, ScheduleOptions};
+use crate::sender::Sender;
+use crate::settings::Settings;
+use crate::slots::SENT_TTL_MS;
+use crate::target::Target;
+use crate::task::{Claimed, DeferOptions, TaskSpec};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What the current request holds, released when it ends.
+#[derive(Debug, Default)]
+pub struct RequestState {
+    /// `Engine::configure()` overrides, in call order.
+    pub overrides: Vec<(String, Scalar)>,
+    /// The slot and endpoint this request accepted, if it is a task request.
+    pub accepted: Option<(String, String)>,
+    /// Tasks claimed by this request and not yet completed or failed: (id, lease).
+    pub held: Vec<(String, String)>,
+    /// Where this request's self-requests go, once worked out, with the
+    /// base_url setting it was worked out for.
+    pub target: Option<(Option<String>, Option<Target>)>,
+    /// The request gave its slot back (its batch is over): `accept()`
+    /// claims nothing more.
+    pub done: bool,
+}
+
+/// What a task request does after the task it finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Nothing yet (`complete()` and `fail()` called by the endpoint's code).
+    Stay,
+    /// Claim the next due task with the same slot (`serve()`'s batch goes on).
+    ClaimNext,
+    /// Hand the slot to the next due endpoint (`serve()`'s batch is over).
+    Release,
+}
+
+/// When a worker's sender next looks at its queue after an operation.
+enum Wake {
+    /// Keep watching the queue (poll), no particular time.
+    Watch,
+    /// At this time, or earlier if already asked.
+    At(Millis),
+    /// When the database says something is next due (a read).
+    Next,
+}
+
+/// Everything the extension keeps in one PHP process.
+pub struct Runtime {
+    pid: u32,
+    /// Whether this process serves request after request (php-fpm, mod_php,
+    /// `php -S`): only then does its sender stay to wake for due work.
+    persistent: bool,
+    engine: Option<Engine>,
+    sender: Option<Sender>,
+    /// The base URL last stored for CLI scripts to use.
+    learned: Option<String>,
+    warned_no_target: bool,
+    /// Whether this worker's sender watches its site's queue.
+    armed: bool,
+    /// What the current request holds.
+    pub request: RequestState,
+}
+
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+
+/// Runs `f` on this process's runtime, created on first use (`persistent`
+/// is asked then) and reset in a forked child. `f` must not call into PHP:
+/// a fatal error there would skip the unlock.
+pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -> T) -> T {
+    let mut guard = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match guard.as_mut() {
+        Some(rt) if rt.pid == pid => {}
+        Some(rt) => {
+            // A forked child goes on with the same request (and its
+            // configure() overrides), but must not use or close the parent's
+            // connection (closing could disturb the parent's locks).
+            std::mem::forget(rt.engine.take());
+            // Its sender thread did not survive the fork either.
+            std::mem::forget(rt.sender.take());
+            rt.pid = pid;
+        }
+        None => {
+            *guard = Some(Runtime {
+                pid,
+                persistent: persistent(),
+                engine: None,
+                sender: None,
+                learned: None,
+                warned_no_target: false,
+                armed: false,
+                request: RequestState::default(),
+            })
+        }
+    }
+    f(guard.as_mut().expect("initialised above"))
+}
+
+/// Key of the learned target in the database's meta table: the web
+/// request's base URL and the server address it connects to, as
+/// "origin address:port". The CLI connects to that address too, so a
+/// forged Host header can at worst name the Host it sends, never where.
+/// One per server (see the `server` setting): each sends to itself.
+fn learned_target_key(settings: &Settings) -> String {
+    match settings.site_name() {
+        "" => format!("learned_target:{}", settings.server_name()),
+        site => format!("learned_target:{}@{site}", settings.server_name()),
+    }
+}
+
+impl Runtime {
+    /// The engine for `settings`' database, opened on first use (or when
+    /// the database setting changed).
+    pub fn engine(&mut self, settings: &Settings) -> Result<&mut Engine> {
+        Engine::reuse_or_open(&mut self.engine, settings)
+    }
+
+    /// Whether this process serves request after request.
+    pub fn persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Whether the current request holds nothing that must be released and
+    /// no request this process handed over is on its way.
+    pub fn is_idle(&self) -> bool {
+        let r = &self.request;
+        r.accepted.is_none()
+            && !r.done
+            && r.held.is_empty()
+            && r.overrides.is_empty()
+            && r.target.is_none()
+            && self.sender.as_ref().is_none_or(|s| s.pending() == 0)
+    }
+
+    /// Takes the request state, leaving it empty for the next request.
+    pub fn take_request(&mut self) -> RequestState {
+        std::mem::take(&mut self.request)
+    }
+
+    /// The target this request already worked out for these settings.
+    pub fn cached_target(&self, settings: &Settings) -> Option<Option<Target>> {
+        match &self.request.target {
+            Some((setting, t)) if *setting == settings.base_url => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// Where this request's self-requests go: `from_request` (worked out
+    /// from the web server's own values), else, in a CLI script, the one
+    /// the last verified web request stored. Kept for the request.
+    pub fn target(&mut self, settings: &Settings, from_request: Option<Target>) -> Option<Target> {
+        let target = from_request.or_else(|| {
+            let learned = self
+                .engine(settings)
+                .and_then(|e| e.meta(&learned_target_key(settings)))
+                .ok()
+                .flatten()?;
+            let (url, addr) = learned.split_once(' ')?;
+            Some(Target {
+                base: parse_base_url(url).ok()?,
+                connect_to: Some(addr.parse().ok()?),
+            })
+        });
+        self.request.target = Some((settings.base_url.clone(), target.clone()));
+        target
+    }
+
+    /// Stores where this request's self-requests go, for CLI scripts: call
+    /// it only once a signed request was verified, so the web server's
+    /// values proved to reach this site (no unsigned request can move the
+    /// CLI's target). Only a target worked out from the web request is stored.
+    fn learn(&mut self, settings: &Settings, target: &Target) {
+        let Some(addr) = target.connect_to else {
+            return;
+        };
+        let learned = format!("{} {addr}", target.base.origin());
+        if self.learned.as_deref() == Some(learned.as_str()) {
+            return;
+        }
+        let key = learned_target_key(settings);
+        if self
+            .engine(settings)
+            .and_then(|e| e.set_meta(&key, &learned))
+            .is_ok()
+        {
+            self.learned = Some(learned);
+        }
+    }
+
+    /// True the first time in this process: whether to warn that a task
+    /// cannot be sent for lack of a base URL.
+    pub fn first_no_target_warning(&mut self) -> bool {
+        !std::mem::replace(&mut self.warned_no_target, true)
+    }
+
+    /// Queues a task, sends its request when it is due and a slot is free,
+    /// and sets this worker's wake-up for it.
+    pub fn defer(
+        &mut self,
+        settings: &Settings,
+        target: Option<&Target>,
+        task: &TaskSpec<'_>,
+        options: &DeferOptions,
+        now: Millis,
+    ) -> Result<Deferred> {
+        let deferred = self.engine(settings)?.defer(
+            settings,
+            target.map(|t| &t.base),
+            task,
+            options,
+            target.is_some(),
+            now,
+        )?;
+        if let (Some(t), true) = (target, deferred.created) {
+            let due = options.due_at(now);
+            let wake = match &deferred.dispatch {
+                // Check back when the task's lease (or the request's slot)
+                // could first expire: a worker killed while running it is
+                // reaped then, without traffic.
+                Some(_) => {
+                    let lease = secs_to_ms(options.timeout.unwrap_or(settings.timeout));
+                    Wake::At(now + lease.min(SENT_TTL_MS) + 1)
+                }
+                None if due > now => Wake::At(due),
+                None => Wake::Watch,
+            };
+            self.send(settings, t, deferred.dispatch.clone());
+            self.wake(settings, t, wake, now);
+        }
+        Ok(deferred)
+    }
+
+    /// Creates or updates a schedule; this worker keeps a timer for its
+    /// next occurrence (and polls for later ones).
+    #[allow(clippy::too_many_arguments)]
+    pub fn schedule(
+        &mut self,
+        settings: &Settings,
+        target: Option<&Target>,
+        name: &str,
+        when: &str,
+        task: &TaskSpec<'_>,
+        options: &ScheduleOptions,
+        now: Millis,
+    ) -> Result<ScheduleInfo> {
+        let info = self.engine(settings)?.schedule(
+            settings,
+            target.map(|t| &t.base),
+            name,
+            when,
+            task,
+            options,
+            now,
+        )?;
+        if let Some(t) = target {
+            let wake = info.next_at.map_or(Wake::Watch, Wake::At);
+            self.wake(settings, t, wake, now);
+        }
+        Ok(info)
+    }
+
+    /// Claims the next task for this request: through the signed request
+    /// (`incoming`, read only then) on the first call, then from the same
+    /// slot for the rest of the batch. The second value is true on the
+    /// first call (the request just became a task request).
+    pub fn accept(
+        &mut self,
+        settings: &Settings,
+        incoming: impl FnOnce() -> Incoming,
+        target: Option<&Target>,
+        now: Millis,
+    ) -> Result<(Option<Claimed>, bool)> {
+        if self.request.done {
+            return Ok((None, false));
+        }
+        let claimed = match self.request.accepted.clone() {
+            Some((slot, endpoint)) => {
+                let claimed = self
+                    .engine(settings)?
+                    .claim_next(settings, &slot, &endpoint, now)?;
+                return Ok((self.hold(claimed), false));
+            }
+            None => {
+                let accepted =
+                    self.engine(settings)?
+                        .accept(settings, &incoming(), target.is_some(), now)?;
+                if let Some(t) = target {
+                    self.learn(settings, t);
+                    self.send(settings, t, accepted.dispatch);
+                }
+                if accepted.task.is_some() {
+                    self.request.accepted = Some((accepted.slot, accepted.endpoint));
+                }
+                accepted.task
+            }
+        };
+        Ok((self.hold(claimed), true))
+    }
+
+    /// Records that this request holds `claimed`.
+    fn hold(&mut self, claimed: Option<Claimed>) -> Option<Claimed> {
+        if let Some(c) = &claimed {
+            self.request.held.push((c.id.clone(), c.lease.clone()));
+        }
+        claimed
+    }
+
+    /// Whether this request still holds task `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.request.held.iter().any(|(held, _)| held == id)
+    }
+
+    /// Lets task `id` go (finished, or lost to another request).
+    pub fn release(&mut self, id: &str) {
+        self.request.held.retain(|(held, _)| held != id);
+    }
+
+    /// Ends a held task (done, or this attempt failed) and does what
+    /// `after` says in the same transaction; returns the next task claimed.
+    /// The slot is handed over only when this was the request's one held
+    /// task; its next request is sent at once, before PHP ends the request.
+    pub fn finish(
+        &mut self,
+        settings: &Settings,
+        task: &Claimed,
+        outcome: Outcome<'_>,
+        after: After,
+        now: Millis,
+    ) -> Result<Option<Claimed>> {
+        let target = self.request.target.clone().and_then(|(_, t)| t);
+        let only_task = self.request.held.len() == 1 && self.holds(&task.id);
+        let accepted = self.request.accepted.clone();
+        let next = match (&accepted, after) {
+            (Some((slot, endpoint)), After::ClaimNext) => Next::Claim { slot, endpoint },
+            (Some((slot, _)), After::Release) if only_task => Next::Release {
+                slot,
+                send: target.is_some(),
+                wake: self.persistent && target.is_some(),
+            },
+            _ => Next::Stay,
+        };
+        let done = self
+            .engine(settings)?
+            .finish(settings, task, outcome, next, now)?;
+        self.release(&task.id);
+        if let Next::Release { .. } = next {
+            self.request.accepted = None;
+            self.request.done = true;
+            if let Some(t) = &target {
+                self.send(settings, t, done.dispatch);
+                self.wake(settings, t, done.wake.map_or(Wake::Watch, Wake::At), now);
+            }
+        }
+        Ok(self.hold(done.claimed))
+    }
+
+    /// The cron entry: reaps, purges and sends whatever is due; returns how
+    /// many requests it sent.
+    pub fn kick(&mut self, settings: &Settings, target: &Target, now: Millis) -> Result<usize> {
+        let dispatches = self.engine(settings)?.kick(settings, now)?;
+        let sent = dispatches.len();
+        self.send(settings, target, dispatches);
+        self.wake(settings, target, Wake::Next, now);
+        Ok(sent)
+    }
+
+    /// Puts a dead task back in the queue (sending its request when a slot
+    /// is free); false if it is not dead.
+    pub fn retry(
+        &mut self,
+        settings: &Settings,
+        target: Option<&Target>,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let (requeued, dispatch) =
+            self.engine(settings)?
+                .retry(settings, id, target.is_some(), now)?;
+        if let Some(t) = target {
+            self.send(settings, t, dispatch);
+        }
+        Ok(requeued)
+    }
+
+    /// Ends a task request (`state`, taken from this runtime): fails the
+    /// tasks it still holds with `reason`, frees its slot, sends the next
+    /// due request and sets this worker's wake-up. A failure leaves the
+    /// tasks to lease expiry, which retries them.
+    pub fn end_request(
+        &mut self,
+        settings: &Settings,
+        state: &RequestState,
+        target: Option<&Target>,
+        reason: &str,
+        now: Millis,
+    ) {
+        let slot = state.accepted.as_ref().map(|(s, _)| s.as_str());
+        let ended = self.engine(settings).and_then(|e| {
+            e.end_request(settings, slot, &state.held, reason, target.is_some(), now)
+        });
+        if let (Ok(next), Some(t)) = (ended, target) {
+            self.send(settings, t, next);
+            self.wake(settings, t, Wake::Next, now);
+        }
+    }
+
+    /// Once per persistent worker: its sender watches the site's queue
+    /// from then on (one small read every 0.5 s), so delayed tasks and
+    /// schedules start on time with no traffic and no cron even when no page
+    /// of this worker deferred anything.
+    pub fn arm(&mut self, settings: &Settings, target: &Target, now: Millis) {
+        if self.persistent && !self.armed {
+            self.wake(settings, target, Wake::Watch, now);
+            self.armed = true;
+        }
+    }
+
+    /// Whether this worker's sender already watches its site's queue (or
+    /// this process is not a persistent worker, which never does).
+    pub fn armed(&self) -> bool {
+        self.armed || !self.persistent
+    }
+
+    /// Hands the live-events hubs this process hosts over to other workers:
+    /// stops them and releases their leases (at most `limit`).
+    pub fn stop_hubs(&self, limit: Duration) {
+        if let Some(sender) = &self.sender {
+            sender.stop_hubs(limit);
+        }
+    }
+
+    /// Waits (at most `limit`) until the requests this process handed over
+    /// are answered or failed.
+    pub fn drain(&self, limit: Duration) {
+        if let Some(sender) = &self.sender {
+            sender.drain(limit);
+        }
+    }
+
+    /// This process's sender, started on first use (without one, a slot
+    /// expires and its task is retried).
+    fn sender(&mut self) -> Option<&Sender> {
+        if self.sender.is_none() {
+            self.sender = Sender::start().ok();
+        }
+        self.sender.as_ref()
+    }
+
+    /// Hands signed requests to the sender.
+    fn send(
+        &mut self,
+        settings: &Settings,
+        target: &Target,
+        dispatches: impl IntoIterator<Item = Dispatch>,
+    ) {
+        for d in dispatches {
+            if let Some(sender) = self.sender() {
+                sender.send(d, target, settings);
+            }
+        }
+    }
+
+    /// Sets when the sender next looks at this queue; persistent workers
+    /// only (a CLI script does not stay to wait).
+    fn wake(&mut self, settings: &Settings, target: &Target, wake: Wake, now: Millis) {
+        if !self.persistent {
+            return;
+        }
+        let at = match wake {
+            Wake::Watch => None,
+            Wake::At(at) => Some(at),
+            Wake::Next => match self
+                .engine(settings)
+                .and_then(|e| e.next_wake(settings, now))
+            {
+                Ok(at) => at,
+                Err(_) => return,
+            },
+        };
+        if let Some(sender) = self.sender() {
+            sender.wake_at(at, target, settings);
+        }
+    }
+}
