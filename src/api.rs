@@ -13,11 +13,10 @@ use crate::task::Task;
 use async_engine_core::batch::{Batch, ServeOptions};
 use async_engine_core::clock::{ms_to_secs, now_ms, Millis};
 use async_engine_core::hub::tables::Update;
-use async_engine_core::runtime::After;
+use async_engine_core::{Claimed, TaskSpec};
 use async_engine_core::{
     DeferOptions, Error, Scalar, ScheduleInfo, ScheduleOptions, Settings, State, TaskInfo,
 };
-use async_engine_core::{Outcome, TaskSpec};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::convert::{FromZval, IntoZval};
 use ext_php_rs::error::php_error;
@@ -137,27 +136,12 @@ fn accept_next() -> PhpResult<Option<Task>> {
     Ok(claimed.map(Task::new))
 }
 
-/// Ends a task `serve()` ran and goes on with the batch, in one
-/// transaction: the next task is claimed while the batch lasts, else the
-/// slot goes to the next due endpoint. A task whose lease was lost while
-/// the handler ran (reaped and handed to another request) is let go without
-/// an error: that other run decides how it ends.
-fn finish_in_batch(task: &Task, outcome: Outcome<'_>, batch: &Batch) -> PhpResult<Option<Task>> {
-    let after = match batch.wants_more() {
-        true => After::ClaimNext,
-        false => After::Release,
-    };
-    match task.finish(outcome, after) {
-        Ok(next) => Ok(next.map(Task::new)),
-        Err(Error::NotHeld(_)) => {
-            task.let_go();
-            match batch.wants_more() {
-                true => accept_next(),
-                false => Ok(None),
-            }
-        }
-        Err(e) => Err(to_php(e)),
-    }
+/// `serve()`'s next task, given how the one it ran ended (see
+/// [`async_engine_core::runtime::Runtime::serve_next`]).
+fn serve_next(ran: Option<(Claimed, Option<String>)>, batch: &Batch) -> PhpResult<Option<Task>> {
+    let settings = settings()?;
+    let next = process::with(|rt| rt.serve_next(&settings, ran, batch.ahead(), now_ms()));
+    Ok(next.or_throw()?.map(Task::new))
 }
 
 /// `ignore_user_abort(true)`: a task request runs to its end even when the
@@ -430,11 +414,7 @@ impl Engine {
                     task.claimed().endpoint,
                     known.join(", ")
                 );
-                let outcome = Outcome::Failed {
-                    error: &error,
-                    retry_in: None,
-                };
-                next = finish_in_batch(&task, outcome, &batch)?;
+                next = serve_next(Some((task.claimed().clone(), Some(error))), &batch)?;
                 continue;
             };
             let args = json_to_array(&args_json)?.into_zval(false)?;
@@ -447,25 +427,13 @@ impl Engine {
                 return Ok(batch.ran());
             }
             let failure = result.err().map(|_| take_exception_message());
-            let held = task_obj
+            // Unless the handler finished the task itself.
+            let ran = task_obj
                 .object()
                 .and_then(ZendClassObject::<Task>::from_zend_obj)
-                .filter(|_| process::with(|rt| rt.holds(&id)));
-            next = match held {
-                Some(obj) => {
-                    let outcome = match &failure {
-                        Some(error) => Outcome::Failed {
-                            error,
-                            retry_in: None,
-                        },
-                        None => Outcome::Done,
-                    };
-                    finish_in_batch(obj, outcome, &batch)?
-                }
-                // The handler finished the task itself.
-                None if batch.wants_more() => accept_next()?,
-                None => None,
-            };
+                .filter(|_| process::with(|rt| rt.holds(&id)))
+                .map(|obj| (obj.claimed().clone(), failure));
+            next = serve_next(ran, &batch)?;
         }
         Ok(batch.ran())
     }

@@ -62,7 +62,7 @@ fn end_request() {
     }
     let state = process::with(Runtime::take_request);
     let target = state.target.clone().and_then(|(_, t)| t);
-    if state.accepted.is_some() || !state.held.is_empty() {
+    if state.accepted.is_some() || !state.held.is_empty() || !state.ended.is_empty() {
         let reason = reason();
         let Ok(settings) = crate::ini::settings(&state.overrides) else {
             return;

@@ -5,7 +5,6 @@ use crate::convert::{json_to_array, Bytes};
 use crate::errors::OrThrow;
 use crate::process;
 use async_engine_core::clock::now_ms;
-use async_engine_core::runtime::After;
 use async_engine_core::{Claimed, Outcome};
 use ext_php_rs::boxed::ZBox;
 use ext_php_rs::flags::ClassFlags;
@@ -34,22 +33,10 @@ impl Task {
         &self.claimed
     }
 
-    /// Ends the task (`Outcome::Done`, or this attempt failed), lets it go
-    /// and does what `after` says; returns the next task claimed.
-    pub fn finish(
-        &self,
-        outcome: Outcome<'_>,
-        after: After,
-    ) -> async_engine_core::Result<Option<Claimed>> {
+    /// Ends the task (`Outcome::Done`, or this attempt failed) and lets it go.
+    fn finish(&self, outcome: Outcome<'_>) -> async_engine_core::Result<()> {
         let settings = process::settings()?;
-        process::with(|rt| rt.finish(&settings, &self.claimed, outcome, after, now_ms()))
-    }
-
-    /// Lets the task go without finishing it: its lease was lost while the
-    /// handler ran (reaped and handed to another request), and that other
-    /// run decides how it ends.
-    pub fn let_go(&self) {
-        process::with(|rt| rt.release(&self.claimed.id));
+        process::with(|rt| rt.finish(&settings, &self.claimed, outcome, now_ms()))
     }
 }
 
@@ -87,7 +74,7 @@ impl Task {
 
     /// Marks the task done.
     pub fn complete(&self) -> PhpResult<()> {
-        self.finish(Outcome::Done, After::Stay).map(drop).or_throw()
+        self.finish(Outcome::Done).or_throw()
     }
 
     /// Fails this attempt with `error`; the task retries after `retryIn`
@@ -98,7 +85,7 @@ impl Task {
             error,
             retry_in: retryIn,
         };
-        self.finish(outcome, After::Stay).map(drop).or_throw()
+        self.finish(outcome).or_throw()
     }
 
     /// Lengthens the lease so it ends `seconds` from now.

@@ -87,7 +87,30 @@ impl Batch {
     pub fn ran(&self) -> i64 {
         self.ran
     }
+
+    /// How many tasks to claim in the next write: none once the batch is
+    /// spent; else as many as the tasks so far took [`AHEAD_WINDOW`] to run,
+    /// 1 to [`MAX_AHEAD`], never more than the batch has left.
+    pub fn ahead(&self) -> usize {
+        if !self.wants_more() {
+            return 0;
+        }
+        let left = usize::try_from(self.max_tasks - self.ran).unwrap_or(1);
+        let per_task = self.started.elapsed().as_nanos() / self.ran.max(1) as u128;
+        let fit = AHEAD_WINDOW.as_nanos() / per_task.max(1);
+        usize::try_from(fit)
+            .unwrap_or(MAX_AHEAD)
+            .clamp(1, MAX_AHEAD)
+            .min(left)
+    }
 }
+
+/// How long the tasks one write claims should take to run, judged by the
+/// batch so far: short, so a task claimed ahead waits little.
+pub const AHEAD_WINDOW: Duration = Duration::from_millis(250);
+
+/// Most tasks one write claims.
+pub const MAX_AHEAD: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -110,6 +133,32 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(5));
         assert!(!quick.wants_more());
+    }
+
+    #[test]
+    fn quick_tasks_are_claimed_several_at_a_time_within_what_the_batch_has_left() {
+        let mut b = Batch::start(&ServeOptions {
+            batch_time: 60.0,
+            max_tasks: 20,
+        });
+        assert!((1..=MAX_AHEAD).contains(&b.ahead()));
+        for _ in 0..10 {
+            b.ran_one();
+        }
+        assert_eq!(
+            b.ahead(),
+            MAX_AHEAD.min(10),
+            "ten quick tasks: as many as are left"
+        );
+        for _ in 0..10 {
+            b.ran_one();
+        }
+        assert_eq!(b.ahead(), 0, "spent");
+        // Slower tasks (one of 100 ms here) are claimed fewer at a time.
+        let mut slow = Batch::start(&ServeOptions::default());
+        std::thread::sleep(Duration::from_millis(100));
+        slow.ran_one();
+        assert!(slow.ahead() <= 3, "{}", slow.ahead());
     }
 
     #[test]

@@ -79,12 +79,16 @@ pub enum Outcome<'a> {
 pub enum Next<'a> {
     /// Nothing more here (other tasks are still held, or none is accepted).
     Stay,
-    /// Claim the next due task of the endpoint with the request's slot.
+    /// Claim the endpoint's next due tasks, up to `max`, with the
+    /// request's slot (the first with its own lease, the others with a
+    /// head start for their wait).
     Claim {
         /// The request's slot.
         slot: &'a str,
         /// The endpoint it accepted.
         endpoint: &'a str,
+        /// Most tasks to claim.
+        max: usize,
     },
     /// The request is done: free its slot and, if `send`, reserve it for
     /// the next due endpoint; if `wake`, read when this worker next has work.
@@ -101,8 +105,8 @@ pub enum Next<'a> {
 /// What [`Engine::finish`] did besides ending the task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AfterTask {
-    /// The next task claimed (`Next::Claim`), if one was due.
-    pub claimed: Option<Claimed>,
+    /// The tasks claimed (`Next::Claim`), in the order to run them.
+    pub claimed: Vec<Claimed>,
     /// The slot's next request, to send (`Next::Release`).
     pub dispatch: Option<Dispatch>,
     /// When this worker next has work (`Next::Release` with `wake`).
@@ -378,7 +382,7 @@ impl Engine {
         let (task, reserved) = self.store.write(|tx| {
             let lock = send.then(|| slots::lock(tx, server)).transpose()?;
             delivery::accept(tx, &slot, site, &endpoint, now)?;
-            match queue::claim(tx, site, &endpoint, &slot, now)? {
+            match queue::claim(tx, site, &endpoint, &slot, 1, 0, now)?.pop() {
                 Some(task) => Ok((Some(task), None)),
                 None => {
                     slots::release(tx, &slot)?;
@@ -409,14 +413,12 @@ impl Engine {
             if !slots::is_accepted(tx, slot)? {
                 return Ok(None);
             }
-            queue::claim(tx, site, endpoint, slot, now)
+            Ok(queue::claim(tx, site, endpoint, slot, 1, 0, now)?.pop())
         })
     }
 
     /// Ends a held task (done, or this attempt failed) and, in the same
-    /// transaction, does what the request does next (see [`Next`]): one
-    /// write per task in a batch, and one for the last task and the slot's
-    /// handover. Returns the next task claimed and the request to send.
+    /// transaction, does what the request does next (see [`Next`]).
     pub fn finish(
         &mut self,
         settings: &Settings,
@@ -431,23 +433,51 @@ impl Engine {
                 .transpose()?,
             Outcome::Done => None,
         };
+        self.end_then(settings, next, now, &mut |tx| {
+            end_task(tx, task, outcome, retry_in, now)
+        })
+    }
+
+    /// `serve()`'s one write per group of tasks: ends the tasks it ran
+    /// (`None`: done, else the error) and does what comes next, in one
+    /// transaction. A task no longer held (reaped while its handler ran) is
+    /// passed by: the run that took it over decides how it ends.
+    pub fn finish_batch(
+        &mut self,
+        settings: &Settings,
+        ended: &[(Claimed, Option<String>)],
+        next: Next<'_>,
+        now: Millis,
+    ) -> Result<AfterTask> {
+        self.end_then(settings, next, now, &mut |tx| end_tasks(tx, ended, now))
+    }
+
+    /// Runs `end` and then `next` in one write transaction.
+    fn end_then(
+        &mut self,
+        settings: &Settings,
+        next: Next<'_>,
+        now: Millis,
+        end: &mut dyn FnMut(&mut dyn Tx) -> Result<()>,
+    ) -> Result<AfterTask> {
         let (server, site) = (settings.server_name(), settings.site_name());
         let (claimed, reserved, wake) = self.store.write(|tx| {
             let lock = matches!(next, Next::Release { send: true, .. })
                 .then(|| slots::lock(tx, server))
                 .transpose()?;
-            match outcome {
-                Outcome::Done => queue::complete(tx, &task.id, &task.lease, now)?,
-                Outcome::Failed { error, .. } => {
-                    queue::fail(tx, &task.id, Some(&task.lease), error, retry_in, now)?;
-                }
-            }
+            end(tx)?;
             match next {
-                Next::Stay => Ok((None, None, None)),
-                Next::Claim { slot, endpoint } => {
+                Next::Stay => Ok((vec![], None, None)),
+                Next::Claim {
+                    slot,
+                    endpoint,
+                    max,
+                } => {
                     let claimed = match slots::is_accepted(tx, slot)? {
-                        true => queue::claim(tx, site, endpoint, slot, now)?,
-                        false => None,
+                        true => {
+                            queue::claim(tx, site, endpoint, slot, max, CLAIM_HEAD_START_MS, now)?
+                        }
+                        false => vec![],
                     };
                     Ok((claimed, None, None))
                 }
@@ -459,7 +489,7 @@ impl Engine {
                         true => next_wake(tx, settings, now)?,
                         false => None,
                     };
-                    Ok((None, reserved, wake))
+                    Ok((vec![], reserved, wake))
                 }
             }
         })?;
@@ -715,6 +745,45 @@ impl Engine {
             oldest_due_age: next_due.filter(|d| *d <= now).map(|d| now - d),
         })
     }
+}
+
+/// How much longer than its timeout the lease of a task claimed ahead of
+/// its turn in a batch runs (it waits for the tasks claimed before it).
+const CLAIM_HEAD_START_MS: Millis = 1_000;
+
+/// Completes a held task or fails this attempt.
+fn end_task(
+    tx: &mut dyn Tx,
+    task: &Claimed,
+    outcome: Outcome<'_>,
+    retry_in: Option<Millis>,
+    now: Millis,
+) -> Result<()> {
+    match outcome {
+        Outcome::Done => queue::complete(tx, &task.id, &task.lease, now),
+        Outcome::Failed { error, .. } => {
+            queue::fail(tx, &task.id, Some(&task.lease), error, retry_in, now).map(drop)
+        }
+    }
+}
+
+/// Ends the tasks a batch ran (`None`: done, else the error), passing by
+/// those no longer held.
+fn end_tasks(tx: &mut dyn Tx, ended: &[(Claimed, Option<String>)], now: Millis) -> Result<()> {
+    for (task, error) in ended {
+        let outcome = match error {
+            None => Outcome::Done,
+            Some(error) => Outcome::Failed {
+                error,
+                retry_in: None,
+            },
+        };
+        match end_task(tx, task, outcome, None, now) {
+            Err(Error::NotHeld(_)) => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// See [`Engine::next_wake`].

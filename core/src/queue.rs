@@ -125,18 +125,24 @@ macro_rules! next_due_task {
     };
 }
 
-/// Claims the endpoint's next due task (priority first, then due time) for
-/// the request holding `slot`, under a lease. A schedule's pending
-/// occurrence queues the schedule's next one in the same transaction, or is
-/// skipped (cancelled, with the reason) when its schedule says so.
+/// Claims the endpoint's next due tasks (priority first, then due time),
+/// up to `max`, for the request holding `slot`, each under a lease. A
+/// schedule's pending occurrence queues the schedule's next one in the same
+/// transaction, or is skipped (cancelled, with the reason) when its schedule
+/// says so. The first task's lease runs its timeout; the others' run
+/// `head_start` ms longer (they wait for the ones before them). The
+/// endpoint's next due time and the slot's hold are written once.
 pub(crate) fn claim(
     tx: &mut dyn Tx,
     site: &str,
     endpoint: &str,
     slot: &str,
+    max: usize,
+    head_start: Millis,
     now: Millis,
-) -> Result<Option<Claimed>> {
-    loop {
+) -> Result<Vec<Claimed>> {
+    let mut claimed: Vec<Claimed> = Vec::new();
+    while claimed.len() < max {
         let row = tx.row(
             next_due_task!(
                 "id, name, args, attempt, timeout, schedule, scheduled_at, started_at IS NULL"
@@ -144,8 +150,7 @@ pub(crate) fn claim(
             args![endpoint, now, site],
         )?;
         let Some(mut row) = row else {
-            recompute_next_due(tx, site, endpoint, 0)?;
-            return Ok(None);
+            break;
         };
         let (id, name, args, attempt, timeout) = (
             row.text(0)?,
@@ -175,27 +180,33 @@ pub(crate) fn claim(
             }
         }
         let lease = crate::id::random_hex(16);
-        let lease_until = now + timeout;
+        let wait = if claimed.is_empty() { 0 } else { head_start };
+        let lease_until = now + timeout + wait;
         tx.execute(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = ?2, lease_until = ?3,
                               slot_id = ?4, started_at = ?5, updated_at = ?5
              WHERE id = ?1",
             args![&id, &lease, lease_until, slot, now],
         )?;
-        crate::slots::hold_until(tx, slot, lease_until)?;
-        recompute_next_due(tx, site, endpoint, -1)?;
         if let Some((schedule, decision)) = &occurrence {
             schedules::advance(tx, site, schedule, decision, now)?;
         }
-        return Ok(Some(Claimed {
+        claimed.push(Claimed {
             id,
             endpoint: endpoint.to_string(),
             name,
             args,
             attempt: attempt + 1,
             lease,
-        }));
+            timeout,
+            lease_until,
+        });
     }
+    if let Some(until) = claimed.iter().map(|c| c.lease_until).max() {
+        crate::slots::hold_until(tx, slot, until)?;
+    }
+    recompute_next_due(tx, site, endpoint, -(claimed.len() as i64))?;
+    Ok(claimed)
 }
 
 /// The error for an operation on a task this request no longer holds.

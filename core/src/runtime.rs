@@ -8,7 +8,7 @@
 use crate::clock::{secs_to_ms, Millis};
 use crate::endpoint::parse_base_url;
 use crate::engine::{Deferred, Dispatch, Engine, Next, Outcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::protocol::Incoming;
 use crate::scalar::Scalar;
 use crate::schedules::{ScheduleInfo, ScheduleOptions};
@@ -17,6 +17,7 @@ use crate::settings::Settings;
 use crate::slots::SENT_TTL_MS;
 use crate::target::Target;
 use crate::task::{Claimed, DeferOptions, TaskSpec};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,17 +36,11 @@ pub struct RequestState {
     /// The request gave its slot back (its batch is over): `accept()`
     /// claims nothing more.
     pub done: bool,
-}
-
-/// What a task request does after the task it finishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    /// Nothing yet (`complete()` and `fail()` called by the endpoint's code).
-    Stay,
-    /// Claim the next due task with the same slot (`serve()`'s batch goes on).
-    ClaimNext,
-    /// Hand the slot to the next due endpoint (`serve()`'s batch is over).
-    Release,
+    /// Tasks `serve()` claimed ahead of their turn (also in `held`).
+    pub ahead: VecDeque<Claimed>,
+    /// Tasks `serve()` ran, with their error (`None`: done), written with
+    /// the batch's next claim or at its end.
+    pub ended: Vec<(Claimed, Option<String>)>,
 }
 
 /// When a worker's sender next looks at its queue after an operation.
@@ -141,6 +136,7 @@ impl Runtime {
         r.accepted.is_none()
             && !r.done
             && r.held.is_empty()
+            && r.ended.is_empty()
             && r.overrides.is_empty()
             && r.target.is_none()
             && self.sender.as_ref().is_none_or(|s| s.pending() == 0)
@@ -329,43 +325,112 @@ impl Runtime {
         self.request.held.retain(|(held, _)| held != id);
     }
 
-    /// Ends a held task (done, or this attempt failed) and does what
-    /// `after` says in the same transaction; returns the next task claimed.
-    /// The slot is handed over only when this was the request's one held
-    /// task; its next request is sent at once, before PHP ends the request.
+    /// Completes a held task or fails this attempt (`complete()` and
+    /// `fail()` called by the endpoint's code), and lets it go.
     pub fn finish(
         &mut self,
         settings: &Settings,
         task: &Claimed,
         outcome: Outcome<'_>,
-        after: After,
+        now: Millis,
+    ) -> Result<()> {
+        self.engine(settings)?
+            .finish(settings, task, outcome, Next::Stay, now)?;
+        self.release(&task.id);
+        Ok(())
+    }
+
+    /// `serve()`'s next task: records how the one it ran ended (`ran`:
+    /// the task and its error, `None` when done) and hands out the next one
+    /// claimed ahead; when none is left, writes what ended and claims up to
+    /// `more` tasks in one transaction, or, with `more` 0 (the batch is
+    /// over), hands the slot to the next due endpoint in that transaction
+    /// and sends its request at once.
+    pub fn serve_next(
+        &mut self,
+        settings: &Settings,
+        ran: Option<(Claimed, Option<String>)>,
+        more: usize,
         now: Millis,
     ) -> Result<Option<Claimed>> {
-        let target = self.request.target.clone().and_then(|(_, t)| t);
-        let only_task = self.request.held.len() == 1 && self.holds(&task.id);
+        if let Some((task, error)) = ran {
+            self.release(&task.id);
+            self.request.ended.push((task, error));
+        }
+        if let Some(task) = self.next_ahead(settings, now)? {
+            return Ok(Some(task));
+        }
         let accepted = self.request.accepted.clone();
-        let next = match (&accepted, after) {
-            (Some((slot, endpoint)), After::ClaimNext) => Next::Claim { slot, endpoint },
-            (Some((slot, _)), After::Release) if only_task => Next::Release {
+        let target = self.request.target.clone().and_then(|(_, t)| t);
+        let next = match &accepted {
+            Some((slot, endpoint)) if more > 0 => Next::Claim {
+                slot,
+                endpoint,
+                max: more,
+            },
+            Some((slot, _)) if self.request.held.is_empty() => Next::Release {
                 slot,
                 send: target.is_some(),
                 wake: self.persistent && target.is_some(),
             },
             _ => Next::Stay,
         };
-        let done = self
-            .engine(settings)?
-            .finish(settings, task, outcome, next, now)?;
-        self.release(&task.id);
+        let ended = std::mem::take(&mut self.request.ended);
+        let written = self
+            .engine(settings)
+            .and_then(|e| e.finish_batch(settings, &ended, next, now));
+        let after = match written {
+            Ok(after) => after,
+            Err(e) => {
+                // Kept for the request's end, which writes them again.
+                self.request.ended = ended;
+                return Err(e);
+            }
+        };
         if let Next::Release { .. } = next {
             self.request.accepted = None;
             self.request.done = true;
             if let Some(t) = &target {
-                self.send(settings, t, done.dispatch);
-                self.wake(settings, t, done.wake.map_or(Wake::Watch, Wake::At), now);
+                self.send(settings, t, after.dispatch);
+                self.wake(settings, t, after.wake.map_or(Wake::Watch, Wake::At), now);
             }
         }
-        Ok(self.hold(done.claimed))
+        for task in after.claimed {
+            self.request
+                .held
+                .push((task.id.clone(), task.lease.clone()));
+            self.request.ahead.push_back(task);
+        }
+        self.next_ahead(settings, now)
+    }
+
+    /// The next task claimed ahead. One that waited past its head start gets
+    /// its lease renewed, so it runs with its whole timeout; one lost
+    /// meanwhile (reaped) is let go.
+    fn next_ahead(&mut self, settings: &Settings, now: Millis) -> Result<Option<Claimed>> {
+        while let Some(task) = self.request.ahead.pop_front() {
+            if task.lease_until - now >= task.timeout {
+                return Ok(Some(task));
+            }
+            let seconds = crate::clock::ms_to_secs(task.timeout);
+            match self
+                .engine(settings)?
+                .extend(&task.id, &task.lease, seconds, now)
+            {
+                Ok(()) => {
+                    return Ok(Some(Claimed {
+                        lease_until: now + task.timeout,
+                        ..task
+                    }))
+                }
+                Err(Error::NotHeld(_)) => self.release(&task.id),
+                Err(e) => {
+                    self.request.ahead.push_front(task);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The cron entry: reaps, purges and sends whatever is due; returns how
@@ -409,6 +474,13 @@ impl Runtime {
         now: Millis,
     ) {
         let slot = state.accepted.as_ref().map(|(s, _)| s.as_str());
+        if !state.ended.is_empty() {
+            // What serve() ran before the request ended early (exit, a fatal
+            // error): lost if this fails, so those tasks run again.
+            let _ = self
+                .engine(settings)
+                .and_then(|e| e.finish_batch(settings, &state.ended, Next::Stay, now));
+        }
         let ended = self.engine(settings).and_then(|e| {
             e.end_request(settings, slot, &state.held, reason, target.is_some(), now)
         });

@@ -275,6 +275,10 @@ pub struct Claimed {
     pub attempt: u32,
     /// The token that proves this request holds the lease.
     pub lease: String,
+    /// The task's timeout (its lease when it starts), in ms.
+    pub timeout: Millis,
+    /// When the lease ends, in Unix ms.
+    pub lease_until: Millis,
 }
 
 /// Cuts an error message to `MAX_ERROR_LEN` bytes on a character boundary.

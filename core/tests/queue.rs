@@ -720,64 +720,70 @@ fn history_counts_finished_tasks_per_interval_with_idle_intervals_as_zero() {
 }
 
 #[test]
-fn a_batch_finishes_each_task_and_claims_the_next_in_one_write_then_hands_its_slot_over() {
+fn a_batch_writes_what_it_ran_and_claims_ahead_in_one_write_then_hands_its_slot_over() {
     let dir = TempDir::new("finish");
     let mut s = settings(&dir.db());
     s.max_workers = 1;
     let mut e = Engine::open(&s).unwrap();
     let first = defer(&mut e, &s, "/w.php", "a", T0);
     let d = first.dispatch.expect("a free slot");
-    defer(&mut e, &s, "/w.php", "b", T0 + 1);
-    defer(&mut e, &s, "/other.php", "c", T0 + 2);
-    let accepted = e.accept(&s, &received(&d), true, T0 + 3).unwrap();
+    for (i, name) in ["b", "c", "d"].into_iter().enumerate() {
+        defer(&mut e, &s, "/w.php", name, T0 + 1 + i as i64);
+    }
+    defer(&mut e, &s, "/other.php", "x", T0 + 5);
+    let accepted = e.accept(&s, &received(&d), true, T0 + 6).unwrap();
     let a = accepted.task.expect("a is due");
     let claim = Next::Claim {
         slot: &accepted.slot,
         endpoint: &accepted.endpoint,
+        max: 2,
     };
-    let after = e.finish(&s, &a, Outcome::Done, claim, T0 + 4).unwrap();
-    let b = after.claimed.expect("b claimed in the same transaction");
-    assert_eq!((b.name.as_str(), after.dispatch), ("b", None));
+    let ran = [(a.clone(), None)];
+    let after = e.finish_batch(&s, &ran, claim, T0 + 7).unwrap();
+    let names: Vec<&str> = after.claimed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!((names, after.dispatch), (vec!["b", "c"], None));
+    let (b, c) = (&after.claimed[0], &after.claimed[1]);
+    assert_eq!(b.lease_until, T0 + 7 + b.timeout, "the first runs now");
+    assert_eq!(c.lease_until, T0 + 7 + c.timeout + 1000, "the second waits");
     assert_eq!(e.status(&s, &a.id).unwrap().unwrap().state, State::Done);
-    // The last task of the batch fails, and the slot goes to /other.php at once.
+    // The batch ends: b done, c failed, a (no longer held) passed by; the
+    // slot goes to the endpoint due next (d's) in the same write.
     let release = Next::Release {
         slot: &accepted.slot,
         send: true,
         wake: true,
     };
-    let failed = Outcome::Failed {
-        error: "boom",
-        retry_in: Some(60.0),
-    };
-    let after = e.finish(&s, &b, failed, release, T0 + 5).unwrap();
-    assert_eq!(after.claimed, None);
+    let ran = [
+        (b.clone(), None),
+        (c.clone(), Some("boom".to_string())),
+        (a.clone(), None),
+    ];
+    let after = e.finish_batch(&s, &ran, release, T0 + 8).unwrap();
+    assert!(after.claimed.is_empty());
     let next = after.dispatch.expect("the slot handed over");
-    assert_eq!(next.endpoint, "/other.php");
+    assert_eq!(next.endpoint, "/w.php");
     assert_eq!(
         after.wake,
-        Some(T0 + 5 + 60_000),
-        "b's retry comes before the new slot's deadline"
+        Some(T0 + 8 + SENT_TTL_MS + 1),
+        "the new slot's deadline"
     );
-    let info = e.status(&s, &b.id).unwrap().unwrap();
+    assert_eq!(e.status(&s, &b.id).unwrap().unwrap().state, State::Done);
+    let info = e.status(&s, &c.id).unwrap().unwrap();
     assert_eq!(
         (info.state, info.last_error.as_deref()),
         (State::Queued, Some("boom"))
     );
-    assert_eq!(info.due_at, T0 + 5 + 60_000);
-    assert_eq!(
-        e.stats(&s, T0 + 5).unwrap().in_flight,
-        1,
-        "one slot: /other.php's"
-    );
-    // A task no longer held changes nothing, and its slot stays held.
-    let again = e.finish(&s, &b, Outcome::Done, Next::Stay, T0 + 6);
+    assert_eq!(e.stats(&s, T0 + 8).unwrap().in_flight, 1, "one slot, sent");
+    // One task's end, strictly: a task no longer held is an error, and a bad
+    // retry delay changes nothing.
+    let again = e.finish(&s, b, Outcome::Done, Next::Stay, T0 + 9);
     assert!(matches!(again, Err(Error::NotHeld(_))), "{again:?}");
     let bad = Outcome::Failed {
         error: "x",
         retry_in: Some(-1.0),
     };
     assert!(matches!(
-        e.finish(&s, &b, bad, Next::Stay, T0 + 6),
+        e.finish(&s, b, bad, Next::Stay, T0 + 9),
         Err(Error::InvalidTask(_))
     ));
 }
