@@ -375,6 +375,9 @@ impl Runtime {
             },
             _ => Next::Stay,
         };
+        if self.request.ended.is_empty() && next == Next::Stay {
+            return Ok(None);
+        }
         let ended = std::mem::take(&mut self.request.ended);
         let written = self
             .engine(settings)

@@ -1,0 +1,194 @@
+//! The sender thread on its own: the requests it sends (where, with which
+//! Host and signature), what it records when an endpoint does not accept,
+//! and the timer that sends a delayed task's request without traffic. The
+//! endpoint is a plain TCP server in a test thread.
+
+mod common;
+
+use async_engine_core::clock::now_ms;
+use async_engine_core::endpoint::parse_base_url;
+use async_engine_core::protocol::Incoming;
+use async_engine_core::sender::Sender;
+use async_engine_core::target::Target;
+use async_engine_core::{DeferOptions, Engine, Scalar, Settings, State};
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A request as the endpoint received it: its head, lowercased.
+struct Received {
+    head: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.head
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
+    }
+
+    fn incoming(&self) -> Incoming {
+        let mut first = self.head.lines().next().unwrap_or("").split(' ');
+        Incoming {
+            method: first.next().unwrap_or("").to_uppercase(),
+            uri: first.next().unwrap_or("").to_string(),
+            slot: self.header("x-async-engine-slot"),
+            time: self.header("x-async-engine-time"),
+            signature: self.header("x-async-engine-signature"),
+        }
+    }
+}
+
+/// An endpoint on a free port: each request's head goes to the channel;
+/// when `run` is given, it also accepts the request and completes its
+/// task, as `serve()` would. Answers 200.
+fn endpoint(run: Option<Settings>) -> (SocketAddr, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let received = Received {
+                head: String::from_utf8_lossy(&head).to_ascii_lowercase(),
+            };
+            if let Some(s) = &run {
+                let mut e = Engine::open(s).unwrap();
+                let accepted = e.accept(s, &received.incoming(), false, now_ms()).unwrap();
+                let task = accepted.task.expect("a due task");
+                e.complete(&task.id, &task.lease, now_ms()).unwrap();
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send(received).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// Where the site's requests go: its base URL's Host, this address.
+fn target(addr: SocketAddr) -> Target {
+    Target {
+        base: parse_base_url("http://site.example").unwrap(),
+        connect_to: Some(addr),
+    }
+}
+
+fn defer_now(
+    e: &mut Engine,
+    s: &Settings,
+    endpoint: &str,
+    options: &DeferOptions,
+) -> async_engine_core::Deferred {
+    try_defer(e, s, endpoint, "t", options, now_ms()).unwrap()
+}
+
+#[test]
+fn a_request_goes_to_the_servers_own_address_with_the_sites_host_and_its_signature() {
+    let dir = TempDir::new("sender_send");
+    let s = settings(&dir.db());
+    let (addr, requests) = endpoint(Some(s.clone()));
+    let mut e = Engine::open(&s).unwrap();
+    let deferred = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
+    let dispatch = deferred.dispatch.clone().expect("a free slot");
+    let sender = Sender::start().unwrap();
+    sender.send(dispatch.clone(), &target(addr), &s);
+    assert!(sender.drain(Duration::from_secs(10)), "answered");
+    assert_eq!(sender.pending(), 0);
+    let got = requests.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert!(
+        got.head.starts_with("post /w.php http/1.1\r\n"),
+        "{}",
+        got.head
+    );
+    assert_eq!(got.header("host").as_deref(), Some("site.example"));
+    assert_eq!(
+        got.header("x-async-engine-slot"),
+        Some(dispatch.slot.clone())
+    );
+    assert_eq!(
+        got.header("x-async-engine-time"),
+        Some(dispatch.time.to_string())
+    );
+    assert_eq!(
+        got.header("x-async-engine-signature"),
+        Some(dispatch.signature.clone())
+    );
+    // The endpoint accepted and completed it: the sender recorded no failure.
+    let info = e.status(&s, &deferred.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Done);
+    assert!(e.stats(&s, now_ms()).unwrap().failing.is_empty());
+}
+
+#[test]
+fn an_answer_without_accept_or_no_answer_backs_the_endpoint_off_and_keeps_the_task() {
+    let dir = TempDir::new("sender_fail");
+    let s = settings(&dir.db());
+    let (addr, requests) = endpoint(None);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut e = Engine::open(&s).unwrap();
+    let sender = Sender::start().unwrap();
+    for (endpoint, to, why) in [
+        ("/w.php", addr, "answered HTTP 200 without calling accept()"),
+        ("/v.php", closed, "could not connect"),
+    ] {
+        let deferred = defer_now(&mut e, &s, endpoint, &DeferOptions::default());
+        let dispatch = deferred.dispatch.expect("a free slot");
+        sender.send(dispatch, &target(to), &s);
+        assert!(sender.drain(Duration::from_secs(10)), "answered or failed");
+        let failing = e.stats(&s, now_ms()).unwrap().failing;
+        let f = failing.iter().find(|f| f.endpoint == endpoint);
+        assert!(
+            f.is_some_and(|f| f.last_error.contains(why) && f.failures == 1),
+            "{failing:?}"
+        );
+        let info = e.status(&s, &deferred.id).unwrap().unwrap();
+        assert_eq!(
+            (info.state, info.attempt),
+            (State::Queued, 0),
+            "no attempt spent"
+        );
+        assert_eq!(
+            e.stats(&s, now_ms()).unwrap().in_flight,
+            0,
+            "the slot is free"
+        );
+    }
+    assert!(requests.recv_timeout(Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn a_timer_sends_a_delayed_tasks_request_when_it_is_due_without_traffic() {
+    let dir = TempDir::new("sender_wake");
+    let s = settings(&dir.db());
+    let (addr, requests) = endpoint(Some(s.clone()));
+    let mut e = Engine::open(&s).unwrap();
+    let mut options = DeferOptions::default();
+    options.set("delay", &Scalar::Float(0.3)).unwrap();
+    let deferred = defer_now(&mut e, &s, "/w.php", &options);
+    assert!(deferred.dispatch.is_none(), "not due yet");
+    let due = e.status(&s, &deferred.id).unwrap().unwrap().due_at;
+    let sender = Sender::start().unwrap();
+    sender.wake_at(Some(due), &target(addr), &s);
+    let got = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the timer sent the request");
+    assert!(now_ms() >= due, "not before the task was due");
+    assert!(got.head.starts_with("post /w.php "), "{}", got.head);
+    assert!(sender.drain(Duration::from_secs(10)));
+    let info = e.status(&s, &deferred.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Done);
+}
