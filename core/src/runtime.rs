@@ -7,7 +7,7 @@
 
 use crate::clock::{secs_to_ms, Millis};
 use crate::endpoint::parse_base_url;
-use crate::engine::{Deferred, Dispatch, Engine, Next};
+use crate::engine::{Deferred, Dispatch, Engine, Next, Outcome};
 use crate::error::{Error, Result};
 use crate::protocol::Incoming;
 use crate::scalar::Scalar;
@@ -41,20 +41,6 @@ pub struct RequestState {
     /// Tasks `serve()` ran, with their error (`None`: done), written with
     /// the batch's next claim or at its end.
     pub ended: Vec<(Claimed, Option<String>)>,
-}
-
-/// How a held task ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome<'a> {
-    /// `complete()`.
-    Done,
-    /// `fail()`: the error, and the retry delay in seconds (default: backoff).
-    Failed {
-        /// The attempt's error.
-        error: &'a str,
-        /// Seconds until the retry.
-        retry_in: Option<f64>,
-    },
 }
 
 /// When a worker's sender next looks at its queue after an operation.
@@ -297,12 +283,12 @@ impl Runtime {
         if self.request.done {
             return Ok((None, false));
         }
-        let (claimed, first) = match self.request.accepted.clone() {
+        let claimed = match self.request.accepted.clone() {
             Some((slot, endpoint)) => {
                 let claimed = self
                     .engine(settings)?
                     .claim_next(settings, &slot, &endpoint, now)?;
-                (claimed, false)
+                return Ok((self.hold(claimed), false));
             }
             None => {
                 let accepted =
@@ -315,20 +301,18 @@ impl Runtime {
                 if accepted.task.is_some() {
                     self.request.accepted = Some((accepted.slot, accepted.endpoint));
                 }
-                (accepted.task, true)
+                accepted.task
             }
         };
-        if let Some(task) = &claimed {
-            self.hold(task);
-        }
-        Ok((claimed, first))
+        Ok((self.hold(claimed), true))
     }
 
-    /// Records that this request holds `task`.
-    fn hold(&mut self, task: &Claimed) {
-        self.request
-            .held
-            .push((task.id.clone(), task.lease.clone()));
+    /// Records that this request holds `claimed`.
+    fn hold(&mut self, claimed: Option<Claimed>) -> Option<Claimed> {
+        if let Some(c) = &claimed {
+            self.request.held.push((c.id.clone(), c.lease.clone()));
+        }
+        claimed
     }
 
     /// Whether this request still holds task `id`.
@@ -350,13 +334,8 @@ impl Runtime {
         outcome: Outcome<'_>,
         now: Millis,
     ) -> Result<()> {
-        let engine = self.engine(settings)?;
-        match outcome {
-            Outcome::Done => engine.complete(&task.id, &task.lease, now)?,
-            Outcome::Failed { error, retry_in } => {
-                engine.fail(&task.id, &task.lease, error, retry_in, now)?;
-            }
-        }
+        self.engine(settings)?
+            .finish(settings, task, outcome, Next::Stay, now)?;
         self.release(&task.id);
         Ok(())
     }
@@ -420,7 +399,9 @@ impl Runtime {
             }
         }
         for task in after.claimed {
-            self.hold(&task);
+            self.request
+                .held
+                .push((task.id.clone(), task.lease.clone()));
             self.request.ahead.push_back(task);
         }
         self.next_ahead(settings, now)
