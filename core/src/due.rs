@@ -46,11 +46,7 @@ pub(crate) fn recompute_next_due(
     delta: i64,
 ) -> Result<()> {
     tx.lock_endpoint(site, endpoint)?;
-    let due = tx.int(
-        "SELECT min(due_at) FROM tasks INDEXED BY tasks_next_due
-         WHERE state = 'queued' AND site = ?1 AND endpoint = ?2",
-        args![site, endpoint],
-    )?;
+    let due = earliest_due(tx, site, endpoint)?;
     tx.execute(
         "UPDATE endpoints SET
              next_due = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN NULL
@@ -62,6 +58,26 @@ pub(crate) fn recompute_next_due(
     )?;
     Ok(())
 }
+
+/// The earliest due time of an endpoint's queued tasks, None when it has
+/// none. The claim index orders them by priority, then due time, so the
+/// earliest is the first of some priority: one index seek per priority in
+/// the queue, whatever its depth.
+pub(crate) fn earliest_due(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<Option<Millis>> {
+    let (mut earliest, mut below) = (None::<Millis>, Millis::MAX);
+    while let Some(row) = tx.row(EARLIEST_BELOW, args![site, endpoint, below])? {
+        let (priority, due) = (row.int(0)?, row.int(1)?);
+        earliest = Some(earliest.map_or(due, |e| e.min(due)));
+        below = priority;
+    }
+    Ok(earliest)
+}
+
+/// SQL of [`earliest_due`]: the first queued task of endpoint `?2` (site
+/// `?1`) in claim order among priorities below `?3`.
+pub(crate) const EARLIEST_BELOW: &str = "SELECT priority, due_at FROM tasks INDEXED BY tasks_claim
+     WHERE state = 'queued' AND site = ?1 AND endpoint = ?2 AND priority < ?3
+     ORDER BY priority DESC, due_at LIMIT 1";
 
 /// Records a failed delivery to an endpoint (its request never reached
 /// `accept()`): the endpoint backs off (1 s, 2 s, 4 s, … up to

@@ -471,17 +471,28 @@ pub(crate) fn status(tx: &mut dyn Tx, site: &str, id: &str) -> Result<Option<Tas
         .transpose()
 }
 
-/// SQL of [`list`]: `?1` the state, `?2` the limit, `?3` the site.
-fn list_sql() -> String {
+/// SQL of [`list`]: `?1` the site, `?2` the limit, `?3` the state (not
+/// for queued). Queued tasks are read through the claim index and the
+/// newest `?2` kept: they are not in the state index, so that `defer()`
+/// writes one index less. The others walk the state index newest first.
+fn list_sql(state: State) -> String {
+    let (index, wanted) = match state {
+        State::Queued => ("tasks_claim", "state = 'queued'"),
+        _ => ("tasks_state", "state = ?3 AND state <> 'queued'"),
+    };
     format!(
-        "SELECT {INFO_COLUMNS} FROM tasks INDEXED BY tasks_state
-         WHERE state = ?1 AND site = ?3 ORDER BY id DESC LIMIT ?2"
+        "SELECT {INFO_COLUMNS} FROM tasks INDEXED BY {index}
+         WHERE site = ?1 AND {wanted} ORDER BY id DESC LIMIT ?2"
     )
 }
 
 /// Tasks of `site` in `state`, newest first, at most `limit`.
 pub(crate) fn list(tx: &mut dyn Tx, site: &str, state: State, limit: u32) -> Result<Vec<TaskInfo>> {
-    tx.query(&list_sql(), args![state.as_str(), limit, site])?
+    let params = match state {
+        State::Queued => args![site, limit],
+        _ => args![site, limit, state.as_str()],
+    };
+    tx.query(&list_sql(state), params)?
         .into_iter()
         .map(info_from_row)
         .collect()
@@ -510,29 +521,50 @@ pub(crate) type Counts = Vec<(State, i64)>;
 
 /// Task counts per state of `site`, the earliest due time of its queued tasks.
 pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Millis>)> {
-    let mut counts: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    // Each count walks one index: queued tasks are in the claim index, the
+    // others in the state index.
+    let queued = tx.int(
+        "SELECT count(*) FROM tasks INDEXED BY tasks_claim WHERE state = 'queued' AND site = ?1",
+        args![site],
+    )?;
+    let mut counts: Counts = State::ALL
+        .iter()
+        .map(|s| {
+            (
+                *s,
+                if *s == State::Queued {
+                    queued.unwrap_or(0)
+                } else {
+                    0
+                },
+            )
+        })
+        .collect();
     for mut row in tx.query(
-        "SELECT state, count(*) FROM tasks WHERE site = ?1 GROUP BY state",
+        "SELECT state, count(*) FROM tasks INDEXED BY tasks_state
+         WHERE site = ?1 AND state <> 'queued' GROUP BY state",
         args![site],
     )? {
-        let (state, n) = (row.text(0)?, row.int(1)?);
-        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+        let (state, n) = (State::parse(&row.text(0)?), row.int(1)?);
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| Some(*s) == state) {
             slot.1 = n;
         }
     }
-    // Per endpoint through the (endpoint, due_at) index: cheap at any depth.
-    let next_due = tx.int(
-        "SELECT min((SELECT min(due_at) FROM tasks
-                     WHERE state = 'queued' AND tasks.site = endpoints.site
-                       AND tasks.endpoint = endpoints.endpoint))
-         FROM endpoints WHERE site = ?1",
+    let mut next_due = None;
+    for mut row in tx.query(
+        "SELECT endpoint FROM endpoints WHERE site = ?1",
         args![site],
-    )?;
+    )? {
+        if let Some(due) = crate::due::earliest_due(tx, site, &row.text(0)?)? {
+            next_due = Some(next_due.map_or(due, |d: Millis| d.min(due)));
+        }
+    }
     Ok((counts, next_due))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::State;
     use rusqlite::Connection;
 
     /// SQLite's plan for `sql` on the schema, parameters bound (plans with
@@ -567,12 +599,39 @@ mod tests {
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
-    /// A state's newest tasks come from the index, not from sorting them all.
+    /// A finished state's newest tasks come from the index, not from sorting
+    /// them all; queued ones come from the claim index.
     #[test]
-    fn listing_a_state_walks_the_state_index_without_sorting() {
-        let plan = plan(&super::list_sql(), 3);
-        assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    fn listing_a_state_walks_an_index() {
+        let plan_of = |state| {
+            plan(
+                &super::list_sql(state),
+                if state == State::Queued { 2 } else { 3 },
+            )
+        };
+        let done = plan_of(State::Done);
+        assert!(
+            done.contains("USING INDEX tasks_state (site=? AND state=?)"),
+            "{done}"
+        );
+        assert!(!done.contains("TEMP B-TREE"), "{done}");
+        let queued = plan_of(State::Queued);
+        assert!(
+            queued.contains("USING INDEX tasks_claim (site=?)"),
+            "{queued}"
+        );
+    }
+
+    /// The earliest due time seeks the claim index (once per priority)
+    /// without sorting.
+    #[test]
+    fn the_earliest_due_time_seeks_the_claim_index() {
+        let earliest = plan(crate::due::EARLIEST_BELOW, 3);
+        assert!(
+            earliest.contains("USING INDEX tasks_claim (site=? AND endpoint=? AND priority<?)"),
+            "{earliest}"
+        );
+        assert!(!earliest.contains("TEMP B-TREE"), "{earliest}");
     }
 
     /// Retention purge at every request's end reads only tasks old enough,

@@ -787,3 +787,33 @@ fn a_batch_writes_what_it_ran_and_claims_ahead_in_one_write_then_hands_its_slot_
         Err(Error::InvalidTask(_))
     ));
 }
+
+/// The earliest due time is found across priorities (the claim index holds
+/// them priority first), and moves on when the earliest task leaves.
+#[test]
+fn the_next_due_time_is_the_earliest_task_of_any_priority() {
+    let dir = TempDir::new("earliest");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    let mut ids = Vec::new();
+    for (priority, delay) in [(5, 30), (0, 10), (-3, 20), (5, 40)] {
+        let o = opts(&[
+            ("priority", Scalar::Int(priority)),
+            ("delay", Scalar::Int(delay)),
+        ]);
+        ids.push(try_defer(&mut e, &s, "/w.php", "t", &o, T0).unwrap().id);
+    }
+    assert_eq!(e.stats(&s, T0).unwrap().next_due, Some(T0 + 10_000));
+    assert!(e.cancel(&s, &ids[1], T0).unwrap());
+    assert_eq!(e.stats(&s, T0).unwrap().next_due, Some(T0 + 20_000));
+    assert!(e.cancel(&s, &ids[2], T0).unwrap());
+    assert_eq!(e.stats(&s, T0).unwrap().next_due, Some(T0 + 30_000));
+    let listed: Vec<String> = e
+        .list(&s, State::Queued, 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(listed, [ids[3].clone(), ids[0].clone()], "newest first");
+    assert_eq!(e.stats(&s, T0).unwrap().counts[0], (State::Queued, 2));
+}

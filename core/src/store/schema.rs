@@ -4,7 +4,7 @@
 //! the same tables, columns and indexes.
 
 /// The SQLite schema version this build writes; newer databases are refused.
-pub const SQLITE_SCHEMA_VERSION: i64 = 6;
+pub const SQLITE_SCHEMA_VERSION: i64 = 7;
 
 /// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
 /// endpoints and unique keys per site. The old per-endpoint ones go first.
@@ -107,9 +107,25 @@ CREATE INDEX hub_subscribers_topic ON hub_subscribers(site, topic);
     };
 }
 
+/// Schema 7 (SQLite) and 5 (PostgreSQL): fewer indexes for `defer()` to
+/// write (a queued task goes into the table, `tasks_claim` and the unique
+/// index when it has a key). The earliest due time of an endpoint comes from
+/// `tasks_claim`, one seek per priority (`due::earliest_due`), and the state
+/// index holds only tasks that left the queue: queued ones are found through
+/// `tasks_claim` (see docs/architecture.md, "Indexes").
+macro_rules! lean_indexes {
+    () => {
+        r#"
+DROP INDEX tasks_next_due;
+DROP INDEX tasks_state;
+CREATE INDEX tasks_state ON tasks(site, state, id) WHERE state <> 'queued';
+"#
+    };
+}
+
 /// SQLite schema migrations; entry `i` takes the database from version `i`
 /// to `i + 1`.
-pub(crate) const SQLITE_MIGRATIONS: [&str; 6] = [
+pub(crate) const SQLITE_MIGRATIONS: [&str; 7] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -205,15 +221,16 @@ ALTER TABLE endpoints_4 RENAME TO endpoints;
         "-- 6: the live-events hub.\n",
         hub_schema!("INTEGER PRIMARY KEY AUTOINCREMENT")
     ),
+    concat!("-- 7: fewer indexes on tasks.", lean_indexes!()),
 ];
 
 /// The PostgreSQL schema version this build writes; newer databases are
 /// refused.
-pub const PG_SCHEMA_VERSION: i64 = 4;
+pub const PG_SCHEMA_VERSION: i64 = 5;
 
 /// PostgreSQL schema migrations; entry `i` takes the database from version
 /// `i` to `i + 1`.
-pub(crate) const PG_MIGRATIONS: [&str; 4] = [
+pub(crate) const PG_MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -287,4 +304,5 @@ UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
         "-- 4: the live-events hub.\n",
         hub_schema!("BIGSERIAL PRIMARY KEY")
     ),
+    concat!("-- 5: fewer indexes on tasks.", lean_indexes!()),
 ];

@@ -395,7 +395,9 @@ mod tests {
             conn.execute_batch(
                 "INSERT INTO tasks (id, endpoint, name, args, state, due_at, max_attempts, timeout,
                                     created_at, updated_at)
-                 VALUES ('01A', '/w.php', 't', '[]', 'dead', 0, 5, 300000, 0, 0);
+                 VALUES ('01A', '/w.php', 't', '[]', 'dead', 0, 5, 300000, 0, 0),
+                        ('01B', '/w.php', 't', '[]', 'queued', 0, 5, 300000, 0, 0);
+                 INSERT INTO endpoints (endpoint, next_due) VALUES ('/w.php', 0);
                  PRAGMA user_version = 1;",
             )
             .unwrap();
@@ -414,11 +416,25 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert!(indexed.contains("(state, id)"), "{indexed}");
+        assert!(indexed.contains("(site, state, id)"), "{indexed}");
         let dead = (&mut store as &mut dyn Store)
             .read(|tx| crate::queue::list(tx, "", crate::task::State::Dead, 10))
             .unwrap();
         assert_eq!(dead.len(), 1);
+        let (queued, counts) = (&mut store as &mut dyn Store)
+            .read(|tx| {
+                Ok((
+                    crate::queue::list(tx, "", crate::task::State::Queued, 10)?,
+                    crate::queue::counts(tx, "")?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(counts.1, Some(0), "the queued task's due time");
+        assert_eq!(
+            counts.0.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+            [1, 0, 0, 1, 0]
+        );
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
