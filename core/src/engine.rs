@@ -528,22 +528,32 @@ impl Engine {
         self.store.write(|tx| queue::extend(tx, id, lease, ms, now))
     }
 
-    /// Ends a request: fails the tasks it still holds with `reason`, frees
-    /// its slot and, if `send`, hands the slot to the next due endpoint.
+    /// Ends a request: fails the tasks it still holds with `reason`, but
+    /// puts those of them it never started (`unstarted`: claimed ahead by
+    /// `serve()`) back in the queue with their attempt unspent; frees its
+    /// slot and, if `send`, hands the slot to the next due endpoint.
+    #[allow(clippy::too_many_arguments)]
     pub fn end_request(
         &mut self,
         settings: &Settings,
         slot: Option<&str>,
         held: &[(String, String)],
+        unstarted: &[Claimed],
         reason: &str,
         send: bool,
         now: Millis,
     ) -> Result<Option<Dispatch>> {
         let server = settings.server_name();
+        let site = settings.site_name();
         let reserved = self.store.write(|tx| {
             let lock = (send && slot.is_some())
                 .then(|| slots::lock(tx, server))
                 .transpose()?;
+            // Given back first: they are then no longer running, and the
+            // loop below passes them by.
+            for task in unstarted {
+                queue::give_back(tx, site, task, now)?;
+            }
             for (id, lease) in held {
                 let running = tx.int(
                     "SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2",

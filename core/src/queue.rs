@@ -209,6 +209,23 @@ pub(crate) fn claim(
     Ok(claimed)
 }
 
+/// Puts a task claimed ahead that never started back in the queue as it
+/// was: its attempt unspent, its due time unchanged. Nothing happens when
+/// `task`'s lease no longer holds it (reaped meanwhile).
+pub(crate) fn give_back(tx: &mut dyn Tx, site: &str, task: &Claimed, now: Millis) -> Result<()> {
+    let due = tx.int(
+        "UPDATE tasks SET state = 'queued', attempt = attempt - 1, lease = NULL,
+                          lease_until = NULL, slot_id = NULL, updated_at = ?3
+         WHERE id = ?1 AND state = 'running' AND lease = ?2 RETURNING due_at",
+        args![&task.id, &task.lease, now],
+    )?;
+    if let Some(due) = due {
+        // A task that was queued before is never refused a place back.
+        became_queued(tx, site, &task.endpoint, due, i64::MAX)?;
+    }
+    Ok(())
+}
+
 /// The error for an operation on a task this request no longer holds.
 fn not_held(tx: &mut dyn Tx, id: &str) -> Result<Error> {
     let state = tx.text("SELECT state FROM tasks WHERE id = ?1", args![id])?;

@@ -465,7 +465,8 @@ impl Runtime {
     }
 
     /// Ends a task request (`state`, taken from this runtime): fails the
-    /// tasks it still holds with `reason`, frees its slot, sends the next
+    /// tasks it still holds with `reason` (those `serve()` claimed ahead and
+    /// never started go back to the queue unharmed), frees its slot, sends the next
     /// due request and sets this worker's wake-up. A failure leaves the
     /// tasks to lease expiry, which retries them.
     pub fn end_request(
@@ -484,8 +485,10 @@ impl Runtime {
                 .engine(settings)
                 .and_then(|e| e.finish_batch(settings, &state.ended, Next::Stay, now));
         }
+        let unstarted: Vec<Claimed> = state.ahead.iter().cloned().collect();
         let ended = self.engine(settings).and_then(|e| {
-            e.end_request(settings, slot, &state.held, reason, target.is_some(), now)
+            let send = target.is_some();
+            e.end_request(settings, slot, &state.held, &unstarted, reason, send, now)
         });
         if let (Ok(next), Some(t)) = (ended, target) {
             self.send(settings, t, next);

@@ -44,7 +44,7 @@ fn work(db: &str) -> Vec<String> {
             }
             pending.extend(acc.dispatch);
             pending.extend(
-                e.end_request(&s, Some(&acc.slot), &[], "", true, now_ms())
+                e.end_request(&s, Some(&acc.slot), &[], &[], "", true, now_ms())
                     .unwrap(),
             );
         }

@@ -213,7 +213,7 @@ fn dead_tasks_go_after_their_own_retention() {
         .unwrap();
     let t = acc.task.unwrap();
     e.fail(&t.id, &t.lease, "boom", None, T0).unwrap();
-    e.end_request(&s, Some(&acc.slot), &[], "end", true, T0)
+    e.end_request(&s, Some(&acc.slot), &[], &[], "end", true, T0)
         .unwrap();
     e.kick(&s, T0 + 9_000).unwrap();
     assert!(e.status(&s, &t.id).unwrap().is_some(), "kept 10 s");
@@ -290,7 +290,7 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
         .unwrap()
         .is_none());
     assert!(e
-        .end_request(&s, Some(&acc.slot), &[], "ended", true, T0 + 9)
+        .end_request(&s, Some(&acc.slot), &[], &[], "ended", true, T0 + 9)
         .unwrap()
         .is_none());
     // Only the request sent when `high` was deferred is still in flight.
@@ -351,7 +351,7 @@ fn failures_retry_with_backoff_then_die_and_retry_revives() {
         let state = e
             .fail(&task.id, &task.lease, &format!("boom {attempt}"), None, now)
             .unwrap();
-        e.end_request(&s, Some(&acc.slot), &[], "", true, now)
+        e.end_request(&s, Some(&acc.slot), &[], &[], "", true, now)
             .unwrap();
         let info = e.status(&Settings::default(), &id).unwrap().unwrap();
         assert_eq!(
@@ -572,6 +572,7 @@ fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
             &s1,
             Some(&acc.slot),
             &[(task.id.clone(), task.lease.clone())],
+            &[],
             "request ended: exit",
             true,
             T0 + 1,
@@ -614,7 +615,7 @@ fn finished_tasks_are_purged_after_retention_but_dead_ones_are_kept() {
         e.fail(&t2.id, &t2.lease, "x", None, T0).unwrap(),
         State::Dead
     );
-    e.end_request(&s, Some(&acc.slot), &[], "", true, T0)
+    e.end_request(&s, Some(&acc.slot), &[], &[], "", true, T0)
         .unwrap();
     e.kick(&s, T0 + 9_000).unwrap();
     assert!(
@@ -816,4 +817,67 @@ fn the_next_due_time_is_the_earliest_task_of_any_priority() {
         .collect();
     assert_eq!(listed, [ids[3].clone(), ids[0].clone()], "newest first");
     assert_eq!(e.stats(&s, T0).unwrap().counts[0], (State::Queued, 2));
+}
+
+/// A request that dies in the middle of a batch fails the task it was
+/// running; the tasks it claimed ahead and never started go back to the
+/// queue with their attempts unspent, and its slot goes on to them.
+#[test]
+fn tasks_claimed_ahead_and_never_started_go_back_unharmed_when_the_request_dies() {
+    let dir = TempDir::new("giveback");
+    let mut s = settings(&dir.db());
+    s.max_workers = 1;
+    let mut e = Engine::open(&s).unwrap();
+    let first = defer(&mut e, &s, "/w.php", "a", T0);
+    for name in ["b", "c"] {
+        defer(&mut e, &s, "/w.php", name, T0 + 1);
+    }
+    let accepted = e
+        .accept(&s, &received(&first.dispatch.unwrap()), true, T0 + 2)
+        .unwrap();
+    let a = accepted.task.expect("a is due");
+    let claim = Next::Claim {
+        slot: &accepted.slot,
+        endpoint: &accepted.endpoint,
+        max: 2,
+    };
+    let after = e.finish_batch(&s, &[(a, None)], claim, T0 + 3).unwrap();
+    let (b, c) = (after.claimed[0].clone(), after.claimed[1].clone());
+    assert_eq!((b.attempt, c.attempt), (1, 1));
+    // b runs and its request dies (a fatal error); c never started.
+    let held = [
+        (b.id.clone(), b.lease.clone()),
+        (c.id.clone(), c.lease.clone()),
+    ];
+    let next = e
+        .end_request(
+            &s,
+            Some(&accepted.slot),
+            &held,
+            std::slice::from_ref(&c),
+            "request ended: fatal error",
+            true,
+            T0 + 4,
+        )
+        .unwrap()
+        .expect("the slot goes on to the queue that still has work");
+    assert_eq!(next.endpoint, "/w.php");
+    let b_now = e.status(&s, &b.id).unwrap().unwrap();
+    assert_eq!(
+        (b_now.state, b_now.attempt, b_now.last_error.as_deref()),
+        (State::Queued, 1, Some("request ended: fatal error"))
+    );
+    let c_now = e.status(&s, &c.id).unwrap().unwrap();
+    assert_eq!(
+        (c_now.state, c_now.attempt, c_now.last_error, c_now.due_at),
+        (State::Queued, 0, None, T0 + 1)
+    );
+    let stats = e.stats(&s, T0 + 4).unwrap();
+    assert_eq!(stats.counts[0], (State::Queued, 2));
+    assert_eq!(stats.next_due, Some(T0 + 1), "c is due again at once");
+    // c's old lease holds nothing any more.
+    assert!(matches!(
+        e.complete(&c.id, &c.lease, T0 + 5),
+        Err(Error::NotHeld(_))
+    ));
 }

@@ -35,7 +35,7 @@ fn claim_due(e: &mut Engine, s: &Settings, now: i64) -> Vec<Claimed> {
     let mut claimed = vec![];
     for d in e.kick(s, now).unwrap() {
         let accepted = e.accept(s, &received(&d), false, now).unwrap();
-        e.end_request(s, Some(&accepted.slot), &[], "", false, now)
+        e.end_request(s, Some(&accepted.slot), &[], &[], "", false, now)
             .unwrap();
         claimed.extend(accepted.task);
     }

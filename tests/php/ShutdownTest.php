@@ -59,6 +59,31 @@ final class ShutdownTest extends EngineTestCase
         $this->assertSame(0, Engine::stats()['running']);
     }
 
+    public function testTasksClaimedAheadOfAnExitGoBackUnharmed(): void
+    {
+        Engine::configure(['max_workers' => 1]);
+        $ids = [];
+        foreach (['ok', 'exit', 'ok', 'ok'] as $name) {
+            $ids[] = Engine::defer('/w.php', $name);
+        }
+        // The first quick task makes serve() claim the other three ahead in
+        // one write; the second ends the request.
+        [$code, $out, $err] = $this->runPhp($this->endpointScript(
+            'AsyncEngine\Engine::serve(["ok" => function () { echo "ok "; },
+                "exit" => function () { exit(3); }]);'
+        ));
+        $this->assertSame('ok ', $out, $err);
+        $states = array_map(fn ($id) => array_intersect_key(Engine::status($id), ['state' => 0, 'attempt' => 0]), $ids);
+        $this->assertSame([['state' => 'done', 'attempt' => 1], ['state' => 'queued', 'attempt' => 1],
+            ['state' => 'queued', 'attempt' => 0], ['state' => 'queued', 'attempt' => 0]], $states,
+            'the task that exited failed; the two it held up never started and spent no attempt');
+        $this->assertStringContainsString('without complete() or fail()', (string) Engine::status($ids[1])['last_error']);
+        $this->assertNull(Engine::status($ids[2])['last_error']);
+        $this->assertSame(0, Engine::stats()['running']);
+        $this->assertSame([['/w.php']], array_map(fn ($s) => [$s[1]], $this->sentSlots()),
+            'the freed slot went back to the queue that still has work');
+    }
+
     public function testTheSlotIsFreedAndHandedToTheNextDueEndpoint(): void
     {
         Engine::configure(['max_workers' => 1]);
