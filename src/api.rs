@@ -114,8 +114,10 @@ fn topic_list(topics: &Zval, call: &str) -> PhpResult<Vec<String>> {
 /// first call, then from the same slot for the rest of the batch.
 fn accept_next() -> PhpResult<Option<Task>> {
     let settings = settings()?;
-    let first = process::with(|rt| rt.request.accepted.is_none());
-    // What PHP holds is read before the runtime is entered.
+    // Only a request that has not accepted yet (nor handed its slot over)
+    // has a signature to read; PHP's values are read before the runtime is
+    // entered.
+    let first = process::with(|rt| rt.request.accepted.is_none() && !rt.request.done);
     let (incoming, target) = match first {
         true => (Some(request::incoming()), process::target(&settings)),
         false => (None, None),
@@ -215,11 +217,7 @@ impl Engine {
         let json = args_to_json(&args)?;
         let settings = settings()?;
         let target = process::target(&settings);
-        let task = TaskSpec {
-            endpoint,
-            name,
-            args: &json,
-        };
+        let task = TaskSpec::new(endpoint, name, &json);
         let deferred =
             process::with(|rt| rt.defer(&settings, target.as_ref(), &task, &opts, now_ms()))
                 .or_throw()?;
@@ -254,11 +252,7 @@ impl Engine {
         let json = args_to_json(&args)?;
         let settings = settings()?;
         let target = process::target(&settings);
-        let spec = TaskSpec {
-            endpoint,
-            name: task,
-            args: &json,
-        };
+        let spec = TaskSpec::new(endpoint, task, &json);
         let info = process::with(|rt| {
             rt.schedule(
                 &settings,
