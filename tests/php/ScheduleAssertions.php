@@ -23,8 +23,11 @@ trait ScheduleAssertions
 
     /**
      * Asserts that $runs are consecutive occurrences $period s apart (exact
-     * multiples: no drift), each once, each started within 1 s of its time;
-     * returns the largest start delay.
+     * multiples: no drift), each once, each started within 2 s of its time;
+     * returns the largest start delay. An occurrence claimed once the next
+     * one is due is skipped, so consecutive runs already show each was
+     * claimed in time; the start bound leaves room for a loaded machine
+     * between claim and start (bench/run measures start latency).
      */
     protected function assertOnTimeOccurrences(array $runs, float $period, int $atLeast): float
     {
@@ -37,7 +40,7 @@ trait ScheduleAssertions
             $this->assertSame(round($times[0] + $i * $period, 3), round($at, 3), "occurrence $i is not on the period");
             $late = $started - $at;
             $this->assertGreaterThanOrEqual(-0.01, $late, "occurrence $i started early");
-            $this->assertLessThan(1.0, $late, "occurrence $i started {$late} s late");
+            $this->assertLessThan(2.0, $late, "occurrence $i started {$late} s late");
             $latest = max($latest, $late);
         }
         return $latest;
