@@ -125,3 +125,29 @@ fn an_unwritable_directory_is_named() {
     }
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn many_processes_opening_a_new_database_at_once_all_get_it() {
+    // The first opener creates the file, switches it to WAL and writes the
+    // schema while the others open it: none may fail for it (SQLite answers
+    // some of these steps "busy" without calling the busy handler).
+    for round in 0..40 {
+        let dir = TempDir::new(&format!("race{round}"));
+        let path = dir.sqlite_db();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Engine::open(&settings(&path)).map(|_| ())
+                })
+            })
+            .collect();
+        for opener in openers {
+            if let Err(e) = opener.join().unwrap() {
+                panic!("round {round}: {e}");
+            }
+        }
+    }
+}

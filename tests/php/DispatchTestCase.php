@@ -40,6 +40,10 @@ abstract class DispatchTestCase extends EngineTestCase
     protected function tearDown(): void
     {
         $this->server->stop();
+        if ($this->hasFailed()) {
+            // What the server logged (PHP errors, engine warnings) explains most failures.
+            fwrite(STDERR, sprintf("\n[%s] server log:\n%s\n", static::class, substr($this->server->log(), -8000)));
+        }
         parent::tearDown();
     }
 

@@ -10,7 +10,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The busy timeout of this process's connections, in microseconds: the
 /// busy handler is a plain function, so it reads it from here.
@@ -119,28 +119,50 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Switches the file to WAL and brings its schema up to date. When many
+    /// processes open a new file at once, SQLite answers some of these steps
+    /// "busy" at once, without calling the busy handler (changing the
+    /// journal mode, reading a WAL another connection is creating): those
+    /// steps are tried again until the busy timeout is spent.
     fn prepare(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs_f64(self.busy_timeout);
+        loop {
+            match self.prepare_once() {
+                Ok(done) => return done,
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One try of [`prepare`](Self::prepare): the outer error is SQLite's
+    /// (perhaps worth another try), the inner one a refusal of the file.
+    fn prepare_once(&mut self) -> rusqlite::Result<Result<()>> {
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Storage(format!(
+            return Ok(Err(Error::Storage(format!(
                 "cannot switch to WAL mode (got {mode})"
-            )));
+            ))));
         }
         // A small page cache: every PHP worker keeps its connections open,
         // and another process's write empties a connection's cache anyway.
         self.conn
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512;")?;
-        let version = self.schema_version()?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == SQLITE_SCHEMA_VERSION {
-            return Ok(());
+            return Ok(Ok(()));
         }
         if !(0..=SQLITE_SCHEMA_VERSION).contains(&version) {
-            return Err(Error::Storage(format!(
+            return Ok(Err(Error::Storage(format!(
                 "has schema version {version}, newer than this extension supports \
                  ({SQLITE_SCHEMA_VERSION}); upgrade the extension"
-            )));
+            ))));
         }
         let tx = self
             .conn
@@ -154,11 +176,11 @@ impl SqliteStore {
                 |r| r.get(0),
             )?;
             if tables > 0 {
-                return Err(Error::Storage(
+                return Ok(Err(Error::Storage(
                     "is a SQLite database of another application (it has tables but no \
                      async-engine schema); give async-engine a file of its own"
                         .into(),
-                ));
+                )));
             }
         }
         while version < SQLITE_SCHEMA_VERSION {
@@ -167,13 +189,7 @@ impl SqliteStore {
         }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
-        Ok(())
-    }
-
-    fn schema_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(Ok(()))
     }
 }
 
@@ -271,6 +287,14 @@ impl Tx for SqliteTx<'_> {
         }
         Ok(out)
     }
+}
+
+/// Whether SQLite refused for another connection's lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Device and inode of the file at `path`, if there is one.
@@ -407,7 +431,11 @@ mod tests {
             ..Settings::default()
         };
         let mut store = SqliteStore::open(&settings).unwrap();
-        assert_eq!(store.schema_version().unwrap(), SQLITE_SCHEMA_VERSION);
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SQLITE_SCHEMA_VERSION);
         let indexed: String = store
             .conn
             .query_row(
