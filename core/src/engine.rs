@@ -60,21 +60,7 @@ pub struct Accepted {
     pub dispatch: Option<Dispatch>,
 }
 
-/// How a held task ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome<'a> {
-    /// `complete()`.
-    Done,
-    /// `fail()`: the error, and the retry delay in seconds (default: backoff).
-    Failed {
-        /// The attempt's error.
-        error: &'a str,
-        /// Seconds until the retry.
-        retry_in: Option<f64>,
-    },
-}
-
-/// What a task request does once a task ended (see [`Engine::finish`]).
+/// What a task request does once its tasks ended (see [`Engine::finish_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next<'a> {
     /// Nothing more here (other tasks are still held, or none is accepted).
@@ -102,7 +88,7 @@ pub enum Next<'a> {
     },
 }
 
-/// What [`Engine::finish`] did besides ending the task.
+/// What [`Engine::finish_batch`] did besides ending the tasks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AfterTask {
     /// The tasks claimed (`Next::Claim`), in the order to run them.
@@ -409,39 +395,15 @@ impl Engine {
         now: Millis,
     ) -> Result<Option<Claimed>> {
         let site = settings.site_name();
-        self.store.write(|tx| {
-            if !slots::is_accepted(tx, slot)? {
-                return Ok(None);
-            }
-            Ok(queue::claim(tx, site, endpoint, slot, 1, 0, now)?.pop())
-        })
-    }
-
-    /// Ends a held task (done, or this attempt failed) and, in the same
-    /// transaction, does what the request does next (see [`Next`]).
-    pub fn finish(
-        &mut self,
-        settings: &Settings,
-        task: &Claimed,
-        outcome: Outcome<'_>,
-        next: Next<'_>,
-        now: Millis,
-    ) -> Result<AfterTask> {
-        let retry_in = match outcome {
-            Outcome::Failed { retry_in, .. } => retry_in
-                .map(|s| check_seconds("retryIn", s, false))
-                .transpose()?,
-            Outcome::Done => None,
-        };
-        self.end_then(settings, next, now, &mut |tx| {
-            end_task(tx, task, outcome, retry_in, now)
-        })
+        self.store
+            .write(|tx| Ok(claim_with_slot(tx, site, slot, endpoint, 1, now)?.pop()))
     }
 
     /// `serve()`'s one write per group of tasks: ends the tasks it ran
-    /// (`None`: done, else the error) and does what comes next, in one
-    /// transaction. A task no longer held (reaped while its handler ran) is
-    /// passed by: the run that took it over decides how it ends.
+    /// (`None`: done, else the error) and does what the request does next
+    /// (see [`Next`]), in one transaction. A task no longer held (reaped
+    /// while its handler ran) is passed by: the run that took it over
+    /// decides how it ends.
     pub fn finish_batch(
         &mut self,
         settings: &Settings,
@@ -449,38 +411,23 @@ impl Engine {
         next: Next<'_>,
         now: Millis,
     ) -> Result<AfterTask> {
-        self.end_then(settings, next, now, &mut |tx| end_tasks(tx, ended, now))
-    }
-
-    /// Runs `end` and then `next` in one write transaction.
-    fn end_then(
-        &mut self,
-        settings: &Settings,
-        next: Next<'_>,
-        now: Millis,
-        end: &mut dyn FnMut(&mut dyn Tx) -> Result<()>,
-    ) -> Result<AfterTask> {
         let (server, site) = (settings.server_name(), settings.site_name());
         let (claimed, reserved, wake) = self.store.write(|tx| {
             let lock = matches!(next, Next::Release { send: true, .. })
                 .then(|| slots::lock(tx, server))
                 .transpose()?;
-            end(tx)?;
+            end_tasks(tx, ended, now)?;
             match next {
                 Next::Stay => Ok((vec![], None, None)),
                 Next::Claim {
                     slot,
                     endpoint,
                     max,
-                } => {
-                    let claimed = match slots::is_accepted(tx, slot)? {
-                        true => {
-                            queue::claim(tx, site, endpoint, slot, max, CLAIM_HEAD_START_MS, now)?
-                        }
-                        false => vec![],
-                    };
-                    Ok((claimed, None, None))
-                }
+                } => Ok((
+                    claim_with_slot(tx, site, slot, endpoint, max, now)?,
+                    None,
+                    None,
+                )),
                 Next::Release { slot, wake, .. } => {
                     slots::release(tx, slot)?;
                     purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
@@ -761,34 +708,32 @@ impl Engine {
 /// its turn in a batch runs (it waits for the tasks claimed before it).
 const CLAIM_HEAD_START_MS: Millis = 1_000;
 
-/// Completes a held task or fails this attempt.
-fn end_task(
+/// Claims up to `max` of the endpoint's due tasks for the request holding
+/// `slot`, if that slot is still its accepted one (see [`queue::claim`]).
+fn claim_with_slot(
     tx: &mut dyn Tx,
-    task: &Claimed,
-    outcome: Outcome<'_>,
-    retry_in: Option<Millis>,
+    site: &str,
+    slot: &str,
+    endpoint: &str,
+    max: usize,
     now: Millis,
-) -> Result<()> {
-    match outcome {
-        Outcome::Done => queue::complete(tx, &task.id, &task.lease, now),
-        Outcome::Failed { error, .. } => {
-            queue::fail(tx, &task.id, Some(&task.lease), error, retry_in, now).map(drop)
-        }
+) -> Result<Vec<Claimed>> {
+    if !slots::is_accepted(tx, slot)? {
+        return Ok(vec![]);
     }
+    queue::claim(tx, site, endpoint, slot, max, CLAIM_HEAD_START_MS, now)
 }
 
 /// Ends the tasks a batch ran (`None`: done, else the error), passing by
 /// those no longer held.
 fn end_tasks(tx: &mut dyn Tx, ended: &[(Claimed, Option<String>)], now: Millis) -> Result<()> {
     for (task, error) in ended {
-        let outcome = match error {
-            None => Outcome::Done,
-            Some(error) => Outcome::Failed {
-                error,
-                retry_in: None,
-            },
+        let (id, lease) = (&task.id, &task.lease);
+        let ended = match error {
+            None => queue::complete(tx, id, lease, now),
+            Some(error) => queue::fail(tx, id, Some(lease), error, None, now).map(drop),
         };
-        match end_task(tx, task, outcome, None, now) {
+        match ended {
             Err(Error::NotHeld(_)) => {}
             other => other?,
         }

@@ -32,10 +32,10 @@ pub mod task;
 pub mod when;
 
 pub use engine::{
-    Accepted, AfterTask, Deferred, Dispatch, Engine, Finished, Next, Outcome, Stats,
-    MAX_HISTORY_BUCKETS,
+    Accepted, AfterTask, Deferred, Dispatch, Engine, Finished, Next, Stats, MAX_HISTORY_BUCKETS,
 };
 pub use error::{Error, Result};
+pub use runtime::Outcome;
 pub use scalar::Scalar;
 pub use schedules::{ScheduleInfo, ScheduleOptions};
 pub use settings::Settings;

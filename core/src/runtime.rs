@@ -7,7 +7,7 @@
 
 use crate::clock::{secs_to_ms, Millis};
 use crate::endpoint::parse_base_url;
-use crate::engine::{Deferred, Dispatch, Engine, Next, Outcome};
+use crate::engine::{Deferred, Dispatch, Engine, Next};
 use crate::error::{Error, Result};
 use crate::protocol::Incoming;
 use crate::scalar::Scalar;
@@ -41,6 +41,20 @@ pub struct RequestState {
     /// Tasks `serve()` ran, with their error (`None`: done), written with
     /// the batch's next claim or at its end.
     pub ended: Vec<(Claimed, Option<String>)>,
+}
+
+/// How a held task ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome<'a> {
+    /// `complete()`.
+    Done,
+    /// `fail()`: the error, and the retry delay in seconds (default: backoff).
+    Failed {
+        /// The attempt's error.
+        error: &'a str,
+        /// Seconds until the retry.
+        retry_in: Option<f64>,
+    },
 }
 
 /// When a worker's sender next looks at its queue after an operation.
@@ -283,12 +297,12 @@ impl Runtime {
         if self.request.done {
             return Ok((None, false));
         }
-        let claimed = match self.request.accepted.clone() {
+        let (claimed, first) = match self.request.accepted.clone() {
             Some((slot, endpoint)) => {
                 let claimed = self
                     .engine(settings)?
                     .claim_next(settings, &slot, &endpoint, now)?;
-                return Ok((self.hold(claimed), false));
+                (claimed, false)
             }
             None => {
                 let accepted =
@@ -301,18 +315,20 @@ impl Runtime {
                 if accepted.task.is_some() {
                     self.request.accepted = Some((accepted.slot, accepted.endpoint));
                 }
-                accepted.task
+                (accepted.task, true)
             }
         };
-        Ok((self.hold(claimed), true))
+        if let Some(task) = &claimed {
+            self.hold(task);
+        }
+        Ok((claimed, first))
     }
 
-    /// Records that this request holds `claimed`.
-    fn hold(&mut self, claimed: Option<Claimed>) -> Option<Claimed> {
-        if let Some(c) = &claimed {
-            self.request.held.push((c.id.clone(), c.lease.clone()));
-        }
-        claimed
+    /// Records that this request holds `task`.
+    fn hold(&mut self, task: &Claimed) {
+        self.request
+            .held
+            .push((task.id.clone(), task.lease.clone()));
     }
 
     /// Whether this request still holds task `id`.
@@ -334,8 +350,13 @@ impl Runtime {
         outcome: Outcome<'_>,
         now: Millis,
     ) -> Result<()> {
-        self.engine(settings)?
-            .finish(settings, task, outcome, Next::Stay, now)?;
+        let engine = self.engine(settings)?;
+        match outcome {
+            Outcome::Done => engine.complete(&task.id, &task.lease, now)?,
+            Outcome::Failed { error, retry_in } => {
+                engine.fail(&task.id, &task.lease, error, retry_in, now)?;
+            }
+        }
         self.release(&task.id);
         Ok(())
     }
@@ -399,9 +420,7 @@ impl Runtime {
             }
         }
         for task in after.claimed {
-            self.request
-                .held
-                .push((task.id.clone(), task.lease.clone()));
+            self.hold(&task);
             self.request.ahead.push_back(task);
         }
         self.next_ahead(settings, now)

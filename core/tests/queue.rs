@@ -3,8 +3,7 @@
 mod common;
 
 use async_engine_core::{
-    DeferOptions, Engine, Error, Next, Outcome, Scalar, Settings, State, TaskSpec, GRACE_MS,
-    SENT_TTL_MS,
+    DeferOptions, Engine, Error, Next, Scalar, Settings, State, TaskSpec, GRACE_MS, SENT_TTL_MS,
 };
 use common::*;
 
@@ -775,16 +774,12 @@ fn a_batch_writes_what_it_ran_and_claims_ahead_in_one_write_then_hands_its_slot_
         (State::Queued, Some("boom"))
     );
     assert_eq!(e.stats(&s, T0 + 8).unwrap().in_flight, 1, "one slot, sent");
-    // One task's end, strictly: a task no longer held is an error, and a bad
-    // retry delay changes nothing.
-    let again = e.finish(&s, b, Outcome::Done, Next::Stay, T0 + 9);
+    // Ending one task is strict: a task no longer held is an error, and a
+    // bad retry delay changes nothing.
+    let again = e.complete(&b.id, &b.lease, T0 + 9);
     assert!(matches!(again, Err(Error::NotHeld(_))), "{again:?}");
-    let bad = Outcome::Failed {
-        error: "x",
-        retry_in: Some(-1.0),
-    };
     assert!(matches!(
-        e.finish(&s, b, bad, Next::Stay, T0 + 9),
+        e.fail(&b.id, &b.lease, "x", Some(-1.0), T0 + 9),
         Err(Error::InvalidTask(_))
     ));
 }
