@@ -13,11 +13,10 @@ declare(strict_types=1);
 namespace AsyncEngine\Bench;
 
 use AsyncEngine\Engine;
-use AsyncEngine\Tests\Servers\NginxFpm;
+use AsyncEngine\Tests\Support\Servers\NginxFpm;
 use PDO;
 
-require dirname(__DIR__) . '/tests/php/Servers/WebServer.php';
-require dirname(__DIR__) . '/tests/php/Servers/NginxFpm.php';
+require dirname(__DIR__) . '/tests/php/autoload.php';
 
 const SECRET = 'bench-secret-0123456789';
 

@@ -12,13 +12,12 @@ declare(strict_types=1);
 namespace AsyncEngine\Bench;
 
 use AsyncEngine\Engine;
-use AsyncEngine\Tests\Servers\NginxFpm;
-use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Support\Servers\NginxFpm;
+use AsyncEngine\Tests\Support\Servers\WebServer;
 
 require __DIR__ . '/lib/enqueue.php';
 require __DIR__ . '/lib/report.php';
-require dirname(__DIR__) . '/tests/php/Servers/WebServer.php';
-require dirname(__DIR__) . '/tests/php/Servers/NginxFpm.php';
+require dirname(__DIR__) . '/tests/php/autoload.php';
 
 const SECRET = 'bench-secret-0123456789';
 

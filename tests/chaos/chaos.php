@@ -13,9 +13,7 @@ declare(strict_types=1);
 namespace AsyncEngine\Chaos;
 
 $root = dirname(__DIR__, 2);
-require "$root/tests/php/Servers/WebServer.php";
-require "$root/tests/php/Servers/NginxFpm.php";
-require "$root/tests/php/Servers/PhpServer.php";
+require "$root/tests/php/autoload.php";
 require __DIR__ . '/lib/Workload.php';
 require __DIR__ . '/lib/Lab.php';
 require __DIR__ . '/lib/Faults.php';

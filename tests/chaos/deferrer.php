@@ -10,7 +10,9 @@ declare(strict_types=1);
 
 use AsyncEngine\Chaos\Workload;
 use AsyncEngine\StorageError;
+use AsyncEngine\Tests\Support\Http;
 
+require dirname(__DIR__) . '/php/autoload.php';
 require __DIR__ . '/lib/Workload.php';
 
 [, $idsFile, $effects, $first, $count, $pause] = $argv;
@@ -37,14 +39,10 @@ for ($i = (int) $first, $end = $i + (int) $count; $i < $end;) {
 /** GETs the deferring page; its "id kind" line, or RuntimeException. */
 function page(string $url): string
 {
-    $ch = curl_init($url);
-    curl_setopt_array($ch, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 20]);
-    $body = trim((string) curl_exec($ch));
-    $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
-    $error = curl_error($ch);
-    curl_close($ch);
-    if ($status !== 200 || !preg_match(Workload::RECORD, $body)) {
-        throw new RuntimeException("page answered $status: " . ($body !== '' ? $body : $error));
+    $r = Http::request($url, timeout: 20);
+    $body = trim($r['body']);
+    if ($r['status'] !== 200 || !preg_match(Workload::RECORD, $body)) {
+        throw new RuntimeException("page answered {$r['status']}: " . ($body !== '' ? $body : $r['error']));
     }
     return $body;
 }

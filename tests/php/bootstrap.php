@@ -21,26 +21,4 @@ define('ASYNC_ENGINE_TEST_ERROR_LOG', sys_get_temp_dir() . '/async-engine-phpuni
 ini_set('error_log', ASYNC_ENGINE_TEST_ERROR_LOG);
 register_shutdown_function(static fn () => @unlink(ASYNC_ENGINE_TEST_ERROR_LOG));
 
-require __DIR__ . '/EngineTestCase.php';
-require __DIR__ . '/ScheduleAssertions.php';
-require __DIR__ . '/DispatchTestCase.php';
-require __DIR__ . '/Servers/WebServer.php';
-require __DIR__ . '/Servers/PhpServer.php';
-require __DIR__ . '/Servers/NginxFpm.php';
-require __DIR__ . '/Servers/ApacheModPhp.php';
-require __DIR__ . '/Browser/Chromium.php';
-require __DIR__ . '/Sse/SseClients.php';
-require __DIR__ . '/HubTestCase.php';
-require __DIR__ . '/SilverStripe/Site.php';
-require __DIR__ . '/SilverStripe/SilverStripeTestCase.php';
-require __DIR__ . '/SilverStripe/SilverStripeDispatchTestCase.php';
-
-// The Composer package's classes (PSR-4 AsyncEngine\ => php/), as Composer's autoloader maps them.
-spl_autoload_register(static function (string $class): void {
-    if (str_starts_with($class, 'AsyncEngine\\')) {
-        $file = dirname(__DIR__, 2) . '/php/' . str_replace('\\', '/', substr($class, strlen('AsyncEngine\\'))) . '.php';
-        if (is_file($file)) {
-            require $file;
-        }
-    }
-});
+require __DIR__ . '/autoload.php';

@@ -4,7 +4,7 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Chaos;
 
-use AsyncEngine\Tests\Servers\NginxFpm;
+use AsyncEngine\Tests\Support\Servers\NginxFpm;
 
 /** A fault the run injects while tasks are deferred; tick() is called every 50 ms. */
 abstract class Fault

@@ -4,9 +4,9 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Chaos;
 
-use AsyncEngine\Tests\Servers\NginxFpm;
-use AsyncEngine\Tests\Servers\PhpServer;
-use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Support\Servers\NginxFpm;
+use AsyncEngine\Tests\Support\Servers\PhpServer;
+use AsyncEngine\Tests\Support\Servers\WebServer;
 
 /**
  * One chaos run's world: a directory with the database, a web server

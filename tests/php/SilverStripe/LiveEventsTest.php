@@ -5,10 +5,10 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests\SilverStripe;
 
 use AsyncEngine\Engine;
-use AsyncEngine\Tests\Browser\Chromium;
-use AsyncEngine\Tests\Servers\PhpServer;
-use AsyncEngine\Tests\Servers\WebServer;
-use AsyncEngine\Tests\Sse\SseClients;
+use AsyncEngine\Tests\Support\Browser\Chromium;
+use AsyncEngine\Tests\Support\Servers\PhpServer;
+use AsyncEngine\Tests\Support\Servers\WebServer;
+use AsyncEngine\Tests\Support\Sse\SseClients;
 
 /**
  * Live events in a real SilverStripe 5 project on `php -S` (4 workers) with a hub

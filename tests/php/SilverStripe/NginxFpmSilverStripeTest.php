@@ -4,8 +4,8 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Tests\SilverStripe;
 
-use AsyncEngine\Tests\Servers\NginxFpm;
-use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Support\Servers\NginxFpm;
+use AsyncEngine\Tests\Support\Servers\WebServer;
 
 final class NginxFpmSilverStripeTest extends SilverStripeDispatchTestCase
 {

@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests\SilverStripe;
 
 use AsyncEngine\Engine;
+use AsyncEngine\Tests\Support\Http;
 
 /**
  * The SilverStripe module through a real server, with silverstripe/crontask
@@ -205,22 +206,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
     private function browse(string $path, ?array $post = null): array
     {
         $jar = self::$site->dir . '/cookies.txt';
-        $headers = [];
-        $ch = curl_init(self::$server->url($path));
-        curl_setopt_array($ch, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 30, CURLOPT_COOKIEJAR => $jar,
-            CURLOPT_COOKIEFILE => $jar, CURLOPT_HEADERFUNCTION => function ($ch, string $line) use (&$headers): int {
-                if (str_contains($line, ':')) {
-                    [$name, $value] = explode(':', $line, 2);
-                    $headers[strtolower($name)] = trim($value);
-                }
-                return strlen($line);
-            }]);
-        if ($post !== null) {
-            curl_setopt($ch, CURLOPT_POSTFIELDS, http_build_query($post));
-        }
-        $body = (string) curl_exec($ch);
-        $status = curl_getinfo($ch, CURLINFO_RESPONSE_CODE);
-        curl_close($ch);
-        return [$status, $body, $headers];
+        $r = Http::request(self::$server->url($path), body: $post, curl: [CURLOPT_COOKIEJAR => $jar, CURLOPT_COOKIEFILE => $jar]);
+        return [$r['status'], $r['body'], $r['headers']];
     }
 }

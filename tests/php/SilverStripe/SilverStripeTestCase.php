@@ -5,7 +5,7 @@ declare(strict_types=1);
 namespace AsyncEngine\Tests\SilverStripe;
 
 use AsyncEngine\Engine;
-use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Support\Servers\WebServer;
 use PHPUnit\Framework\TestCase;
 
 /**

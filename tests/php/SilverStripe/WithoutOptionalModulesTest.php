@@ -4,8 +4,8 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Tests\SilverStripe;
 
-use AsyncEngine\Tests\Servers\PhpServer;
-use AsyncEngine\Tests\Servers\WebServer;
+use AsyncEngine\Tests\Support\Servers\PhpServer;
+use AsyncEngine\Tests\Support\Servers\WebServer;
 
 /**
  * The module in a project with the framework and sqlite3 only: it installs,

@@ -1,0 +1,14 @@
+<?php
+
+declare(strict_types=1);
+
+namespace AsyncEngine\Tests\Dispatch;
+
+/** Dispatch through nginx + php-fpm, pm dynamic with pm.max_requests = 10 (workers recycled). */
+final class NginxFpmDynamicDispatchTest extends NginxFpmDispatchTest
+{
+    protected function pm(): string
+    {
+        return 'dynamic';
+    }
+}
