@@ -10,7 +10,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The busy timeout of this process's connections, in microseconds: the
 /// busy handler is a plain function, so it reads it from here.
@@ -65,9 +65,8 @@ pub struct SqliteStore {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        let code = e.sqlite_error_code();
-        let message = match code {
-            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+        let message = match e.sqlite_error_code() {
+            _ if is_busy(&e) => {
                 "is locked by another writer for longer than the busy timeout".to_string()
             }
             Some(ErrorCode::NotADatabase) => "is not a SQLite database".to_string(),
@@ -123,15 +122,14 @@ impl SqliteStore {
     /// processes open a new file at once, SQLite answers some of these steps
     /// "busy" at once, without calling the busy handler (changing the
     /// journal mode, reading a WAL another connection is creating): those
-    /// steps are tried again until the busy timeout is spent.
+    /// steps are tried again with the busy handler's own naps, until the
+    /// busy timeout is spent.
     fn prepare(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs_f64(self.busy_timeout);
+        let mut naps = 0;
         loop {
             match self.prepare_once() {
                 Ok(done) => return done,
-                Err(e) if is_busy(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                Err(e) if is_busy(&e) && busy_wait(naps) => naps += 1,
                 Err(e) => return Err(e.into()),
             }
         }
