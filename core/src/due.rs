@@ -7,6 +7,21 @@ use crate::db::{args, Tx};
 use crate::error::Result;
 use crate::task::clip_error;
 
+/// Counts a task that became queued (`?1` site, `?2` endpoint, `?3` its
+/// due time, `?4` the limit); see [`became_queued`].
+pub(crate) const BECAME_QUEUED: &str =
+    "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
+     ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
+         next_due = CASE
+             WHEN endpoints.retry_at > (CASE WHEN endpoints.next_due IS NULL
+                     OR excluded.next_due < endpoints.next_due
+                     THEN excluded.next_due ELSE endpoints.next_due END)
+                 THEN endpoints.retry_at
+             WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
+                 THEN excluded.next_due
+             ELSE endpoints.next_due END
+     WHERE endpoints.queued < ?4";
+
 /// Counts a task that became queued, due at `due_at`, on its endpoint: one
 /// more queued, and the endpoint due no later than then (nor before a
 /// delivery backoff ends). False, and nothing counted, when the endpoint
@@ -18,20 +33,7 @@ pub(crate) fn became_queued(
     due_at: Millis,
     limit: i64,
 ) -> Result<bool> {
-    let changed = tx.execute(
-        "INSERT INTO endpoints (site, endpoint, next_due, queued) VALUES (?1, ?2, ?3, 1)
-         ON CONFLICT (site, endpoint) DO UPDATE SET queued = endpoints.queued + 1,
-             next_due = CASE
-                 WHEN endpoints.retry_at > (CASE WHEN endpoints.next_due IS NULL
-                         OR excluded.next_due < endpoints.next_due
-                         THEN excluded.next_due ELSE endpoints.next_due END)
-                     THEN endpoints.retry_at
-                 WHEN endpoints.next_due IS NULL OR excluded.next_due < endpoints.next_due
-                     THEN excluded.next_due
-                 ELSE endpoints.next_due END
-         WHERE endpoints.queued < ?4",
-        args![site, endpoint, due_at, limit],
-    )?;
+    let changed = tx.execute(BECAME_QUEUED, args![site, endpoint, due_at, limit])?;
     Ok(changed > 0)
 }
 

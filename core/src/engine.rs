@@ -12,7 +12,7 @@ use crate::queue::{self, NewTask};
 use crate::schedules::{self, check_schedule_name, ScheduleDef, ScheduleInfo, ScheduleOptions};
 use crate::settings::Settings;
 use crate::slots::{self, Reserved};
-use crate::store::{self, Store};
+use crate::store::{self, OneTripDefer, Store};
 use crate::task::{
     check_args_size, check_name, Claimed, DeferOptions, State, TaskInfo, TaskSpec, MAX_SECONDS,
 };
@@ -257,16 +257,30 @@ impl Engine {
         };
         let server = settings.server_name();
         let due = send && task.due_at <= now;
-        let (id, created, reserved) = self.store.write(|tx| {
-            let lock = due.then(|| slots::lock(tx, server)).transpose()?;
-            let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
-            let reserved = if created {
-                reserve(tx, lock.as_ref(), settings, now)?
-            } else {
-                None
-            };
-            Ok((id, created, reserved))
-        })?;
+        let one_trip = match task.unique {
+            Some(_) => None,
+            None => self.store.defer_in_one_trip(&OneTripDefer {
+                id: &id,
+                task: &task,
+                max_queued: settings.max_queued,
+                now,
+                reserve: due.then_some((server, settings.max_workers)),
+            })?,
+        };
+        let (id, created, reserved) = if let Some(reserved) = one_trip {
+            (id, true, reserved)
+        } else {
+            self.store.write(|tx| {
+                let lock = due.then(|| slots::lock(tx, server)).transpose()?;
+                let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
+                let reserved = if created {
+                    reserve(tx, lock.as_ref(), settings, now)?
+                } else {
+                    None
+                };
+                Ok((id, created, reserved))
+            })?
+        };
         let dispatch = self.sign(settings, reserved, now)?;
         Ok(Deferred {
             id,

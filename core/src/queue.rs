@@ -32,6 +32,18 @@ pub struct NewTask<'a> {
     pub unique: Option<&'a str>,
 }
 
+/// Inserts a queued task: `?1` id, `?2` endpoint, `?3` name, `?4` args,
+/// `?5` priority, `?6` due time, `?7` max attempts, `?8` timeout, `?9`
+/// unique key, `?10` now, `?11` site. A live task holding the unique key
+/// makes it insert nothing.
+pub(crate) const INSERT_TASK: &str =
+    "INSERT INTO tasks (id, site, endpoint, name, args, state, priority, due_at,
+                        max_attempts, timeout, unique_key, created_at, updated_at)
+     VALUES (?1, ?11, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+     ON CONFLICT (site, unique_key)
+         WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
+         DO NOTHING";
+
 /// The live task of `site` holding `unique`, if any.
 fn live_unique(tx: &mut dyn Tx, site: &str, unique: Option<&str>) -> Result<Option<String>> {
     tx.text(
@@ -59,12 +71,7 @@ pub(crate) fn insert(
     let mut tries = 0;
     loop {
         let inserted = tx.execute(
-            "INSERT INTO tasks (id, site, endpoint, name, args, state, priority, due_at,
-                                max_attempts, timeout, unique_key, created_at, updated_at)
-             VALUES (?1, ?11, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-             ON CONFLICT (site, unique_key)
-                 WHERE unique_key IS NOT NULL AND state IN ('queued', 'running')
-                 DO NOTHING",
+            INSERT_TASK,
             args![
                 id,
                 t.endpoint,
@@ -97,13 +104,17 @@ pub(crate) fn insert(
     // time; a full queue refuses the count, and the error rolls the whole
     // transaction back.
     if !became_queued(tx, t.site, t.endpoint, t.due_at, max_queued as i64)? {
-        return Err(Error::QueueFull(format!(
-            "the queue of {} already holds {max_queued} queued tasks, the limit (setting \
-             max_queued); nothing was stored",
-            t.endpoint
-        )));
+        return Err(queue_full(t.endpoint, max_queued));
     }
     Ok((id.to_string(), true))
+}
+
+/// The error of a task refused because `endpoint`'s queue is full.
+pub(crate) fn queue_full(endpoint: &str, max_queued: u64) -> Error {
+    Error::QueueFull(format!(
+        "the queue of {endpoint} already holds {max_queued} queued tasks, the limit (setting \
+         max_queued); nothing was stored"
+    ))
 }
 
 /// SQL selecting `$cols` of an endpoint's next due task (`?1` the endpoint,

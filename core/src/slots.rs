@@ -26,6 +26,22 @@ pub(crate) struct SlotLock<'a> {
     server: &'a str,
 }
 
+/// The slots server `?1` holds, and how many are past their deadline `?2`.
+pub(crate) const HELD: &str =
+    "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1";
+/// Site `?2`'s endpoint due earliest, at or before `?1`, taken (PostgreSQL).
+pub(crate) const DUE_FIRST: &str =
+    "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
+     ORDER BY next_due LIMIT 1 /*skip locked*/";
+/// A slot `?1` of server `?2` sent to site `?6`'s endpoint `?3`, deadline
+/// `?4`, created `?5`.
+pub(crate) const SEND_SLOT: &str =
+    "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at)
+     VALUES (?1, ?2, ?6, ?3, 'sent', ?4, ?5)";
+/// Site `?1`'s endpoint `?2` stops being due (its request is on the way).
+pub(crate) const NOT_DUE: &str =
+    "UPDATE endpoints SET next_due = NULL WHERE site = ?1 AND endpoint = ?2";
+
 /// Takes the slot lock of `server`; call it before anything else in the
 /// transaction.
 pub(crate) fn lock<'a>(tx: &mut dyn Tx, server: &'a str) -> Result<SlotLock<'a>> {
@@ -47,10 +63,7 @@ pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
 /// (when all are held, those may be what holds them), in one query.
 pub(crate) fn held(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<(i64, i64)> {
     Ok(tx
-        .row(
-            "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1",
-            args![lock.server, now],
-        )?
+        .row(HELD, args![lock.server, now])?
         .map(|r| Ok::<_, Error>((r.int(0)?, r.int(1)?)))
         .transpose()?
         .unwrap_or((0, 0)))
@@ -66,24 +79,16 @@ pub(crate) fn reserve_due(
     site: &str,
     now: Millis,
 ) -> Result<Option<Reserved>> {
-    let endpoint = tx.text(
-        "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
-         ORDER BY next_due LIMIT 1 /*skip locked*/",
-        args![now, site],
-    )?;
+    let endpoint = tx.text(DUE_FIRST, args![now, site])?;
     let Some(endpoint) = endpoint else {
         return Ok(None);
     };
     let slot = crate::id::random_hex(16);
     tx.execute(
-        "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at)
-         VALUES (?1, ?2, ?6, ?3, 'sent', ?4, ?5)",
+        SEND_SLOT,
         args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now, site],
     )?;
-    tx.execute(
-        "UPDATE endpoints SET next_due = NULL WHERE site = ?1 AND endpoint = ?2",
-        args![site, &endpoint],
-    )?;
+    tx.execute(NOT_DUE, args![site, &endpoint])?;
     Ok(Some(Reserved { slot, endpoint }))
 }
 

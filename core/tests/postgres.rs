@@ -341,3 +341,95 @@ fn a_unique_key_is_held_by_one_task_however_many_processes_defer_it_at_once() {
     assert_eq!(results.iter().filter(|(_, c)| *c).count(), 1, "{results:?}");
     assert!(results.iter().all(|(id, _)| *id == results[0].0));
 }
+
+/// How many one-trip defer functions the sessions of the cluster hold.
+fn one_trip_functions(admin: &str) -> i64 {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    c.query_one(
+        "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.proname = 'async_engine_defer' AND n.nspname LIKE 'pg_temp%'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Reserves, finds every slot held, reaps expired slots, refuses a full
+/// queue: what a defer() must do, whichever way it reaches the database.
+fn defer_reserves_reaps_and_refuses(s: &Settings) {
+    let mut e = Engine::open(s).unwrap();
+    let first = defer(&mut e, s, "/w.php", "a", T0);
+    assert!(first.dispatch.is_some(), "a slot was free");
+    let second = defer(&mut e, s, "/w.php", "b", T0);
+    assert!(second.dispatch.is_none(), "the one slot is held");
+    // The first request never arrived; once its slot outlives its deadline
+    // the next defer() reaps it (and the endpoint backs off, so nothing is
+    // sent yet).
+    let later = T0 + async_engine_core::SENT_TTL_MS + 1_000;
+    assert_eq!(e.stats(s, later).unwrap().in_flight, 1);
+    defer(&mut e, s, "/w.php", "c", later);
+    assert_eq!(
+        e.stats(s, later).unwrap().in_flight,
+        0,
+        "the expired slot was reaped"
+    );
+    let full = try_defer(&mut e, s, "/w.php", "d", &DeferOptions::default(), later);
+    assert!(matches!(full, Err(Error::QueueFull(_))), "{full:?}");
+    let counts = e.stats(s, later).unwrap().counts;
+    assert!(
+        counts.contains(&(State::Queued, 3)),
+        "the refused task was not stored: {counts:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_right() {
+    let admin = admin();
+    let dir = TempDir::new("one_trip");
+    let s = Settings {
+        max_workers: 1,
+        max_queued: 3,
+        ..settings(&dir.db())
+    };
+    let before = one_trip_functions(&admin);
+    defer_reserves_reaps_and_refuses(&s);
+    assert!(
+        one_trip_functions(&admin) <= before,
+        "the session's function went with it"
+    );
+    {
+        let mut e = Engine::open(&s).unwrap();
+        defer(&mut e, &s, "/v.php", "x", T0);
+        assert_eq!(
+            one_trip_functions(&admin),
+            before + 1,
+            "the engine's session made it"
+        );
+    }
+
+    // A database where the engine's user may not create temporary objects.
+    let db = format!("notemp_{}", async_engine_core::id::random_hex(4));
+    let role = format!("notemp_{}", async_engine_core::id::random_hex(4));
+    pg_admin(&admin, &format!("CREATE DATABASE {db}"));
+    pg_admin(
+        &admin,
+        &format!(
+            "REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;
+             CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}';"
+        ),
+    );
+    let password = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
+    pg_admin(
+        &url_as(&admin, password, &db),
+        &format!("GRANT ALL ON SCHEMA public TO {role};"),
+    );
+    let limited = Settings {
+        max_workers: 1,
+        max_queued: 3,
+        ..settings(&url_as(&admin, &format!("{role}:pw-{role}"), &db))
+    };
+    defer_reserves_reaps_and_refuses(&limited);
+    pg_admin(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
+    pg_admin(&admin, &format!("DROP ROLE {role}"));
+}

@@ -1,11 +1,15 @@
 //! The engine's database behind one trait: SQLite (a file path, the
 //! default) or PostgreSQL (a `postgres://` URL, shared by several servers).
 
+use crate::clock::Millis;
 use crate::db::Tx;
 use crate::error::{Error, Result};
+use crate::queue::NewTask;
 use crate::settings::Settings;
+use crate::slots::Reserved;
 
 pub mod pg;
+mod pg_defer;
 pub(crate) mod schema;
 pub mod sqlite;
 
@@ -30,6 +34,29 @@ pub trait Store: Send {
     /// Applies a changed busy timeout (how long to wait for another
     /// writer's lock) to the open connection.
     fn set_busy_timeout(&mut self, seconds: f64) -> Result<()>;
+
+    /// Stores a task and reserves a slot for it as one transaction would
+    /// (`queue::insert`, then `delivery::reserve`), in one round trip to the
+    /// database. `Ok(None)`: this backend or this case needs the
+    /// transaction, which the caller then runs; nothing was stored.
+    fn defer_in_one_trip(&mut self, _defer: &OneTripDefer<'_>) -> Result<Option<Option<Reserved>>> {
+        Ok(None)
+    }
+}
+
+/// A task without a unique key for [`Store::defer_in_one_trip`].
+pub struct OneTripDefer<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// The task.
+    pub task: &'a NewTask<'a>,
+    /// The `max_queued` setting.
+    pub max_queued: u64,
+    /// The time of the call.
+    pub now: Millis,
+    /// When the task is due now and its request may go at once: the
+    /// server whose slot to reserve and its `max_workers`.
+    pub reserve: Option<(&'a str, u32)>,
 }
 
 impl dyn Store {

@@ -10,9 +10,12 @@
 
 use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
+use crate::queue::queue_full;
 use crate::settings::Settings;
+use crate::slots::Reserved;
+use crate::store::pg_defer;
 use crate::store::schema::{PG_MIGRATIONS, PG_SCHEMA_VERSION};
-use crate::store::Store;
+use crate::store::{OneTripDefer, Store};
 use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
@@ -37,6 +40,9 @@ pub struct PgStore {
     busy_timeout: f64,
     /// Statements prepared on this connection, by their SQLite-dialect text.
     statements: HashMap<String, Statement>,
+    /// Whether this session has the one-trip defer function (see
+    /// `pg_defer.rs`): None until first tried.
+    one_trip: Option<bool>,
 }
 
 impl PgStore {
@@ -66,6 +72,7 @@ impl PgStore {
             shown: shown.clone(),
             busy_timeout,
             statements: HashMap::new(),
+            one_trip: None,
         };
         store.migrate().map_err(ctx)?;
         Ok(store)
@@ -124,6 +131,7 @@ impl PgStore {
     fn reconnect(&mut self) -> Result<()> {
         self.client = connect(&self.config)?;
         self.statements.clear();
+        self.one_trip = None;
         set_lock_timeout(&mut self.client, self.busy_timeout)
     }
 
@@ -205,6 +213,63 @@ impl Store for PgStore {
 
     fn check(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn defer_in_one_trip(&mut self, d: &OneTripDefer<'_>) -> Result<Option<Option<Reserved>>> {
+        if self.client.is_closed() {
+            return Ok(None);
+        }
+        if self.one_trip.is_none() {
+            // Fails without the TEMP right on the database: the
+            // transaction then serves every defer() of this connection.
+            self.one_trip = Some(
+                self.client
+                    .batch_execute(&pg_defer::create_function())
+                    .is_ok(),
+            );
+        }
+        if self.one_trip != Some(true) {
+            return Ok(None);
+        }
+        let slot = d.reserve.map(|_| crate::id::random_hex(16));
+        let lock = d.reserve.map(|(server, _)| lock_key("slots", server));
+        let params = pg_defer::params(d, lock, slot.as_deref());
+        let mut tx = PgTx {
+            client: &mut self.client,
+            statements: &mut self.statements,
+            failed: None,
+        };
+        let result = tx.query(pg_defer::CALL, &params);
+        let failed = tx.failed.take();
+        match result {
+            Ok(rows) => {
+                let endpoint = match rows.into_iter().next() {
+                    Some(mut row) => row.opt_text(0)?,
+                    None => None,
+                };
+                Ok(Some(endpoint.map(|endpoint| Reserved {
+                    slot: slot.expect("a slot id when one was reserved"),
+                    endpoint,
+                })))
+            }
+            Err(e) => match failed {
+                Some(code) if code.code() == pg_defer::QUEUE_FULL => {
+                    Err(queue_full(d.task.endpoint, d.max_queued))
+                }
+                // Expired slots to reap, a conflict to retry, a server going
+                // away: the transaction handles each, and nothing was stored.
+                Some(code)
+                    if code.code() == pg_defer::REAP_FIRST
+                        || code.code().starts_with("57")
+                        || code == SqlState::T_R_DEADLOCK_DETECTED
+                        || code == SqlState::T_R_SERIALIZATION_FAILURE =>
+                {
+                    Ok(None)
+                }
+                None if self.client.is_closed() => Ok(None),
+                _ => Err(contextualize(e, &self.shown, self.busy_timeout)),
+            },
+        }
     }
 
     fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
@@ -349,7 +414,7 @@ impl ToSql for Param<'_> {
 /// Rewrites SQL in the shared dialect (see [`crate::db`]) for PostgreSQL:
 /// `?N` becomes `$N`, `INDEXED BY name` goes, `/*skip locked*/` becomes
 /// `FOR UPDATE SKIP LOCKED`.
-fn translate(sql: &str) -> String {
+pub(super) fn translate(sql: &str) -> String {
     let sql = sql.replace("/*skip locked*/", "FOR UPDATE SKIP LOCKED");
     let mut out = String::with_capacity(sql.len());
     let mut words = sql.split_inclusive(char::is_whitespace).peekable();
