@@ -21,7 +21,8 @@ require dirname(__DIR__) . '/tests/php/autoload.php';
 const SECRET = 'bench-secret-0123456789';
 
 $smoke = in_array('--smoke', $argv, true);
-$p = $smoke ? ['calls' => 1000, 'rounds' => 1, 'tasks' => 300] : ['calls' => 20000, 'rounds' => 3, 'tasks' => 3000];
+$p = $smoke ? ['calls' => 1000, 'rounds' => 1, 'tasks' => 300, 'claim_seconds' => 0.5, 'claim_tasks' => 300]
+    : ['calls' => 20000, 'rounds' => 3, 'tasks' => 3000, 'claim_seconds' => 3, 'claim_tasks' => 20000];
 $admin = (string) getenv('ASYNC_ENGINE_TEST_PG');
 $beforeSo = (string) getenv('BEFORE_SO');
 $work = sys_get_temp_dir() . '/async-engine-backends-' . getmypid();
@@ -88,24 +89,32 @@ function summary(array $ns): array
     return ['median_us' => $at(0.5), 'p99_us' => $at(0.99), 'calls' => count($ns)];
 }
 
-/** No-op tasks completed per second, from the first defer() to the last completion. */
-function throughput(string $database, int $n, string $endpoint): float
+/**
+ * No-op tasks completed per second, from the first defer() to the last
+ * completion; from a backlog ($backlog), from the instant they were all
+ * queued due at (`at`), which leaves the cost of deferring them out.
+ */
+function throughput(string $database, int $n, string $endpoint, bool $backlog = false): float
 {
-    $t = microtime(true);
+    $at = microtime(true) + ($backlog ? 0.5 + $n * 0.001 : 0);
     for ($i = 0; $i < $n; $i++) {
-        Engine::defer($endpoint, 'noop');
+        Engine::defer($endpoint, 'noop', [], $backlog ? ['at' => $at] : []);
     }
+    if ($backlog && microtime(true) >= $at) {
+        throw new \RuntimeException('deferring the backlog took longer than its margin; raise it in throughput()');
+    }
+    usleep((int) max(0, ($at - microtime(true)) * 1e6));
     $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
     do {
         usleep(2000);
         $pending->execute();
         $busy = (bool) $pending->fetchColumn();
         $pending->closeCursor();
-        if (microtime(true) - $t > 300) {
+        if (microtime(true) - $at > 300) {
             throw new \RuntimeException('tasks did not finish: ' . json_encode(Engine::stats()));
         }
     } while ($busy);
-    return $n / (microtime(true) - $t);
+    return $n / (microtime(true) - $at);
 }
 
 $backends = [
@@ -144,12 +153,31 @@ foreach (['sqlite', 'postgres'] as $backend) {
     Engine::configure(['database' => $database, 'secret' => SECRET, 'base_url' => $server->url(), 'max_workers' => 4]);
     throughput($database, 20, '/tasks.php'); // warm-up: workers connected, statements prepared
     $results['tasks'][$backend] = [
-        'single' => throughput($database, $p['tasks'], '/tasks.php'),
-        'batched' => throughput($database, $p['tasks'], '/tasks.php?batch=50'),
+        'single' => throughput($database, $p['tasks'], '/tasks.php?batch=1'),
+        'batched' => throughput($database, $p['tasks'], '/tasks.php'),
+        'drain_single' => throughput($database, $p['tasks'], '/tasks.php?batch=1', true),
+        'drain_batched' => throughput($database, $p['tasks'], '/tasks.php', true),
     ];
     $server->stop();
-    printf("  %-9s one task per request %6.0f tasks/s, batches of 50 %6.0f tasks/s\n", $backend,
-        $results['tasks'][$backend]['single'], $results['tasks'][$backend]['batched']);
+    printf("  %-9s from a backlog: one task per request %6.0f tasks/s, serve() defaults %6.0f tasks/s; "
+        . "deferred and run: %6.0f and %6.0f\n", $backend, $results['tasks'][$backend]['drain_single'],
+        $results['tasks'][$backend]['drain_batched'], $results['tasks'][$backend]['single'],
+        $results['tasks'][$backend]['batched']);
+}
+$clients = [1, 8, 32];
+echo "== claims/s: clients claiming and completing on one endpoint, each its own server and connection\n";
+foreach (['sqlite', 'postgres'] as $backend) {
+    $out = shell_exec(escapeshellarg(dirname(__DIR__) . '/target/release/examples/claims') . ' '
+        . escapeshellarg($backends[$backend]('claims')) . " {$p['claim_seconds']} {$p['claim_tasks']} "
+        . implode(' ', $clients) . ' 2>&1');
+    foreach (explode("\n", trim((string) $out)) as $line) {
+        $r = json_decode($line, true);
+        if (!is_array($r)) {
+            throw new \RuntimeException("claims: $out");
+        }
+        $results['claims'][$backend][$r['clients']] = $r['per_second'];
+        printf("  %-9s %2d clients %6.0f tasks/s\n", $backend, $r['clients'], $r['per_second']);
+    }
 }
 $results['seconds'] = microtime(true) - $started;
 printf("Took %.0f s.\n", $results['seconds']);
@@ -161,19 +189,30 @@ $rows = [
         sprintf('%.2f×', $d['postgres']['median_us'] / $d['sqlite']['median_us'])],
     ['defer() p99 (CLI)', sprintf('%.1f µs', $d['sqlite']['p99_us']), sprintf('%.1f µs', $d['postgres']['p99_us']),
         sprintf('%.2f×', $d['postgres']['p99_us'] / $d['sqlite']['p99_us'])],
-    ['tasks/s, one per request', sprintf('%.0f', $t['sqlite']['single']), sprintf('%.0f', $t['postgres']['single']),
-        sprintf('%.2f×', $t['postgres']['single'] / $t['sqlite']['single'])],
-    ['tasks/s, batches of 50', sprintf('%.0f', $t['sqlite']['batched']), sprintf('%.0f', $t['postgres']['batched']),
-        sprintf('%.2f×', $t['postgres']['batched'] / $t['sqlite']['batched'])],
 ];
+foreach (['drain_single' => 'from a backlog, one per request', 'drain_batched' => 'from a backlog, serve() defaults',
+    'single' => 'deferred and run, one per request', 'batched' => 'deferred and run, serve() defaults'] as $k => $label) {
+    $rows[] = ["tasks/s, $label", sprintf('%.0f', $t['sqlite'][$k]), sprintf('%.0f', $t['postgres'][$k]),
+        sprintf('%.2f×', $t['postgres'][$k] / $t['sqlite'][$k])];
+}
+foreach ($clients as $n) {
+    $c = $results['claims'];
+    $rows[] = ["claims/s, $n client" . ($n > 1 ? 's' : ''), sprintf('%.0f', $c['sqlite'][$n]), sprintf('%.0f', $c['postgres'][$n]),
+        sprintf('%.2f×', $c['postgres'][$n] / $c['sqlite'][$n])];
+}
 $md = "# SQLite and PostgreSQL, one run\n\n"
     . "Measured by `bench/backends" . ($results['before'] ? " --before={$results['before']}" : '') . "` on "
     . php_uname('n') . ' (' . trim((string) shell_exec('nproc')) . " cores), " . date('Y-m-d') . ", in "
     . sprintf('%.0f', $results['seconds']) . " s. PostgreSQL " . trim((string) adminPdo($admin)->query('SHOW server_version')->fetchColumn())
     . " in a throwaway cluster on 127.0.0.1 (fsync off, as in the tests), SQLite in WAL mode on the local disk. "
     . "defer(): {$p['calls']} calls × {$p['rounds']} rounds per variant from the CLI, interleaved, task requests "
-    . "sent to a port that never answers. Tasks: {$p['tasks']} no-op tasks deferred from the CLI and run by "
-    . "nginx + php-fpm (4 workers, max_workers 4).\n\n"
+    . "sent to a port that never answers. Tasks: {$p['tasks']} no-op tasks run by nginx + php-fpm (4 workers, "
+    . "max_workers 4), deferred from the CLI due at one instant and timed from it (from a backlog: the server alone), "
+    . "or deferred one after another while they run (deferred and run: bound by the deferring process). Claims: `core/examples/claims` queues {$p['claim_tasks']} no-op "
+    . "tasks on one endpoint, then N clients, each a server of its own with its own connection and one slot, "
+    . "take their slot as a task request does and claim and complete tasks one at a time (the two writes a "
+    . "task of one request costs) for {$p['claim_seconds']} s or until the queue is empty: how many tasks one "
+    . "database can hand out, however many web servers ask.\n\n"
     . "| | SQLite | PostgreSQL | PostgreSQL / SQLite |\n|---|---|---|---|\n";
 foreach ($rows as $r) {
     $md .= '| ' . implode(' | ', $r) . " |\n";
