@@ -104,7 +104,7 @@ function throughput(string $database, int $n, string $endpoint, bool $backlog = 
         throw new \RuntimeException('deferring the backlog took longer than its margin; raise it in throughput()');
     }
     usleep((int) max(0, ($at - microtime(true)) * 1e6));
-    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
+    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running')");
     do {
         usleep(2000);
         $pending->execute();

@@ -243,7 +243,7 @@ function settle(float $limit): float
     // A cheap indexed check every millisecond (stats() counts every task).
     static $pending = null;
     $pending ??= open($GLOBALS['work'] . '/engine.sqlite')
-        ->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('queued', 'running'))");
+        ->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running')");
     $t = microtime(true);
     do {
         $pending->execute();
