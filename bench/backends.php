@@ -17,6 +17,7 @@ use AsyncEngine\Tests\Support\Servers\NginxFpm;
 use PDO;
 
 require dirname(__DIR__) . '/tests/php/autoload.php';
+require __DIR__ . '/lib/noops.php';
 
 const SECRET = 'bench-secret-0123456789';
 
@@ -89,32 +90,11 @@ function summary(array $ns): array
     return ['median_us' => $at(0.5), 'p99_us' => $at(0.99), 'calls' => count($ns)];
 }
 
-/**
- * No-op tasks completed per second, from the first defer() to the last
- * completion; from a backlog ($backlog), from the instant they were all
- * queued due at (`at`), which leaves the cost of deferring them out.
- */
+/** No-op tasks completed per second, deferred and run, or from a backlog (see noopsPerSecond()). */
 function throughput(string $database, int $n, string $endpoint, bool $backlog = false): float
 {
-    $at = microtime(true) + ($backlog ? 0.5 + $n * 0.001 : 0);
-    for ($i = 0; $i < $n; $i++) {
-        Engine::defer($endpoint, 'noop', [], $backlog ? ['at' => $at] : []);
-    }
-    if ($backlog && microtime(true) >= $at) {
-        throw new \RuntimeException('deferring the backlog took longer than its margin; raise it in throughput()');
-    }
-    usleep((int) max(0, ($at - microtime(true)) * 1e6));
-    $pending = open($database)->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running')");
-    do {
-        usleep(2000);
-        $pending->execute();
-        $busy = (bool) $pending->fetchColumn();
-        $pending->closeCursor();
-        if (microtime(true) - $at > 300) {
-            throw new \RuntimeException('tasks did not finish: ' . json_encode(Engine::stats()));
-        }
-    } while ($busy);
-    return $n / (microtime(true) - $at);
+    return noopsPerSecond($n, $endpoint, $backlog ? 0.001 : null,
+        fn () => waitIdle(open($database)->prepare(PENDING_SQL), 300, 0.002));
 }
 
 $backends = [

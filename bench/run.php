@@ -16,6 +16,7 @@ use AsyncEngine\Tests\Support\Servers\NginxFpm;
 use AsyncEngine\Tests\Support\Servers\WebServer;
 
 require __DIR__ . '/lib/enqueue.php';
+require __DIR__ . '/lib/noops.php';
 require __DIR__ . '/lib/report.php';
 require dirname(__DIR__) . '/tests/php/autoload.php';
 
@@ -242,39 +243,17 @@ function settle(float $limit): float
 {
     // A cheap indexed check every millisecond (stats() counts every task).
     static $pending = null;
-    $pending ??= open($GLOBALS['work'] . '/engine.sqlite')
-        ->prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued') OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running')");
-    $t = microtime(true);
-    do {
-        $pending->execute();
-        $busy = $pending->fetchColumn();
-        $pending->closeCursor(); // an open statement would hold a read snapshot and starve checkpoints
-        if (!$busy) {
-            return microtime(true) - $t;
-        }
-        usleep(1000);
-    } while (microtime(true) - $t < $limit);
-    throw new \RuntimeException('tasks did not finish: ' . json_encode(Engine::stats()));
+    $pending ??= open($GLOBALS['work'] . '/engine.sqlite')->prepare(PENDING_SQL);
+    return waitIdle($pending, $limit, 0.001);
 }
 
 /**
- * No-op tasks completed per second. Deferred and run: from the first defer()
- * to the last completion. From a backlog ($backlog): the tasks are queued
- * due at one instant (`at`), timed from that instant, so the server alone is
- * measured and the cost of deferring them is not (section 1 measures it).
+ * No-op tasks completed per second, deferred and run, or from a backlog
+ * (see noopsPerSecond(); section 1 measures the cost of deferring them).
  */
 function throughput(int $n, string $endpoint, bool $backlog = false): float
 {
-    $at = microtime(true) + ($backlog ? 0.5 + $n * 0.0003 : 0);
-    for ($i = 0; $i < $n; $i++) {
-        Engine::defer($endpoint, 'noop', [], $backlog ? ['at' => $at] : []);
-    }
-    if ($backlog && microtime(true) >= $at) {
-        throw new \RuntimeException('deferring the backlog took longer than its margin; raise it in throughput()');
-    }
-    usleep((int) max(0, ($at - microtime(true)) * 1e6));
-    settle(600);
-    return $n / (microtime(true) - $at);
+    return noopsPerSecond($n, $endpoint, $backlog ? 0.0003 : null, fn () => settle(600));
 }
 
 /** Requests per second of ab at concurrency 4. */
