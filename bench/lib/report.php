@@ -63,13 +63,13 @@ function markdown(array $r): string
         . "own. `hello.php` through the same server with `ab -c 4 -n {$t['tasks']}` (new connection per request, as "
         . "the engine's self-requests).\n\n"
         . "| | per second | vs hello.php |\n|---|---|---|\n"
-        . sprintf("| hello.php requests | %.0f | 1.00× |\n", $t['hello'])
-        . sprintf("| tasks from a backlog, one per request | %.0f | %.2f× |\n", $t['drain_single'],
-            $t['drain_single'] / $t['hello'])
-        . sprintf("| tasks from a backlog, `serve()` defaults (batches of up to 100) | %.0f | %.2f× |\n",
-            $t['drain_batched'], $t['drain_batched'] / $t['hello'])
-        . sprintf("| tasks deferred and run, one per request | %.0f | %.2f× |\n", $t['single'], $t['single'] / $t['hello'])
-        . sprintf("| tasks deferred and run, `serve()` defaults | %.0f | %.2f× |\n", $t['batched'], $t['batched'] / $t['hello']);
+        . sprintf("| hello.php requests | %.0f | 1.00× |\n", $t['hello']);
+    foreach (['drain_single' => 'tasks from a backlog, one per request',
+        'drain_batched' => 'tasks from a backlog, `serve()` defaults (batches of up to 100)',
+        'single' => 'tasks deferred and run, one per request',
+        'batched' => 'tasks deferred and run, `serve()` defaults'] as $k => $label) {
+        $md .= sprintf("| %s | %.0f | %.2f× |\n", $label, $t[$k], $t[$k] / $t['hello']);
+    }
 
     $l = $r['latency'];
     $md .= "\n## 3. Latency: enqueue to start\n\n"
