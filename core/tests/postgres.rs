@@ -342,9 +342,10 @@ fn a_unique_key_is_held_by_one_task_however_many_processes_defer_it_at_once() {
     assert!(results.iter().all(|(id, _)| *id == results[0].0));
 }
 
-/// How many one-trip defer functions the sessions of the cluster hold.
-fn one_trip_functions(admin: &str) -> i64 {
-    let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+/// How many one-trip defer functions the sessions connected to the
+/// database of `url` hold (each database has its own catalog).
+fn one_trip_functions(url: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     c.query_one(
         "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
          WHERE p.proname = 'async_engine_defer' AND n.nspname LIKE 'pg_temp%'",
@@ -352,6 +353,20 @@ fn one_trip_functions(admin: &str) -> i64 {
     )
     .unwrap()
     .get(0)
+}
+
+/// Waits (at most 10 s) until no session on the database of `url` holds
+/// the function: a backend drops its temporary objects as it exits, a
+/// moment after its client has closed the connection.
+fn until_no_one_trip_functions(url: &str) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = one_trip_functions(url);
+        if n == 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Reserves, finds every slot held, reaps expired slots, refuses a full
@@ -386,27 +401,33 @@ fn defer_reserves_reaps_and_refuses(s: &Settings) {
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_right() {
     let admin = admin();
-    let dir = TempDir::new("one_trip");
+    let login = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
+    // A database of its own, so that no other test's sessions (they run
+    // in parallel) hold a function in its catalog.
+    let own = format!("onetrip_{}", async_engine_core::id::random_hex(4));
+    pg_admin(&admin, &format!("CREATE DATABASE {own}"));
+    let own_url = url_as(&admin, login, &own);
     let s = Settings {
         max_workers: 1,
         max_queued: 3,
-        ..settings(&dir.db())
+        ..settings(&own_url)
     };
-    let before = one_trip_functions(&admin);
     defer_reserves_reaps_and_refuses(&s);
-    assert!(
-        one_trip_functions(&admin) <= before,
+    assert_eq!(
+        until_no_one_trip_functions(&own_url),
+        0,
         "the session's function went with it"
     );
     {
         let mut e = Engine::open(&s).unwrap();
         defer(&mut e, &s, "/v.php", "x", T0);
         assert_eq!(
-            one_trip_functions(&admin),
-            before + 1,
+            one_trip_functions(&own_url),
+            1,
             "the engine's session made it"
         );
     }
+    pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
 
     // A database where the engine's user may not create temporary objects.
     let db = format!("notemp_{}", async_engine_core::id::random_hex(4));
@@ -419,9 +440,8 @@ fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_r
              CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}';"
         ),
     );
-    let password = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
     pg_admin(
-        &url_as(&admin, password, &db),
+        &url_as(&admin, login, &db),
         &format!("GRANT ALL ON SCHEMA public TO {role};"),
     );
     let limited = Settings {
