@@ -10,28 +10,77 @@ use crate::error::Result;
 use crate::queue;
 use crate::slots::{self, Reserved, SlotLock, SENT_TTL_MS};
 
-/// Reserves a slot of the locked server for `site`'s endpoint due earliest
-/// (at or before `now`) if one is free, reaping expired slots first when
-/// all are held.
+/// Reserves a slot of the locked server, if one is free, for `site`'s
+/// endpoint due earliest (at or before `now`); with none, for `busy` (an
+/// endpoint whose request just ended) on the terms of [`reserve_more`].
 pub(crate) fn reserve(
     tx: &mut dyn Tx,
     lock: &SlotLock<'_>,
     site: &str,
     max_workers: u32,
+    busy: Option<&str>,
     now: Millis,
 ) -> Result<Option<Reserved>> {
+    if !slot_free(tx, lock, max_workers, now)? {
+        return Ok(None);
+    }
+    if let Some(reserved) = slots::reserve_due(tx, lock, site, now)? {
+        return Ok(Some(reserved));
+    }
+    match busy {
+        Some(endpoint) => more_for(tx, lock, site, endpoint, now),
+        None => Ok(None),
+    }
+}
+
+/// Reserves a slot of the locked server, if one is free, for one more
+/// request to `site`'s `endpoint` while it has more due tasks than
+/// requests on the way to it: the requests of a queue that holds work fan
+/// out to `max_workers` (see docs/architecture.md, "Fan-out").
+pub(crate) fn reserve_more(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    max_workers: u32,
+    endpoint: &str,
+    now: Millis,
+) -> Result<Option<Reserved>> {
+    if !slot_free(tx, lock, max_workers, now)? {
+        return Ok(None);
+    }
+    more_for(tx, lock, site, endpoint, now)
+}
+
+/// Whether the locked server holds fewer than `max_workers` slots, once
+/// expired ones are reaped (only when all are held: they may be what
+/// holds them).
+fn slot_free(tx: &mut dyn Tx, lock: &SlotLock<'_>, max_workers: u32, now: Millis) -> Result<bool> {
     let max = i64::from(max_workers);
     let (held, expired) = slots::held(tx, lock, now)?;
-    if held >= max {
-        if expired == 0 {
-            return Ok(None);
-        }
-        reap(tx, now)?;
-        if slots::held(tx, lock, now)?.0 >= max {
-            return Ok(None);
-        }
+    if held < max {
+        return Ok(true);
     }
-    slots::reserve_due(tx, lock, site, now)
+    if expired == 0 {
+        return Ok(false);
+    }
+    reap(tx, now)?;
+    Ok(slots::held(tx, lock, now)?.0 < max)
+}
+
+/// A slot for `endpoint` if its due tasks outnumber the requests on the way.
+fn more_for(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    endpoint: &str,
+    now: Millis,
+) -> Result<Option<Reserved>> {
+    let on_the_way = slots::on_the_way(tx, site, endpoint)?;
+    if queue::due_count(tx, site, endpoint, on_the_way + 1, now)? <= on_the_way {
+        return Ok(None);
+    }
+    let reserved = slots::reserve_for(tx, lock, site, endpoint.to_string(), now)?;
+    Ok(Some(reserved))
 }
 
 /// Consumes a sent slot for the request that carries it (see

@@ -274,7 +274,7 @@ impl Engine {
                 let lock = due.then(|| slots::lock(tx, server)).transpose()?;
                 let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
                 let reserved = if created {
-                    reserve(tx, lock.as_ref(), settings, now)?
+                    reserve(tx, lock.as_ref(), settings, None, now)?
                 } else {
                     None
                 };
@@ -383,10 +383,23 @@ impl Engine {
             let lock = send.then(|| slots::lock(tx, server)).transpose()?;
             delivery::accept(tx, &slot, site, &endpoint, now)?;
             match queue::claim(tx, site, &endpoint, &slot, 1, 0, now)?.pop() {
-                Some(task) => Ok((Some(task), None)),
+                Some(task) => {
+                    let more = match &lock {
+                        Some(lock) => delivery::reserve_more(
+                            tx,
+                            lock,
+                            site,
+                            settings.max_workers,
+                            &endpoint,
+                            now,
+                        )?,
+                        None => None,
+                    };
+                    Ok((Some(task), more))
+                }
                 None => {
                     slots::release(tx, &slot)?;
-                    Ok((None, reserve(tx, lock.as_ref(), settings, now)?))
+                    Ok((None, reserve(tx, lock.as_ref(), settings, None, now)?))
                 }
             }
         })?;
@@ -443,9 +456,9 @@ impl Engine {
                     None,
                 )),
                 Next::Release { slot, wake, .. } => {
-                    slots::release(tx, slot)?;
+                    let served = slots::release(tx, slot)?;
                     purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
-                    let reserved = reserve(tx, lock.as_ref(), settings, now)?;
+                    let reserved = reserve(tx, lock.as_ref(), settings, served.as_deref(), now)?;
                     let wake = match wake {
                         true => next_wake(tx, settings, now)?,
                         false => None,
@@ -525,9 +538,9 @@ impl Engine {
                 }
             }
             let Some(slot) = slot else { return Ok(None) };
-            slots::release(tx, slot)?;
+            let served = slots::release(tx, slot)?;
             purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
-            reserve(tx, lock.as_ref(), settings, now)
+            reserve(tx, lock.as_ref(), settings, served.as_deref(), now)
         })?;
         self.sign(settings, reserved, now)
     }
@@ -542,7 +555,8 @@ impl Engine {
             delivery::reap(tx, now)?;
             purge_expired(tx, settings, now, PURGE_PER_KICK)?;
             let mut out = vec![];
-            while let Some(r) = delivery::reserve(tx, &lock, site, settings.max_workers, now)? {
+            while let Some(r) = delivery::reserve(tx, &lock, site, settings.max_workers, None, now)?
+            {
                 out.push(r);
             }
             Ok(out)
@@ -584,7 +598,7 @@ impl Engine {
             if !delivery::abandon(tx, slot, reason, now)? {
                 return Ok((false, None));
             }
-            Ok((true, reserve(tx, Some(&lock), settings, now)?))
+            Ok((true, reserve(tx, Some(&lock), settings, None, now)?))
         })?;
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }
@@ -650,7 +664,7 @@ impl Engine {
             if queue::retry(tx, settings.site_name(), id, now)?.is_none() {
                 return Ok((false, None));
             }
-            Ok((true, reserve(tx, lock.as_ref(), settings, now)?))
+            Ok((true, reserve(tx, lock.as_ref(), settings, None, now)?))
         })?;
         Ok((requeued, self.sign(settings, reserved, now)?))
     }
@@ -776,15 +790,20 @@ fn next_wake(tx: &mut dyn Tx, settings: &Settings, now: Millis) -> Result<Option
 }
 
 /// Reserves a slot when the transaction took the slot lock (it means to
-/// hand the slot on).
+/// hand the slot on); `busy` is the endpoint this request serves or served
+/// (see [`delivery::reserve`]).
 fn reserve(
     tx: &mut dyn Tx,
     lock: Option<&slots::SlotLock<'_>>,
     settings: &Settings,
+    busy: Option<&str>,
     now: Millis,
 ) -> Result<Option<Reserved>> {
     match lock {
-        Some(lock) => delivery::reserve(tx, lock, settings.site_name(), settings.max_workers, now),
+        Some(lock) => {
+            let site = settings.site_name();
+            delivery::reserve(tx, lock, site, settings.max_workers, busy, now)
+        }
         None => Ok(None),
     }
 }

@@ -136,6 +136,25 @@ macro_rules! next_due_task {
     };
 }
 
+/// How many of `site`'s `endpoint`'s queued tasks are due at `now`,
+/// counting at most `limit` (the claim index is walked no further).
+pub(crate) fn due_count(
+    tx: &mut dyn Tx,
+    site: &str,
+    endpoint: &str,
+    limit: i64,
+    now: Millis,
+) -> Result<i64> {
+    Ok(tx
+        .int(
+            "SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_claim
+                WHERE state = 'queued' AND site = ?1 AND endpoint = ?2 AND due_at <= ?3
+                LIMIT ?4) AS due",
+            args![site, endpoint, now, limit],
+        )?
+        .unwrap_or(0))
+}
+
 /// Claims the endpoint's next due tasks (priority first, then due time),
 /// up to `max`, for the request holding `slot`, each under a lease. A
 /// schedule's pending occurrence queues the schedule's next one in the same

@@ -80,16 +80,40 @@ pub(crate) fn reserve_due(
     now: Millis,
 ) -> Result<Option<Reserved>> {
     let endpoint = tx.text(DUE_FIRST, args![now, site])?;
-    let Some(endpoint) = endpoint else {
-        return Ok(None);
-    };
+    match endpoint {
+        Some(endpoint) => Ok(Some(reserve_for(tx, lock, site, endpoint, now)?)),
+        None => Ok(None),
+    }
+}
+
+/// Reserves a slot of the locked server (the caller checked that one is
+/// free) for `site`'s `endpoint`, which stops being due until its request
+/// arrives.
+pub(crate) fn reserve_for(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    endpoint: String,
+    now: Millis,
+) -> Result<Reserved> {
     let slot = crate::id::random_hex(16);
     tx.execute(
         SEND_SLOT,
         args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now, site],
     )?;
     tx.execute(NOT_DUE, args![site, &endpoint])?;
-    Ok(Some(Reserved { slot, endpoint }))
+    Ok(Reserved { slot, endpoint })
+}
+
+/// How many requests to `site`'s `endpoint` are on the way (sent, not yet
+/// accepted), any server's.
+pub(crate) fn on_the_way(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<i64> {
+    Ok(tx
+        .int(
+            "SELECT count(*) FROM slots WHERE site = ?1 AND endpoint = ?2 AND state = 'sent'",
+            args![site, endpoint],
+        )?
+        .unwrap_or(0))
 }
 
 /// Consumes a sent slot for the request that carries it: it becomes
@@ -134,10 +158,13 @@ pub(crate) fn hold_until(tx: &mut dyn Tx, slot: &str, until: Millis) -> Result<(
     Ok(())
 }
 
-/// Frees an accepted slot (sent ones are given up with [`abandon`]).
-pub(crate) fn release(tx: &mut dyn Tx, slot: &str) -> Result<()> {
-    tx.execute("DELETE FROM slots WHERE id = ?1", args![slot])?;
-    Ok(())
+/// Frees an accepted slot (sent ones are given up with [`abandon`]) and
+/// returns the endpoint it served (`None`: no such slot).
+pub(crate) fn release(tx: &mut dyn Tx, slot: &str) -> Result<Option<String>> {
+    tx.text(
+        "DELETE FROM slots WHERE id = ?1 RETURNING endpoint",
+        args![slot],
+    )
 }
 
 /// Frees a sent slot (its request never reached `accept()`) and returns its

@@ -876,3 +876,68 @@ fn tasks_claimed_ahead_and_never_started_go_back_unharmed_when_the_request_dies(
         Err(Error::NotHeld(_))
     ));
 }
+
+#[test]
+fn a_queue_with_due_work_fans_out_to_max_workers_requests_and_no_further() {
+    let dir = TempDir::new("fanout");
+    let mut s = settings(&dir.db());
+    s.max_workers = 3;
+    let mut e = Engine::open(&s).unwrap();
+    let spec = |name| TaskSpec::new("/w.php", name, "[]");
+    for name in ["t1", "t2", "t3", "t4", "t5"] {
+        let queued = e.defer(&s, None, &spec(name), &DeferOptions::default(), false, T0);
+        assert!(queued.unwrap().dispatch.is_none(), "nothing sent yet");
+    }
+    // The cron entry sends one request; the endpoint stops being due.
+    let sent = e.kick(&s, T0 + 1).unwrap();
+    assert_eq!(sent.len(), 1);
+    // Each request that finds more due tasks than requests on the way
+    // sends one more as it claims its task, until the slots are all held.
+    let a = e.accept(&s, &received(&sent[0]), true, T0 + 2).unwrap();
+    let b = e
+        .accept(
+            &s,
+            &received(a.dispatch.as_ref().expect("t2..t5 wait")),
+            true,
+            T0 + 3,
+        )
+        .unwrap();
+    let c = e
+        .accept(
+            &s,
+            &received(b.dispatch.as_ref().expect("t3..t5 wait")),
+            true,
+            T0 + 4,
+        )
+        .unwrap();
+    assert!(c.dispatch.is_none(), "three slots, all held");
+    let names: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.task.as_ref().unwrap().name.clone())
+        .collect();
+    assert_eq!(names, ["t1", "t2", "t3"]);
+    let end = |e: &mut Engine, r: &async_engine_core::Accepted, now| {
+        let release = Next::Release {
+            slot: &r.slot,
+            send: true,
+            wake: false,
+        };
+        let ran = [(r.task.clone().unwrap(), None)];
+        e.finish_batch(&s, &ran, release, now).unwrap().dispatch
+    };
+    // a's slot goes to the endpoint, due again since c claimed (t4, t5).
+    let d = end(&mut e, &a, T0 + 5).expect("handed over");
+    // d's request, on the way, hides the endpoint; b's slot goes to it
+    // all the same, since two tasks are due and one request is coming.
+    let f = end(&mut e, &b, T0 + 6).expect("one more for the busy endpoint");
+    assert_eq!(
+        (d.endpoint.as_str(), f.endpoint.as_str()),
+        ("/w.php", "/w.php")
+    );
+    // Two requests on the way for two due tasks: c's slot is freed.
+    assert!(
+        end(&mut e, &c, T0 + 7).is_none(),
+        "no request without a task"
+    );
+    assert_eq!(e.stats(&s, T0 + 7).unwrap().in_flight, 2);
+}
