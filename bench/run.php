@@ -33,10 +33,10 @@ if (($argv[1] ?? '') === '--render') {
 }
 $smoke = in_array('--smoke', $argv, true);
 $p = $smoke
-    ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'idle' => 20, 'backlog' => 200,
+    ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'slow' => 40, 'idle' => 20, 'backlog' => 200,
         'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000,
         'hub_idle' => 200, 'hub_subscribers' => 20, 'hub_events' => 50]
-    : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'idle' => 200,
+    : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'slow' => 1000, 'idle' => 200,
         'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
         'per_deferrer' => 500, 'schedules' => 10000, 'hub_idle' => 5000, 'hub_subscribers' => 100, 'hub_events' => 500];
 $started = microtime(true);
@@ -109,11 +109,16 @@ $results['throughput'] = [
     'drain_single' => throughput($p['tasks'], '/tasks.php?batch=1', true),
     'drain_batched' => throughput($p['tasks'], '/tasks.php', true),
     'hello' => ab($server->url('/hello.php'), $p['tasks']),
+    'slow_tasks' => $p['slow'],
+    'slow' => throughput($p['slow'], '/tasks.php', true, 'sleep20'),
+    'slow_page' => ab($server->url('/sleep.php'), $p['slow']),
 ];
 printf("  from a backlog: one task per request %.0f tasks/s, serve() defaults %.0f tasks/s; deferred and run: %.0f and "
     . "%.0f tasks/s; hello.php %.0f requests/s\n", $results['throughput']['drain_single'],
     $results['throughput']['drain_batched'], $results['throughput']['single'], $results['throughput']['batched'],
     $results['throughput']['hello']);
+printf("  tasks of 20 ms from a backlog %.0f tasks/s; a 20-ms page %.0f requests/s\n", $results['throughput']['slow'],
+    $results['throughput']['slow_page']);
 
 step('enqueue-to-start latency');
 $stamps = "$work/stamps-idle.txt";
@@ -251,9 +256,9 @@ function settle(float $limit): float
  * No-op tasks completed per second, deferred and run, or from a backlog
  * (see noopsPerSecond(); section 1 measures the cost of deferring them).
  */
-function throughput(int $n, string $endpoint, bool $backlog = false): float
+function throughput(int $n, string $endpoint, bool $backlog = false, string $task = 'noop'): float
 {
-    return noopsPerSecond($n, $endpoint, $backlog ? 0.0003 : null, fn () => settle(600));
+    return noopsPerSecond($n, $endpoint, $backlog ? 0.0003 : null, fn () => settle(600), $task);
 }
 
 /** Requests per second of ab at concurrency 4. */
@@ -399,6 +404,9 @@ function goals(array $r): array
             sprintf('%.0f/s', $t['hello']), $t['batched'] / $t['hello'], '≥ 1.0×', $t['batched'] >= $t['hello']),
         $goal('tasks/s deferred and run, one per request, vs hello.php requests/s', sprintf('%.0f/s', $t['single']),
             sprintf('%.0f/s', $t['hello']), $t['single'] / $t['hello'], '≥ 0.5×', $t['single'] >= 0.5 * $t['hello']),
+        $goal('tasks of 20 ms from a backlog (serve() defaults) vs a 20-ms page under ab -c 4',
+            sprintf('%.0f/s', $t['slow']), sprintf('%.0f/s', $t['slow_page']), $t['slow'] / $t['slow_page'], '≥ 0.9×',
+            $t['slow'] >= 0.9 * $t['slow_page']),
         $goal("tasks/s with {$c['processes']} processes deferring vs uncontended (serve() defaults)",
             sprintf('%.0f/s', $c['done_per_s']), sprintf('%.0f/s', $t['batched']), $c['done_per_s'] / $t['batched'],
             '≥ 0.5×', $c['done_per_s'] >= 0.5 * $t['batched']),

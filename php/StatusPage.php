@@ -589,12 +589,18 @@ final class StatusPage
         return htmlspecialchars((string) $s, ENT_QUOTES | ENT_SUBSTITUTE, 'UTF-8');
     }
 
-    /** @param array<string, mixed> $data */
+    /**
+     * Times stay floats in JSON even on a whole second (a reader's types
+     * do not change with the clock).
+     *
+     * @param array<string, mixed> $data
+     */
     private static function json(array $data): string
     {
         return json_encode(
             $data,
-            JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE | JSON_THROW_ON_ERROR
+            JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE | JSON_PRESERVE_ZERO_FRACTION
+                | JSON_THROW_ON_ERROR
         ) . "\n";
     }
 

@@ -38,18 +38,19 @@ function waitIdle(\PDOStatement $pending, float $limit, float $poll): float
 }
 
 /**
- * No-op tasks completed per second; $wait waits until they are done.
+ * Tasks ($task: no-op ones unless named) completed per second; $wait waits
+ * until they are done.
  * Deferred and run ($backlogPerTask null): timed from the first defer().
  * From a backlog: the tasks are queued due at one instant (`at`), allowing
  * $backlogPerTask seconds per defer() plus 0.5 s, and timed from that
  * instant, so the server alone is measured and the cost of deferring them
  * is not.
  */
-function noopsPerSecond(int $n, string $endpoint, ?float $backlogPerTask, callable $wait): float
+function noopsPerSecond(int $n, string $endpoint, ?float $backlogPerTask, callable $wait, string $task = 'noop'): float
 {
     $at = microtime(true) + ($backlogPerTask === null ? 0 : 0.5 + $n * $backlogPerTask);
     for ($i = 0; $i < $n; $i++) {
-        Engine::defer($endpoint, 'noop', [], $backlogPerTask === null ? [] : ['at' => $at]);
+        Engine::defer($endpoint, $task, [], $backlogPerTask === null ? [] : ['at' => $at]);
     }
     if ($backlogPerTask !== null && microtime(true) >= $at) {
         throw new \RuntimeException("deferring the backlog took longer than its margin ($backlogPerTask s a task)");

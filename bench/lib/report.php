@@ -70,6 +70,12 @@ function markdown(array $r): string
         'batched' => 'tasks deferred and run, `serve()` defaults'] as $k => $label) {
         $md .= sprintf("| %s | %.0f | %.2f× |\n", $label, $t[$k], $t[$k] / $t['hello']);
     }
+    $md .= "\nTasks that take time use the server's workers side by side: {$t['slow_tasks']} tasks that each sleep "
+        . "20 ms, from a backlog with `serve()`'s defaults, against `sleep.php`, a page that sleeps 20 ms, under "
+        . "`ab -c 4 -n {$t['slow_tasks']}` (4 workers: at most 200 per second either way).\n\n"
+        . "| | per second | vs sleep.php |\n|---|---|---|\n"
+        . sprintf("| sleep.php requests | %.0f | 1.00× |\n", $t['slow_page'])
+        . sprintf("| 20-ms tasks from a backlog | %.0f | %.2f× |\n", $t['slow'], $t['slow'] / $t['slow_page']);
 
     $l = $r['latency'];
     $md .= "\n## 3. Latency: enqueue to start\n\n"

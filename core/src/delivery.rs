@@ -36,7 +36,7 @@ pub(crate) fn reserve(
 /// Reserves a slot of the locked server, if one is free, for one more
 /// request to `site`'s `endpoint` while it has more due tasks than
 /// requests on the way to it: the requests of a queue that holds work fan
-/// out to `max_workers` (see docs/architecture.md, "Fan-out").
+/// out to `max_workers` (see docs/architecture.md, "Fan-out of task requests").
 pub(crate) fn reserve_more(
     tx: &mut dyn Tx,
     lock: &SlotLock<'_>,

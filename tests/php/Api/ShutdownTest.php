@@ -70,7 +70,8 @@ final class ShutdownTest extends EngineTestCase
         // The first quick task makes serve() claim the other three ahead in
         // one write; the second ends the request.
         [$code, $out, $err] = $this->runPhp($this->endpointScript(
-            'AsyncEngine\Engine::serve(["ok" => function () { echo "ok "; },
+            'AsyncEngine\Engine::configure(["max_workers" => 1]);
+            AsyncEngine\Engine::serve(["ok" => function () { echo "ok "; },
                 "exit" => function () { exit(3); }]);'
         ));
         $this->assertSame('ok ', $out, $err);

@@ -11,4 +11,9 @@ final class NginxFpmDynamicDispatchTest extends NginxFpmDispatchTest
     {
         return 'dynamic';
     }
+
+    protected function workersAtOnce(): int
+    {
+        return 2; // pm.start_servers: the pool adds more at most one a second
+    }
 }

@@ -124,6 +124,35 @@ abstract class DispatchTestCase extends EngineTestCase
         $this->assertSame(0, $stats['in_flight']);
     }
 
+    /** How many requests the server runs at once from its start (4 workers, max_workers 4). */
+    protected function workersAtOnce(): int
+    {
+        return 4;
+    }
+
+    public function testABacklogRunsOnMaxWorkersRequestsAtOnce(): void
+    {
+        // Due together in a second, so no defer() sends: the queue's first
+        // request comes from a worker's timer, and the requests that claim
+        // tasks send the others.
+        $at = microtime(true) + 1;
+        for ($i = 0; $i < 8; $i++) {
+            Engine::defer('/worker.php', 'append',
+                ['file' => $this->effects, 'line' => "backlog $i", 'sleep' => 0.3, 'deferred_at' => $at], ['at' => $at]);
+        }
+        $this->deferFromPage(['n' => 0]); // the workers watch the queue from now on
+        $stats = $this->waitUntilSettled(20);
+        $this->assertSame(8, $stats['done'], json_encode($stats));
+        $starts = array_column($this->effects(), 1);
+        sort($starts);
+        // As many tasks as the server has workers started before the first
+        // of them (0.3 s long) ended.
+        $together = count(array_filter($starts, fn (float $s) => $s < $starts[0] + 0.3));
+        fwrite(STDERR, sprintf("\n[%s] 8 tasks of 0.3 s from a backlog: %d ran side by side, all done %.2f s after the first start\n",
+            static::class, $together, max($starts) + 0.3 - $starts[0]));
+        $this->assertGreaterThanOrEqual($this->workersAtOnce(), $together, 'starts: ' . json_encode(array_map(fn ($s) => round($s - $starts[0], 3), $starts)));
+    }
+
     public function testAPageDoesNotWaitForTheTasksItDefers(): void
     {
         $this->server->request('/defer.php?n=0');
