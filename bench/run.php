@@ -282,14 +282,22 @@ function latencies(string $file): array
     return ['tasks' => count($ms), 'p50_ms' => percentile($ms, 0.5), 'p99_ms' => percentile($ms, 0.99)];
 }
 
-/** Runs a PHP script with this process's ini; returns its JSON output. */
+/**
+ * Runs a PHP script with this process's ini; returns its JSON output (its
+ * standard output: what it logs, such as deliveries to the black hole that
+ * timed out, goes to its standard error and into the exception if it fails).
+ */
 function php(array $args): mixed
 {
-    $cmd = implode(' ', array_map('escapeshellarg', [PHP_BINARY, ...$args])) . ' 2>&1';
-    exec($cmd, $out, $code);
-    $json = json_decode((string) end($out), true);
+    $errFile = tempnam(sys_get_temp_dir(), 'async-engine-bench-err');
+    $process = proc_open([PHP_BINARY, ...$args], [1 => ['pipe', 'w'], 2 => ['file', $errFile, 'w']], $pipes);
+    $out = stream_get_contents($pipes[1]);
+    $code = proc_close($process);
+    $err = (string) file_get_contents($errFile);
+    unlink($errFile);
+    $json = json_decode((string) $out, true);
     if ($code !== 0 || $json === null) {
-        throw new \RuntimeException("$cmd: exit $code\n" . implode("\n", $out));
+        throw new \RuntimeException(implode(' ', $args) . ": exit $code\n$out\n$err");
     }
     return $json;
 }

@@ -164,8 +164,9 @@ function whyMissed(array $r): string
             . 'a request of its own for each task. From a backlog the same server runs them faster than hello.php.',
         'one per request' => 'Each task is a full request through nginx and php-fpm, like `hello.php`, plus '
             . 'two writes on the shared database (claim; end of the task with the slot handed to the next request), '
-            . 'each a WAL commit of several pages (about 70 KB written per task), and a slot is busy from the '
-            . 'moment its request is reserved until that second write; the cores sit about a third idle.',
+            . 'each a WAL commit of several pages, and the signed request the engine sends for the next one. A '
+            . 'backlog keeps all 4 slots busy (its requests fan out), but most of a slot\'s time is its request on '
+            . 'the way, and four workers writing one SQLite file take turns: about one busy nap per task.',
         'RSS' => 'The extension\'s code (2.6 MB, size-optimised, mapped in every worker), libsqlite3, its background '
             . 'thread and runtime, and two SQLite connections per worker (the pages\' and the background thread\'s, '
             . '512 KiB of page cache each) make up the difference.',
