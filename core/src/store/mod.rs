@@ -8,6 +8,7 @@ use crate::queue::NewTask;
 use crate::settings::Settings;
 use crate::slots::Reserved;
 
+mod checkpoint;
 pub mod pg;
 mod pg_defer;
 pub(crate) mod schema;

@@ -4,6 +4,7 @@
 use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
+use crate::store::checkpoint;
 use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
 use crate::store::Store;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -39,7 +40,11 @@ fn napped_us(count: i32) -> u64 {
 /// these short transactions whenever two processes write at once. Gives up
 /// once the busy timeout is spent.
 fn busy_wait(count: i32) -> bool {
-    if napped_us(count) >= BUSY_TIMEOUT_US.load(Ordering::Relaxed) {
+    let limit = match checkpoint::restarting() {
+        true => checkpoint::RESTART_WAIT.as_micros() as u64,
+        false => BUSY_TIMEOUT_US.load(Ordering::Relaxed),
+    };
+    if napped_us(count) >= limit {
         return false;
     }
     let nap = if count < 6 { 20u64 << count } else { 1000 };
@@ -107,6 +112,7 @@ impl SqliteStore {
             .into()));
         }
         set_busy(&conn, settings.busy_timeout).map_err(|e| ctx(e.into()))?;
+        conn.wal_hook(Some(checkpoint::after_commit));
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
             conn,
