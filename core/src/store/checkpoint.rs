@@ -6,9 +6,10 @@
 //! after 40,000 tasks on 4 workers, and each process's mapping of its
 //! index, `-shm`, with it), and every commit of every process ran a
 //! checkpoint with its `fsync`. Instead, a commit that finds the log past
-//! [`CHECKPOINT_FRAMES`] copies it all and has it start over, waiting
-//! briefly for readers to move on; one that cannot (another process is at
-//! it, or a reader is slow) leaves it to the next commits (see
+//! [`CHECKPOINT_FRAMES`] copies what it can, then the rest, and has it
+//! start over, waiting briefly for readers to move on; one that cannot
+//! (another process is at it, or a reader is slow) leaves it to the next
+//! commits (see
 //! docs/architecture.md, "The write-ahead log").
 
 use rusqlite::hooks::{CheckpointMode, Wal};
@@ -48,9 +49,14 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     if frames < CHECKPOINT_FRAMES || PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t)) {
         return Ok(());
     }
-    RESTARTING.with(|r| r.set(true));
-    let restarted = wal.checkpoint_v2(CheckpointMode::RESTART);
-    RESTARTING.with(|r| r.set(false));
+    // Copied first without holding other writers back, so the restart
+    // that does hold them has little or nothing left to copy and sync.
+    let restarted = wal.checkpoint_v2(CheckpointMode::PASSIVE).and_then(|_| {
+        RESTARTING.with(|r| r.set(true));
+        let restarted = wal.checkpoint_v2(CheckpointMode::RESTART);
+        RESTARTING.with(|r| r.set(false));
+        restarted
+    });
     if restarted.is_err() {
         PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE)));
     }
