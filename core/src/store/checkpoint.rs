@@ -9,8 +9,7 @@
 //! [`CHECKPOINT_FRAMES`] copies what it can, then the rest, and has it
 //! start over, waiting briefly for readers to move on; one that cannot
 //! (another process is at it, or a reader is slow) leaves it to the next
-//! commits (see
-//! docs/architecture.md, "The write-ahead log").
+//! commits (see docs/architecture.md, "The write-ahead log").
 
 use rusqlite::hooks::{CheckpointMode, Wal};
 use std::cell::Cell;
