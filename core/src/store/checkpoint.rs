@@ -44,8 +44,11 @@ pub(crate) fn restarting() -> bool {
 /// the commit. It never returns an error: the commit has happened, and a
 /// later one tries again.
 pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames < CHECKPOINT_FRAMES {
+        return Ok(());
+    }
     let now = Instant::now();
-    if frames < CHECKPOINT_FRAMES || PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t)) {
+    if PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t)) {
         return Ok(());
     }
     // Copied first without holding other writers back, so the restart
