@@ -16,6 +16,12 @@ use Symbiote\QueuedJobs\Services\QueuedJobService;
  * is waiting to start (new or paused for a restart) and due. A job that
  * stops to release memory or time (status Wait) gets a new task at once; one
  * moved to a later StartAfter gets a task at that time.
+ *
+ * QueuedJobs swallows a failure to take its job lock (it logs it at debug
+ * level only). On SQLite that happens whenever another process is writing at
+ * that instant, since a read transaction cannot then become a write one; a
+ * job left new and unlocked after runJob() therefore fails this task, and the
+ * engine retries it after its backoff instead of the job waiting for ever.
  */
 class RunQueuedJob implements AsyncTask
 {
@@ -42,6 +48,9 @@ class RunQueuedJob implements AsyncTask
         $after = QueuedJobDescriptor::get()->byID($id);
         if ($after && $after->JobStatus === QueuedJob::STATUS_WAIT) {
             Async::defer(self::class, ['job' => $id]);
+        } elseif ($after && $after->JobStatus === QueuedJob::STATUS_NEW && !$after->Worker) {
+            throw new \RuntimeException("QueuedJobs job $id did not start: its job lock could not be taken "
+                . '(on SQLite, most often another process writing at that instant); it is retried');
         }
     }
 }

@@ -77,6 +77,36 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertStringContainsString('record written', $jobs[0]['SavedJobMessages'], 'QueuedJobs kept its own log');
     }
 
+    public function testAQueuedJobThatCannotTakeItsLockIsRetriedNotLost(): void
+    {
+        $id = (int) $this->page('/async-test/queuejob?title=job-locked&delay=2');
+        // Another process holds the site database's write lock when the job is due: QueuedJobs'
+        // job lock (a read transaction that then writes) fails at once, and QueuedJobs only logs it.
+        $writer = new \PDO('sqlite:' . self::$site->dir . '/db/site.sqlite', null, null, [\PDO::ATTR_TIMEOUT => 10]);
+        $writer->setAttribute(\PDO::ATTR_ERRMODE, \PDO::ERRMODE_EXCEPTION);
+        $writer->exec('BEGIN IMMEDIATE');
+        $deadline = microtime(true) + 15;
+        try {
+            do {
+                usleep(50000);
+                $failed = array_values(array_filter(Engine::tasks('queued', 50), fn (array $task): bool =>
+                    ($task['args']['job'] ?? null) === $id && $task['last_error'] !== null));
+            } while (!$failed && microtime(true) < $deadline);
+        } finally {
+            $writer->exec('COMMIT');
+        }
+        $this->assertNotEmpty($failed, 'the run that met the lock failed its task: '
+            . json_encode([Engine::tasks('done', 10), Engine::tasks('queued', 10)]) . "\n" . self::$server->log());
+        $this->assertStringContainsString("QueuedJobs job $id did not start", $failed[0]['last_error']);
+        $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-locked', 30), self::$server->log());
+        $deadline = microtime(true) + 10;
+        do {
+            $status = self::$site->query("SELECT JobStatus FROM QueuedJobDescriptor WHERE ID = $id")[0]['JobStatus'] ?? null;
+            usleep(50000);
+        } while ($status !== 'Complete' && microtime(true) < $deadline);
+        $this->assertSame('Complete', $status);
+    }
+
     public function testRequestsFromOutsideAreForbiddenAndChangeNothing(): void
     {
         $id = $this->page('/async-test/defer?title=untouched&delay=3600');
