@@ -52,14 +52,16 @@ foreach (bursts() as $value => [$label]) {
 $maxWorkers = (int) ini_get('async_engine.max_workers');
 $database = ini_get('async_engine.database') ?: '(not set)';
 // The live feed: what tasks publish, pushed by the hub one of the server's
-// own PHP workers hosts (async_engine.hub_listen), no polling.
+// own PHP workers hosts (async_engine.hub_listen), no polling. It starts from
+// the hub's history (lastEventID=earliest): each button reloads the page, and
+// a burst's first tasks end before the new page has subscribed.
 $hubPort = (int) substr((string) strrchr((string) ini_get('async_engine.hub_listen'), ':'), 1);
 $feed = $hubPort === 0 ? '' : <<<HTML
     <section class="demo-feed"><h2>Live feed <small>pushed through the hub on port {$hubPort}</small></h2>
     <ol id="live"></ol></section>
     <script>
     (function () {
-      var url = location.protocol + '//' + location.hostname + ':{$hubPort}/.well-known/mercure?topic=demo%2Ftasks';
+      var url = location.protocol + '//' + location.hostname + ':{$hubPort}/.well-known/mercure?topic=demo%2Ftasks&lastEventID=earliest';
       var list = document.getElementById('live');
       new EventSource(url).addEventListener('task', function (e) {
         var item = document.createElement('li');
