@@ -78,7 +78,12 @@ final class DemoTest extends TestCase
         );
         $this->assertSame('29', $browser->text('[data-total=done]'), 'the chart counts them');
         // The live feed got what the tasks published, pushed through the hub.
-        $feed = (string) $browser->waitFor(fn (Chromium $b) => $b->count('#live li') >= 8 ? $b->text('#live') : null, 10, 'the live feed');
+        try {
+            $feed = (string) $browser->waitFor(fn (Chromium $b) => $b->count('#live li') >= 8 ? $b->text('#live') : null, 10, 'the live feed');
+        } catch (\RuntimeException $e) {
+            $this->fail($e->getMessage() . ': ' . json_encode([$browser->text('#live'), $browser->text('.ae-hub')])
+                . "\n" . $this->log() . "\n" . @file_get_contents("$tmp/server.log"));
+        }
         $this->assertMatchesRegularExpression('~(fast|slow) #\d+ done in \d+ ms~', $feed);
         $this->assertSame(3, $browser->count('.ae-dead-list tr[data-state=dead]'));
         $dead = (string) $browser->text('.ae-dead-list');
