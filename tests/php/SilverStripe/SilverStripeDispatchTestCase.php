@@ -67,11 +67,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->record('job-now'));
         $this->assertNull(self::$site->record('job-later'), 'not before its StartAfter');
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-later'));
-        $deadline = microtime(true) + 10;
-        do {
-            $jobs = self::$site->query("SELECT ID, JobStatus, StartAfter, JobFinished, SavedJobMessages FROM QueuedJobDescriptor WHERE ID IN ($now, $later) ORDER BY ID");
-            usleep(50000);
-        } while (array_column($jobs, 'JobStatus') !== ['Complete', 'Complete'] && microtime(true) < $deadline);
+        $jobs = $this->waitForJobsComplete((int) $now, (int) $later);
         $this->assertSame(['Complete', 'Complete'], array_column($jobs, 'JobStatus'), json_encode($jobs));
         $this->assertGreaterThanOrEqual($jobs[1]['StartAfter'], $jobs[1]['JobFinished'], 'the scheduled job ran at its time');
         $this->assertStringContainsString('record written', $jobs[0]['SavedJobMessages'], 'QueuedJobs kept its own log');
@@ -82,8 +78,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $id = (int) $this->page('/async-test/queuejob?title=job-locked&delay=2');
         // Another process holds the site database's write lock when the job is due: QueuedJobs'
         // job lock (a read transaction that then writes) fails at once, and QueuedJobs only logs it.
-        $writer = new \PDO('sqlite:' . self::$site->dir . '/db/site.sqlite', null, null, [\PDO::ATTR_TIMEOUT => 10]);
-        $writer->setAttribute(\PDO::ATTR_ERRMODE, \PDO::ERRMODE_EXCEPTION);
+        $writer = self::$site->connect();
         $writer->exec('BEGIN IMMEDIATE');
         $deadline = microtime(true) + 15;
         try {
@@ -99,12 +94,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
             . json_encode([Engine::tasks('done', 10), Engine::tasks('queued', 10)]) . "\n" . self::$server->log());
         $this->assertStringContainsString("QueuedJobs job $id did not start", $failed[0]['last_error']);
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-locked', 30), self::$server->log());
-        $deadline = microtime(true) + 10;
-        do {
-            $status = self::$site->query("SELECT JobStatus FROM QueuedJobDescriptor WHERE ID = $id")[0]['JobStatus'] ?? null;
-            usleep(50000);
-        } while ($status !== 'Complete' && microtime(true) < $deadline);
-        $this->assertSame('Complete', $status);
+        $this->assertSame(['Complete'], array_column($this->waitForJobsComplete($id), 'JobStatus'));
     }
 
     public function testRequestsFromOutsideAreForbiddenAndChangeNothing(): void
@@ -233,6 +223,19 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
      * @param array<string, string>|null $post form fields to POST
      * @return array{int, string, array<string, string>} status, body, headers (lower-case names)
      */
+    /** Waits (bounded, 10 s) until the QueuedJobs jobs are all Complete; returns their rows by ID. */
+    private function waitForJobsComplete(int ...$ids): array
+    {
+        $in = implode(', ', $ids);
+        $deadline = microtime(true) + 10;
+        do {
+            $jobs = self::$site->query('SELECT ID, JobStatus, StartAfter, JobFinished, SavedJobMessages '
+                . "FROM QueuedJobDescriptor WHERE ID IN ($in) ORDER BY ID");
+            usleep(50000);
+        } while (array_column($jobs, 'JobStatus') !== array_fill(0, count($ids), 'Complete') && microtime(true) < $deadline);
+        return $jobs;
+    }
+
     private function browse(string $path, ?array $post = null): array
     {
         $jar = self::$site->dir . '/cookies.txt';

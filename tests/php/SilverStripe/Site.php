@@ -92,19 +92,24 @@ final class Site
         return $this->dir . '/.async-engine/engine.sqlite';
     }
 
-    /** Rows of a query on the site's own database. */
-    public function query(string $sql): array
+    /** A new connection to the site's own database (errors throw; waits up to 10 s for a lock). */
+    public function connect(): PDO
     {
         $pdo = new PDO('sqlite:' . $this->dir . '/db/site.sqlite', null, null, [PDO::ATTR_TIMEOUT => 10]);
         $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
-        return $pdo->query($sql)->fetchAll(PDO::FETCH_ASSOC);
+        return $pdo;
+    }
+
+    /** Rows of a query on the site's own database. */
+    public function query(string $sql): array
+    {
+        return $this->connect()->query($sql)->fetchAll(PDO::FETCH_ASSOC);
     }
 
     /** WrittenBy of the AsyncTestRecord titled `$title`, or null while there is none. */
     public function record(string $title): ?string
     {
-        $pdo = new PDO('sqlite:' . $this->dir . '/db/site.sqlite', null, null, [PDO::ATTR_TIMEOUT => 10]);
-        $stmt = $pdo->prepare('SELECT WrittenBy FROM AsyncTestRecord WHERE Title = ?');
+        $stmt = $this->connect()->prepare('SELECT WrittenBy FROM AsyncTestRecord WHERE Title = ?');
         $stmt->execute([$title]);
         $found = $stmt->fetchColumn();
         return $found === false ? null : (string) $found;
