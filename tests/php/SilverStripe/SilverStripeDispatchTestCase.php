@@ -98,6 +98,31 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $this->assertSame(['Complete'], array_column($this->waitForJobsComplete($id), 'JobStatus'));
     }
 
+    public function testAQueuedJobWhoseLockIsBusyForAMomentStartsInTheSameRequest(): void
+    {
+        $id = (int) $this->page('/async-test/queuejob?title=job-brief-lock&delay=2');
+        $ofJob = fn (array $task): bool => ($task['args']['job'] ?? null) === $id;
+        $writer = self::$site->connect();
+        $writer->exec('BEGIN IMMEDIATE');
+        $deadline = microtime(true) + 15;
+        try {
+            // Released 0.1 s after the task started: its first try of the job lock meets the
+            // write lock, a later try in the same request (0.05, 0.15, 0.3 s on) gets it.
+            do {
+                usleep(10000);
+                $running = array_filter(Engine::tasks('running', 50), $ofJob);
+            } while (!$running && microtime(true) < $deadline);
+            usleep(100000);
+        } finally {
+            $writer->exec('COMMIT');
+        }
+        $this->assertNotEmpty($running, 'the job\'s task started: ' . self::$server->log());
+        $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-brief-lock', 30), self::$server->log());
+        $task = $this->waitForState(array_values($running)[0]['id'], 'done');
+        $this->assertSame([1, null], [$task['attempt'], $task['last_error']], 'no failed attempt');
+        $this->assertSame(['Complete'], array_column($this->waitForJobsComplete($id), 'JobStatus'));
+    }
+
     public function testRequestsFromOutsideAreForbiddenAndChangeNothing(): void
     {
         $id = $this->page('/async-test/defer?title=untouched&delay=3600');
