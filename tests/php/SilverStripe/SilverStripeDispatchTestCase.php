@@ -107,7 +107,8 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $deadline = microtime(true) + 15;
         try {
             // Released 0.1 s after the task started: its first try of the job lock meets the
-            // write lock, a later try in the same request (0.05, 0.15, 0.3 s on) gets it.
+            // write lock, a later try in the same request (0.2, 0.6, 1.2 s on, as the test
+            // app's config says) gets it.
             do {
                 usleep(10000);
                 $running = array_filter(Engine::tasks('running', 50), $ofJob);
