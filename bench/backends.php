@@ -83,6 +83,37 @@ function deferCost(string $database, string $blackHole, int $calls, ?string $so 
     return json_decode($out, true);
 }
 
+/** Nanosecond samples of a bare round trip to PostgreSQL: PDO `SELECT 1`, prepared once. */
+function roundTrips(string $database, int $calls): array
+{
+    $select = open($database)->prepare('SELECT 1');
+    $ns = [];
+    for ($i = 0; $i < $calls + 200; $i++) {
+        $t = hrtime(true);
+        $select->execute();
+        $select->fetchColumn();
+        $ns[] = hrtime(true) - $t;
+    }
+    return array_slice($ns, 200);
+}
+
+/**
+ * Runs $measure with one core kept busy by a spinning PHP process (ours,
+ * stopped by pid, and ending by itself after 10 minutes at the latest).
+ */
+function withBusyCore(callable $measure): mixed
+{
+    $spin = proc_open([PHP_BINARY, '-n', '-r', '$end = microtime(true) + 600; while (microtime(true) < $end) {}'],
+        [], $pipes);
+    usleep(200000);
+    try {
+        return $measure();
+    } finally {
+        proc_terminate($spin);
+        proc_close($spin);
+    }
+}
+
 function summary(array $ns): array
 {
     sort($ns);
@@ -108,12 +139,25 @@ $dbs = [
     'sqlite' => $backends['sqlite']('defer'),
     'postgres' => $backends['postgres']('defer'),
     'sqlite-before' => $backends['sqlite']('defer-before'),
+    // Apart, so no database holds more than max_queued tasks.
+    'sqlite-busy' => $backends['sqlite']('defer_busy'),
+    'postgres-busy' => $backends['postgres']('defer_busy'),
 ];
-$samples = array_fill_keys(array_keys($variants), []);
+// Each round also times a bare round trip to PostgreSQL, and all of it again
+// with one core kept busy: on a virtual machine an idle core takes tens of µs
+// to wake, and a round trip wakes the server's process and the caller.
+$samples = array_fill_keys([...array_keys($variants), 'roundtrip', 'sqlite-busy', 'postgres-busy', 'roundtrip-busy'], []);
 for ($round = 0; $round < $p['rounds']; $round++) {
     foreach ($variants as $variant => $so) {
         array_push($samples[$variant], ...deferCost($dbs[$variant], $blackHole, $p['calls'], $so));
     }
+    array_push($samples['roundtrip'], ...roundTrips($dbs['postgres'], $p['calls']));
+    withBusyCore(function () use (&$samples, $dbs, $blackHole, $p): void {
+        foreach (['sqlite', 'postgres'] as $variant) {
+            array_push($samples["$variant-busy"], ...deferCost($dbs["$variant-busy"], $blackHole, $p['calls']));
+        }
+        array_push($samples['roundtrip-busy'], ...roundTrips($dbs['postgres'], $p['calls']));
+    });
 }
 $results = ['params' => $p, 'before' => getenv('BEFORE_COMMIT') ?: null];
 foreach ($samples as $variant => $ns) {
@@ -169,6 +213,11 @@ $rows = [
         sprintf('%.2f×', $d['postgres']['median_us'] / $d['sqlite']['median_us'])],
     ['defer() p99 (CLI)', sprintf('%.1f µs', $d['sqlite']['p99_us']), sprintf('%.1f µs', $d['postgres']['p99_us']),
         sprintf('%.2f×', $d['postgres']['p99_us'] / $d['sqlite']['p99_us'])],
+    ['defer() median, one core kept busy', sprintf('%.1f µs', $d['sqlite-busy']['median_us']),
+        sprintf('%.1f µs', $d['postgres-busy']['median_us']),
+        sprintf('%.2f×', $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'])],
+    ['a bare round trip (PDO SELECT 1), median', '—', sprintf('%.1f µs', $d['roundtrip']['median_us']), '—'],
+    ['the same, one core kept busy', '—', sprintf('%.1f µs', $d['roundtrip-busy']['median_us']), '—'],
 ];
 foreach (['drain_single' => 'from a backlog, one per request', 'drain_batched' => 'from a backlog, serve() defaults',
     'single' => 'deferred and run, one per request', 'batched' => 'deferred and run, serve() defaults'] as $k => $label) {
@@ -186,7 +235,10 @@ $md = "# SQLite and PostgreSQL, one run\n\n"
     . sprintf('%.0f', $results['seconds']) . " s. PostgreSQL " . trim((string) adminPdo($admin)->query('SHOW server_version')->fetchColumn())
     . " in a throwaway cluster on 127.0.0.1 (fsync off, as in the tests), SQLite in WAL mode on the local disk. "
     . "defer(): {$p['calls']} calls × {$p['rounds']} rounds per variant from the CLI, interleaved, task requests "
-    . "sent to a port that never answers. Tasks: {$p['tasks']} no-op tasks run by nginx + php-fpm (4 workers, "
+    . "sent to a port that never answers; each round also timed with one core kept busy by a spinning process "
+    . "(an idle core of this virtual machine takes tens of µs to wake, and each PostgreSQL round trip wakes the "
+    . "server's process and the caller; a web server with traffic has busy cores), and a bare round trip to "
+    . "PostgreSQL (PDO `SELECT 1`, prepared) both ways: `defer()` on PostgreSQL is one round trip. Tasks: {$p['tasks']} no-op tasks run by nginx + php-fpm (4 workers, "
     . "max_workers 4), deferred from the CLI due at one instant and timed from it (from a backlog: the server alone), "
     . "or deferred one after another while they run (deferred and run: bound by the deferring process). Claims: `core/examples/claims` queues {$p['claim_tasks']} no-op "
     . "tasks on one endpoint, then N clients, each a server of its own with its own connection and one slot, "
