@@ -79,18 +79,8 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         $id = (int) $this->page('/async-test/queuejob?title=job-locked&delay=2');
         // Another process holds the site database's write lock when the job is due: QueuedJobs'
         // job lock (a read transaction that then writes) fails at once, and QueuedJobs only logs it.
-        $writer = self::$site->connect();
-        $writer->exec('BEGIN IMMEDIATE');
-        $deadline = microtime(true) + 15;
-        try {
-            do {
-                usleep(50000);
-                $failed = array_values(array_filter(Engine::tasks('queued', 50), fn (array $task): bool =>
-                    ($task['args']['job'] ?? null) === $id && $task['last_error'] !== null));
-            } while (!$failed && microtime(true) < $deadline);
-        } finally {
-            $writer->exec('COMMIT');
-        }
+        $failed = $this->holdingTheSiteLock(fn (): array => array_values(array_filter(Engine::tasks('queued', 50),
+            fn (array $task): bool => ($task['args']['job'] ?? null) === $id && $task['last_error'] !== null)), 0.05);
         $this->assertNotEmpty($failed, 'the run that met the lock failed its task: '
             . json_encode([Engine::tasks('done', 10), Engine::tasks('queued', 10)]) . "\n" . self::$server->log());
         $this->assertStringContainsString("QueuedJobs job $id did not start", $failed[0]['last_error']);
@@ -101,22 +91,11 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
     public function testAQueuedJobWhoseLockIsBusyForAMomentStartsInTheSameRequest(): void
     {
         $id = (int) $this->page('/async-test/queuejob?title=job-brief-lock&delay=2');
-        $ofJob = fn (array $task): bool => ($task['args']['job'] ?? null) === $id;
-        $writer = self::$site->connect();
-        $writer->exec('BEGIN IMMEDIATE');
-        $deadline = microtime(true) + 15;
-        try {
-            // Released 0.1 s after the task started: its first try of the job lock meets the
-            // write lock, a later try in the same request (0.2, 0.6, 1.2 s on, as the test
-            // app's config says) gets it.
-            do {
-                usleep(10000);
-                $running = array_filter(Engine::tasks('running', 50), $ofJob);
-            } while (!$running && microtime(true) < $deadline);
-            usleep(100000);
-        } finally {
-            $writer->exec('COMMIT');
-        }
+        // Released 0.1 s after the task started: its first try of the job lock meets the
+        // write lock, a later try in the same request (0.2, 0.6, 1.2 s on, as the test
+        // app's config says) gets it.
+        $running = $this->holdingTheSiteLock(fn (): array => array_filter(Engine::tasks('running', 50),
+            fn (array $task): bool => ($task['args']['job'] ?? null) === $id), 0.01, 0.1);
         $this->assertNotEmpty($running, 'the job\'s task started: ' . self::$server->log());
         $this->assertSame('queuedjob via ' . $this->sapi(), self::$site->waitForRecord('job-brief-lock', 30), self::$server->log());
         $task = $this->waitForState(array_values($running)[0]['id'], 'done');
@@ -242,6 +221,28 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
         self::$site->setEnv('ASYNC_TEST_CRON', '');
         self::$site->devBuild();
         $this->assertArrayNotHasKey('crontask:App\MinuteCronTask', array_column(Engine::schedules(), null, 'name'));
+    }
+
+    /**
+     * Holds the site database's write lock, as another process writing would,
+     * until `$find` returns a non-empty list (tried every `$every` s, for at
+     * most 15 s) and `$hold` s more; returns its last list.
+     */
+    private function holdingTheSiteLock(callable $find, float $every, float $hold = 0): array
+    {
+        $writer = self::$site->connect();
+        $writer->exec('BEGIN IMMEDIATE');
+        $deadline = microtime(true) + 15;
+        try {
+            do {
+                usleep((int) ($every * 1e6));
+                $found = $find();
+            } while (!$found && microtime(true) < $deadline);
+            usleep((int) ($hold * 1e6));
+        } finally {
+            $writer->exec('COMMIT');
+        }
+        return $found;
     }
 
     /** Waits (bounded, 10 s) until the QueuedJobs jobs are all Complete; returns their rows by ID. */
