@@ -56,6 +56,7 @@ class RunQueuedJob implements AsyncTask
             return;
         }
         $tries = max(1, (int) static::config()->get('lock_tries'));
+        $pauseMs = max(0, (int) static::config()->get('lock_pause_ms'));
         for ($try = 1; ; $try++) {
             $this->queuedJobService->runJob($id);
             $after = QueuedJobDescriptor::get()->byID($id);
@@ -63,7 +64,7 @@ class RunQueuedJob implements AsyncTask
             if ($taken || $try >= $tries) {
                 break;
             }
-            usleep($try * 1000 * max(0, (int) static::config()->get('lock_pause_ms')));
+            usleep($try * 1000 * $pauseMs);
         }
         if ($after && $after->JobStatus === QueuedJob::STATUS_WAIT) {
             Async::defer(self::class, ['job' => $id]);
