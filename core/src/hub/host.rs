@@ -172,8 +172,7 @@ async fn start(
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), String> {
     let tcp = TcpListener::bind(listen).await.map_err(|e| e.to_string())?;
     let udp = UdpSocket::bind(listen).await.map_err(|e| e.to_string())?;
-    // The hub's own connection: its reads and writes never wait on the one
-    // the process's pages and sender share (shared_engine).
+    // The hub's own connection: its reads and writes never wait on the sender's.
     let engine: SharedEngine = Arc::default();
     let (site, srv, h) = (
         settings.site_name().to_string(),
