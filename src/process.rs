@@ -16,7 +16,7 @@ pub fn engine<T>(
     settings: &Settings,
     f: impl FnOnce(&mut Engine) -> async_engine_core::Result<T>,
 ) -> async_engine_core::Result<T> {
-    with(|rt| f(&mut *rt.engine(settings)?))
+    with(|rt| f(rt.engine(settings)?))
 }
 
 /// The settings in effect for this request. Points the engine's log at

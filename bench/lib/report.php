@@ -168,8 +168,8 @@ function whyMissed(array $r): string
             . 'backlog keeps all 4 slots busy (its requests fan out), but most of a slot\'s time is its request on '
             . 'the way, and four workers writing one SQLite file take turns: about one busy nap per task.',
         'RSS' => 'The extension\'s code (2.6 MB, size-optimised, mapped in every worker), libsqlite3, its background '
-            . 'thread and runtime, and its one SQLite connection (shared by the pages and the background thread, '
-            . '512 KiB of page cache) make up the difference.',
+            . 'thread and runtime, and two SQLite connections per worker (the pages\' and the background thread\'s, '
+            . '512 KiB of page cache each) make up the difference.',
     ];
     $md = '';
     foreach ($r['goals'] as $g) {

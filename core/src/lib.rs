@@ -24,7 +24,7 @@ pub mod scalar;
 pub mod schedules;
 pub mod sender;
 pub mod settings;
-pub mod shared_engine;
+mod shared_engine;
 mod slots;
 pub mod store;
 pub mod target;

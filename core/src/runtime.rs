@@ -7,14 +7,13 @@
 
 use crate::clock::{secs_to_ms, Millis};
 use crate::endpoint::parse_base_url;
-use crate::engine::{Deferred, Dispatch, Next};
+use crate::engine::{Deferred, Dispatch, Engine, Next};
 use crate::error::{Error, Result};
 use crate::protocol::Incoming;
 use crate::scalar::Scalar;
 use crate::schedules::{ScheduleInfo, ScheduleOptions};
 use crate::sender::Sender;
 use crate::settings::Settings;
-use crate::shared_engine::{self, EngineGuard, SharedEngine};
 use crate::slots::SENT_TTL_MS;
 use crate::target::Target;
 use crate::task::{Claimed, DeferOptions, TaskSpec};
@@ -74,8 +73,7 @@ pub struct Runtime {
     /// Whether this process serves request after request (php-fpm, mod_php,
     /// `php -S`): only then does its sender stay to wake for due work.
     persistent: bool,
-    /// The process's one connection, shared with the sender's thread.
-    engine: SharedEngine,
+    engine: Option<Engine>,
     sender: Option<Sender>,
     /// The base URL last stored for CLI scripts to use.
     learned: Option<String>,
@@ -100,7 +98,7 @@ pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -
             // A forked child goes on with the same request (and its
             // configure() overrides), but must not use or close the parent's
             // connection (closing could disturb the parent's locks).
-            std::mem::forget(std::mem::take(&mut rt.engine));
+            std::mem::forget(rt.engine.take());
             // Its sender thread did not survive the fork either.
             std::mem::forget(rt.sender.take());
             rt.pid = pid;
@@ -109,7 +107,7 @@ pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -
             *guard = Some(Runtime {
                 pid,
                 persistent: persistent(),
-                engine: SharedEngine::default(),
+                engine: None,
                 sender: None,
                 learned: None,
                 warned_no_target: false,
@@ -135,9 +133,9 @@ fn learned_target_key(settings: &Settings) -> String {
 
 impl Runtime {
     /// The engine for `settings`' database, opened on first use (or when
-    /// the database setting changed), locked until the guard is dropped.
-    pub fn engine(&mut self, settings: &Settings) -> Result<EngineGuard<'_>> {
-        shared_engine::lock(&self.engine, settings)
+    /// the database setting changed).
+    pub fn engine(&mut self, settings: &Settings) -> Result<&mut Engine> {
+        Engine::reuse_or_open(&mut self.engine, settings)
     }
 
     /// Whether this process serves request after request.
@@ -178,7 +176,7 @@ impl Runtime {
         let target = from_request.or_else(|| {
             let learned = self
                 .engine(settings)
-                .and_then(|mut e| e.meta(&learned_target_key(settings)))
+                .and_then(|e| e.meta(&learned_target_key(settings)))
                 .ok()
                 .flatten()?;
             let (url, addr) = learned.split_once(' ')?;
@@ -206,7 +204,7 @@ impl Runtime {
         let key = learned_target_key(settings);
         if self
             .engine(settings)
-            .and_then(|mut e| e.set_meta(&key, &learned))
+            .and_then(|e| e.set_meta(&key, &learned))
             .is_ok()
         {
             self.learned = Some(learned);
@@ -352,14 +350,13 @@ impl Runtime {
         outcome: Outcome<'_>,
         now: Millis,
     ) -> Result<()> {
-        let mut engine = self.engine(settings)?;
+        let engine = self.engine(settings)?;
         match outcome {
             Outcome::Done => engine.complete(&task.id, &task.lease, now)?,
             Outcome::Failed { error, retry_in } => {
                 engine.fail(&task.id, &task.lease, error, retry_in, now)?;
             }
         }
-        drop(engine);
         self.release(&task.id);
         Ok(())
     }
@@ -405,7 +402,7 @@ impl Runtime {
         let ended = std::mem::take(&mut self.request.ended);
         let written = self
             .engine(settings)
-            .and_then(|mut e| e.finish_batch(settings, &ended, next, now));
+            .and_then(|e| e.finish_batch(settings, &ended, next, now));
         let after = match written {
             Ok(after) => after,
             Err(e) => {
@@ -438,10 +435,10 @@ impl Runtime {
                 return Ok(Some(task));
             }
             let seconds = crate::clock::ms_to_secs(task.timeout);
-            let extended = self
+            match self
                 .engine(settings)?
-                .extend(&task.id, &task.lease, seconds, now);
-            match extended {
+                .extend(&task.id, &task.lease, seconds, now)
+            {
                 Ok(()) => {
                     return Ok(Some(Claimed {
                         lease_until: now + task.timeout,
@@ -505,10 +502,10 @@ impl Runtime {
             // error): lost if this fails, so those tasks run again.
             let _ = self
                 .engine(settings)
-                .and_then(|mut e| e.finish_batch(settings, &state.ended, Next::Stay, now));
+                .and_then(|e| e.finish_batch(settings, &state.ended, Next::Stay, now));
         }
         let unstarted: Vec<Claimed> = state.ahead.iter().cloned().collect();
-        let ended = self.engine(settings).and_then(|mut e| {
+        let ended = self.engine(settings).and_then(|e| {
             let send = target.is_some();
             e.end_request(settings, slot, &state.held, &unstarted, reason, send, now)
         });
@@ -555,7 +552,7 @@ impl Runtime {
     /// expires and its task is retried).
     fn sender(&mut self) -> Option<&Sender> {
         if self.sender.is_none() {
-            self.sender = Sender::start(self.engine.clone()).ok();
+            self.sender = Sender::start().ok();
         }
         self.sender.as_ref()
     }
@@ -585,7 +582,7 @@ impl Runtime {
             Wake::At(at) => Some(at),
             Wake::Next => match self
                 .engine(settings)
-                .and_then(|mut e| e.next_wake(settings, now))
+                .and_then(|e| e.next_wake(settings, now))
             {
                 Ok(at) => at,
                 Err(_) => return,

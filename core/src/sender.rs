@@ -53,9 +53,8 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Starts the background thread and its runtime; its tasks use
-    /// `engine`, the connection the process shares with it.
-    pub fn start(engine: SharedEngine) -> std::io::Result<Sender> {
+    /// Starts the background thread and its runtime.
+    pub fn start() -> std::io::Result<Sender> {
         let (commands, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -66,7 +65,7 @@ impl Sender {
             .name("async-engine".into())
             .spawn({
                 let commands = commands.clone();
-                move || runtime.block_on(run(rx, commands, counter, engine))
+                move || runtime.block_on(run(rx, commands, counter))
             })?;
         Ok(Sender {
             commands,
@@ -187,9 +186,9 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     commands: mpsc::UnboundedSender<Command>,
     pending: Arc<AtomicUsize>,
-    engine: SharedEngine,
 ) {
     let mut clients = HashMap::new();
+    let engine: SharedEngine = Arc::default();
     let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
     let mut watched: HashMap<WakeKey, Settings> = HashMap::new();
     let mut hosting = crate::hub::host::Hosting::default();

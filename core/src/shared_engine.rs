@@ -1,42 +1,21 @@
-//! This process's one engine (database connection), shared by the PHP
-//! thread (the runtime) and the background thread (the sender's tasks, on
-//! tokio's blocking pool): one connection per process, whichever thread
-//! needs it (see docs/architecture.md, "Parts").
+//! The background thread's own engine (database connection), shared by
+//! the sender's and the hub's tasks and used on tokio's blocking pool.
 
 use crate::engine::Engine;
 use crate::settings::Settings;
-use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-/// The process's engine, opened on first need by either thread.
-pub type SharedEngine = Arc<Mutex<Option<Engine>>>;
+/// The background thread's engine, opened on first need.
+pub(crate) type SharedEngine = Arc<Mutex<Option<Engine>>>;
 
-/// The engine, held by one thread for one call.
-pub struct EngineGuard<'a>(MutexGuard<'a, Option<Engine>>);
-
-impl Deref for EngineGuard<'_> {
-    type Target = Engine;
-
-    fn deref(&self) -> &Engine {
-        self.0.as_ref().expect("opened by lock()")
-    }
-}
-
-impl DerefMut for EngineGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Engine {
-        self.0.as_mut().expect("opened by lock()")
-    }
-}
-
-/// Locks the shared engine for `settings`' database, opening it (or
-/// reopening it elsewhere) first when needed.
-pub(crate) fn lock<'a>(
-    shared: &'a SharedEngine,
+/// Runs `f` with the shared engine for `settings`' database.
+fn with_engine<T>(
+    shared: &SharedEngine,
     settings: &Settings,
-) -> crate::Result<EngineGuard<'a>> {
+    f: impl FnOnce(&mut Engine) -> crate::Result<T>,
+) -> crate::Result<T> {
     let mut guard = shared.lock().unwrap_or_else(|e| e.into_inner());
-    Engine::reuse_or_open(&mut guard, settings)?;
-    Ok(EngineGuard(guard))
+    f(Engine::reuse_or_open(&mut guard, settings)?)
 }
 
 /// Runs `f` with the shared engine on tokio's blocking pool: a database
@@ -48,9 +27,7 @@ pub(crate) async fn engine_call<T: Send + 'static>(
     f: impl FnOnce(&mut Engine, &Settings) -> crate::Result<T> + Send + 'static,
 ) -> crate::Result<T> {
     let (shared, settings) = (shared.clone(), settings.clone());
-    tokio::task::spawn_blocking(move || {
-        lock(&shared, &settings).and_then(|mut e| f(&mut e, &settings))
-    })
-    .await
-    .unwrap_or_else(|e| Err(crate::Error::Storage(format!("engine call failed: {e}"))))
+    tokio::task::spawn_blocking(move || with_engine(&shared, &settings, |e| f(e, &settings)))
+        .await
+        .unwrap_or_else(|e| Err(crate::Error::Storage(format!("engine call failed: {e}"))))
 }

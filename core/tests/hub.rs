@@ -30,7 +30,7 @@ fn hub_settings(db: &str, listen: SocketAddr) -> Settings {
 
 /// A sender that hosts the hub when it holds the lease, as a worker's does.
 fn worker(s: &Settings) -> Sender {
-    let sender = Sender::start(Default::default()).unwrap();
+    let sender = Sender::start().unwrap();
     let target = Target {
         base: parse_base_url("http://127.0.0.1:9").unwrap(),
         connect_to: None,

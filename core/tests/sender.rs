@@ -101,7 +101,7 @@ fn a_request_goes_to_the_servers_own_address_with_the_sites_host_and_its_signatu
     let mut e = Engine::open(&s).unwrap();
     let deferred = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
     let dispatch = deferred.dispatch.clone().expect("a free slot");
-    let sender = Sender::start(Default::default()).unwrap();
+    let sender = Sender::start().unwrap();
     sender.send(dispatch.clone(), &target(addr), &s);
     assert!(sender.drain(Duration::from_secs(10)), "answered");
     assert_eq!(sender.pending(), 0);
@@ -140,7 +140,7 @@ fn an_answer_without_accept_or_no_answer_backs_the_endpoint_off_and_keeps_the_ta
         .local_addr()
         .unwrap();
     let mut e = Engine::open(&s).unwrap();
-    let sender = Sender::start(Default::default()).unwrap();
+    let sender = Sender::start().unwrap();
     for (endpoint, to, why) in [
         ("/w.php", addr, "answered HTTP 200 without calling accept()"),
         ("/v.php", closed, "could not connect"),
@@ -181,7 +181,7 @@ fn a_timer_sends_a_delayed_tasks_request_when_it_is_due_without_traffic() {
     let deferred = defer_now(&mut e, &s, "/w.php", &options);
     assert!(deferred.dispatch.is_none(), "not due yet");
     let due = e.status(&s, &deferred.id).unwrap().unwrap().due_at;
-    let sender = Sender::start(Default::default()).unwrap();
+    let sender = Sender::start().unwrap();
     sender.wake_at(Some(due), &target(addr), &s);
     let got = requests
         .recv_timeout(Duration::from_secs(5))

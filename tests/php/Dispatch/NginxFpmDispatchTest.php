@@ -49,27 +49,6 @@ class NginxFpmDispatchTest extends DispatchTestCase
         $this->assertStringContainsString('lease expired', (string) $status['last_error']);
     }
 
-    public function testAWorkerKeepsOneConnectionForItsPagesAndItsBackgroundThread(): void
-    {
-        if (str_contains($this->db, '://')) {
-            $this->markTestSkipped('counts handles on the SQLite file');
-        }
-        $this->deferFromPage(['n' => 40, 'sleep' => 0.01]);
-        $this->waitUntilSettled(30);
-        // Deliveries, wake-ups and the 0.5 s polls of each worker's background
-        // thread have used the database by now.
-        usleep(1200000);
-        $handles = [];
-        foreach ($this->server->workerPids() as $pid) {
-            $handles[$pid] = count(array_filter(
-                glob("/proc/$pid/fd/*") ?: [],
-                fn (string $fd) => @readlink($fd) === realpath($this->db)
-            ));
-        }
-        $this->assertNotEmpty(array_filter($handles), 'some worker opened the database: ' . json_encode($handles));
-        $this->assertLessThanOrEqual(1, max($handles), 'handles on the database per worker: ' . json_encode($handles));
-    }
-
     /** Whether an fpm worker is in the middle of a request (sleeping in nanosleep, i.e. the task). */
     private function busy(int $pid): bool
     {
