@@ -4,7 +4,7 @@
 //! slots table, `queue.rs` the tasks and endpoints.
 
 use crate::clock::Millis;
-use crate::db::Tx;
+use crate::db::{args, Tx};
 use crate::due;
 use crate::error::Result;
 use crate::queue;
@@ -137,4 +137,28 @@ pub(crate) fn reap(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
         }
     }
     Ok(reaped)
+}
+
+/// When a server next has work (see `Engine::next_wake`): `now` when one of
+/// `site`'s endpoints is due and `server` has a free slot; else the
+/// earliest future due time of an endpoint, the first slot deadline or the
+/// first lease to end, whichever comes first. One query.
+pub(crate) fn next_wake(
+    tx: &mut dyn Tx,
+    site: &str,
+    server: &str,
+    max_workers: u32,
+    now: Millis,
+) -> Result<Option<Millis>> {
+    tx.int(
+        "SELECT min(t) FROM (
+            SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
+            UNION ALL SELECT CAST(?1 AS BIGINT) WHERE EXISTS (
+                    SELECT 1 FROM endpoints WHERE site = ?2 AND next_due <= ?1)
+                AND (SELECT count(*) FROM slots WHERE server = ?3) < ?4
+            UNION ALL SELECT min(deadline) + 1 FROM slots
+            UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
+         ) AS wakes",
+        args![now, site, server, max_workers],
+    )
 }

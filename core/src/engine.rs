@@ -2,11 +2,12 @@
 //! then carried out in one short transaction.
 
 use crate::clock::{secs_to_ms, Millis};
-use crate::db::{args, Tx};
+use crate::db::Tx;
 use crate::delivery;
 use crate::due::{self, FailingEndpoint};
 use crate::endpoint::{normalize_endpoint, BaseUrl};
 use crate::error::{Error, Result};
+use crate::meta;
 use crate::protocol::{self, Incoming};
 use crate::queue::{self, NewTask};
 use crate::schedules::{self, check_schedule_name, ScheduleDef, ScheduleInfo, ScheduleOptions};
@@ -192,13 +193,9 @@ impl Engine {
             return Ok(s.clone());
         }
         let fresh = crate::id::random_hex(32);
-        let secret = self.store.write(|tx| {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('secret', ?1) ON CONFLICT (key) DO NOTHING",
-                args![&fresh],
-            )?;
-            tx.text("SELECT value FROM meta WHERE key = 'secret'", args![])
-        })?;
+        let secret = self
+            .store
+            .write(|tx| meta::get_or_store(tx, "secret", &fresh))?;
         let secret = secret.unwrap_or(fresh).into_bytes();
         self.secret = Some(secret.clone());
         Ok(secret)
@@ -460,7 +457,7 @@ impl Engine {
                     purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
                     let reserved = reserve(tx, lock.as_ref(), settings, served.as_deref(), now)?;
                     let wake = match wake {
-                        true => next_wake(tx, settings, now)?,
+                        true => delivery::next_wake(tx, site, server, settings.max_workers, now)?,
                         false => None,
                     };
                     Ok((vec![], reserved, wake))
@@ -529,11 +526,7 @@ impl Engine {
                 queue::give_back(tx, site, task, now)?;
             }
             for (id, lease) in held {
-                let running = tx.int(
-                    "SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2",
-                    args![id, lease],
-                )? > Some(0);
-                if running {
+                if queue::holds(tx, id, lease)? {
                     queue::fail(tx, id, Some(lease), reason, None, now)?;
                 }
             }
@@ -583,13 +576,7 @@ impl Engine {
         now: Millis,
     ) -> Result<(bool, Option<Dispatch>)> {
         // Usually the endpoint accepted the slot: a read tells, no write needed.
-        let sent = self.store.read(|tx| {
-            tx.int(
-                "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
-                args![slot],
-            )
-        })?;
-        if sent != Some(1) {
+        if !self.store.read(|tx| slots::is_sent(tx, slot))? {
             return Ok((false, None));
         }
         let server = settings.server_name();
@@ -609,26 +596,20 @@ impl Engine {
     /// endpoint, or the first slot deadline or lease to expire (so that a
     /// killed worker's task is retried without waiting for traffic).
     pub fn next_wake(&mut self, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
-        self.store.read(|tx| next_wake(tx, settings, now))
+        let (site, server) = (settings.site_name(), settings.server_name());
+        self.store
+            .read(|tx| delivery::next_wake(tx, site, server, settings.max_workers, now))
     }
 
     /// A value kept in the database's `meta` table (such as the base URL
     /// learned from web requests, for the CLI).
     pub fn meta(&mut self, key: &str) -> Result<Option<String>> {
-        self.store
-            .read(|tx| tx.text("SELECT value FROM meta WHERE key = ?1", args![key]))
+        self.store.read(|tx| meta::get(tx, key))
     }
 
     /// Stores a value in the `meta` table.
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.store.write(|tx| {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                args![key, value],
-            )?;
-            Ok(())
-        })
+        self.store.write(|tx| meta::set(tx, key, value))
     }
 
     /// A task's record (this site's tasks only).
@@ -767,26 +748,6 @@ fn end_tasks(tx: &mut dyn Tx, ended: &[(Claimed, Option<String>)], now: Millis) 
         }
     }
     Ok(())
-}
-
-/// See [`Engine::next_wake`].
-fn next_wake(tx: &mut dyn Tx, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
-    tx.int(
-        "SELECT min(t) FROM (
-            SELECT min(next_due) AS t FROM endpoints WHERE site = ?2 AND next_due > ?1
-            UNION ALL SELECT CAST(?1 AS BIGINT) WHERE EXISTS (
-                    SELECT 1 FROM endpoints WHERE site = ?2 AND next_due <= ?1)
-                AND (SELECT count(*) FROM slots WHERE server = ?3) < ?4
-            UNION ALL SELECT min(deadline) + 1 FROM slots
-            UNION ALL SELECT min(lease_until) + 1 FROM tasks WHERE state = 'running'
-         ) AS wakes",
-        args![
-            now,
-            settings.site_name(),
-            settings.server_name(),
-            settings.max_workers
-        ],
-    )
 }
 
 /// Reserves a slot when the transaction took the slot lock (it means to

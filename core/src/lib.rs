@@ -16,6 +16,7 @@ pub mod error;
 pub mod hub;
 pub mod id;
 pub mod log;
+mod meta;
 pub mod protocol;
 mod queue;
 pub mod retry;

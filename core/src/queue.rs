@@ -268,6 +268,14 @@ fn not_held(tx: &mut dyn Tx, id: &str) -> Result<Error> {
     }))
 }
 
+/// Whether task `id` is running under `lease` (held by the caller).
+pub(crate) fn holds(tx: &mut dyn Tx, id: &str, lease: &str) -> Result<bool> {
+    Ok(tx.int(
+        "SELECT count(*) FROM tasks WHERE id = ?1 AND state = 'running' AND lease = ?2",
+        args![id, lease],
+    )? > Some(0))
+}
+
 /// Marks a running task held under `lease` as done.
 pub(crate) fn complete(tx: &mut dyn Tx, id: &str, lease: &str, now: Millis) -> Result<()> {
     let n = tx.execute(

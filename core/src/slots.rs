@@ -148,6 +148,15 @@ pub(crate) fn is_accepted(tx: &mut dyn Tx, slot: &str) -> Result<bool> {
     )? > Some(0))
 }
 
+/// Whether `slot` is sent and not yet accepted (its request is on its way,
+/// or never arrived).
+pub(crate) fn is_sent(tx: &mut dyn Tx, slot: &str) -> Result<bool> {
+    Ok(tx.int(
+        "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
+        args![slot],
+    )? == Some(1))
+}
+
 /// Keeps an accepted slot held until `until` plus the grace period.
 pub(crate) fn hold_until(tx: &mut dyn Tx, slot: &str, until: Millis) -> Result<()> {
     tx.execute(
