@@ -142,19 +142,21 @@ pub(crate) fn accept(
 
 /// Whether `slot` is accepted (its request is running tasks).
 pub(crate) fn is_accepted(tx: &mut dyn Tx, slot: &str) -> Result<bool> {
-    Ok(tx.int(
-        "SELECT count(*) FROM slots WHERE id = ?1 AND state = 'accepted'",
-        args![slot],
-    )? > Some(0))
+    in_state(tx, slot, "accepted")
 }
 
 /// Whether `slot` is sent and not yet accepted (its request is on its way,
 /// or never arrived).
 pub(crate) fn is_sent(tx: &mut dyn Tx, slot: &str) -> Result<bool> {
+    in_state(tx, slot, "sent")
+}
+
+/// Whether `slot` exists in `state` (one primary-key lookup).
+fn in_state(tx: &mut dyn Tx, slot: &str, state: &str) -> Result<bool> {
     Ok(tx.int(
-        "SELECT EXISTS (SELECT 1 FROM slots WHERE id = ?1 AND state = 'sent')",
-        args![slot],
-    )? == Some(1))
+        "SELECT count(*) FROM slots WHERE id = ?1 AND state = ?2",
+        args![slot, state],
+    )? > Some(0))
 }
 
 /// Keeps an accepted slot held until `until` plus the grace period.
