@@ -447,21 +447,29 @@ function us(float $us): string
 function hub(string $work, array $p): array
 {
     mkdir("$work/hub");
-    $hubPort = WebServer::freePort();
-    $server = (new NginxFpm("$work/hub/engine.sqlite", SECRET, "$work/hub"))->site(__DIR__ . '/www')
-        ->ini(['async_engine.hub_listen' => "127.0.0.1:$hubPort"]);
+    $server = (new NginxFpm("$work/hub/engine.sqlite", SECRET, "$work/hub"))->site(__DIR__ . '/www');
+    do {
+        $hubPort = WebServer::freePort();
+    } while ($hubPort === $server->port);
+    // The workers' error log is a file, so that what their background
+    // threads log (a hub that could not listen) is there to read.
+    $server->ini(['async_engine.hub_listen' => "127.0.0.1:$hubPort", 'error_log' => "$work/hub/php-errors.log"]);
     $server->start();
     try {
+        $statuses = [];
         for ($i = 0; $i < 8; $i++) {
-            $server->request('/hello.php');
+            $statuses[] = $server->request('/hello.php')[0];
         }
         Engine::configure(['database' => "$work/hub/engine.sqlite", 'hub_listen' => "127.0.0.1:$hubPort"]);
-        $deadline = microtime(true) + 10;
+        $deadline = microtime(true) + 30;
         while (($pid = Engine::stats()['hub']['host_pid']) === null && microtime(true) < $deadline) {
             usleep(50000);
         }
         if ($pid === null) {
-            throw new \RuntimeException('no worker hosts the hub: ' . $server->log());
+            $leases = open("$work/hub/engine.sqlite")->query('SELECT * FROM hub_leases')->fetchAll();
+            throw new \RuntimeException("no worker hosts the hub on port $hubPort after 30 s; hello.php answered "
+                . implode(', ', $statuses) . '; leases ' . json_encode($leases) . "\n--- php-errors.log\n"
+                . @file_get_contents("$work/hub/php-errors.log") . $server->log());
         }
         $rss = function () use ($pid): int {
             preg_match('/^VmRSS:\s+(\d+)/m', (string) file_get_contents("/proc/$pid/status"), $m);
