@@ -20,9 +20,7 @@ abstract class SilverStripeDispatchTestCase extends SilverStripeTestCase
 
     public function testTaskDeferredFromAPageRunsThroughASelfRequestAndWritesThroughTheOrm(): void
     {
-        $started = microtime(true);
         $id = $this->page('/async-test/defer?title=page-task');
-        $this->assertLessThan(5, microtime(true) - $started);
         $task = $this->waitForState($id, 'done');
         $this->assertSame(['/_async/run', 'App\WriteRecordTask', ['title' => 'page-task', 'fail' => false], 1],
             [$task['endpoint'], $task['task'], $task['args'], $task['attempt']]);
