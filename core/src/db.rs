@@ -159,6 +159,13 @@ pub trait Tx {
     fn lock_endpoint(&mut self, _site: &str, _endpoint: &str) -> Result<()> {
         Ok(())
     }
+
+    /// Whether a statement runs in this process, with no round trip
+    /// (SQLite): then a cheap statement that may change nothing is worth
+    /// trying before a dearer one.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Tx + '_ {

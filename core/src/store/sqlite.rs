@@ -291,6 +291,10 @@ impl Tx for SqliteTx<'_> {
         }
         Ok(out)
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 /// Whether SQLite refused for another connection's lock.
