@@ -403,10 +403,10 @@ final class StatusPage
 
     /**
      * The live-events hub, when hub_listen is set: who hosts it, or a warning
-     * that no worker does (none has served a request yet, or the port is taken:
-     * see the error log).
+     * that no worker does (none has served a request yet, or the port is taken),
+     * with why a worker last failed to start it.
      *
-     * @param array{listen: string, host_pid: ?int, subscriptions: int, updates_kept: int}|null $hub
+     * @param array{listen: string, host_pid: ?int, listen_error: ?string, subscriptions: int, updates_kept: int}|null $hub
      */
     private function hub(?array $hub): string
     {
@@ -415,12 +415,14 @@ final class StatusPage
         }
         $e = self::escape(...);
         $state = $hub['host_pid'] === null
-            ? '<b class="ae-dead">no worker hosts it</b> (none has served a request since it started, or the port is '
-                . 'taken: see the error log)'
+            ? '<b class="ae-dead">no worker hosts it</b> (none has served a request since it started, or none could '
+                . 'start it)'
             : "hosted by worker pid {$hub['host_pid']}";
+        $error = $hub['listen_error'] === null ? ''
+            : "<p class=\"ae-dead\" data-hub-error>{$e($hub['listen_error'])}</p>";
         return "<section class=\"ae-hub\"><h2>Live events hub</h2><p data-hub=\"{$e($hub['listen'])}\">"
             . "<code>{$e($hub['listen'])}</code>: $state · {$hub['subscriptions']} subscriptions · "
-            . "{$hub['updates_kept']} updates kept</p></section>";
+            . "{$hub['updates_kept']} updates kept</p>$error</section>";
     }
 
     /**

@@ -558,6 +558,7 @@ impl Engine {
                 let mut row = ZendHashTable::new();
                 row.insert("listen", h.listen.to_string())?;
                 row.insert("host_pid", h.host_pid.map(i64::from))?;
+                row.insert("listen_error", h.listen_error)?;
                 row.insert("subscriptions", h.subscriptions)?;
                 row.insert("updates_kept", h.updates_kept)?;
                 a.insert("hub", row)?;

@@ -249,7 +249,9 @@ final class Engine
      * ['endpoint', 'failures' (in a row), 'last_error', 'retry_at' (Unix seconds)];
      * their tasks stay queued with their attempts untouched; hub: null without
      * hub_listen, else ['listen', 'host_pid' (the worker hosting this server's hub,
-     * null when none does), 'subscriptions', 'updates_kept'].
+     * null when none does), 'listen_error' (why a worker last failed to start it,
+     * such as the port taken; null once one has started it since),
+     * 'subscriptions', 'updates_kept'].
      *
      * @return array<string, mixed>
      */

@@ -1,5 +1,6 @@
 //! The `meta` table: values the engine keeps beside its queues, one per
-//! key (the generated HMAC secret, the target learned from web requests).
+//! key (the generated HMAC secret, the target learned from web requests,
+//! why a server's hub could not listen).
 
 use crate::db::{args, Tx};
 use crate::error::Result;
@@ -16,6 +17,12 @@ pub(crate) fn set(tx: &mut dyn Tx, key: &str, value: &str) -> Result<()> {
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         args![key, value],
     )?;
+    Ok(())
+}
+
+/// Removes what is stored under `key`, if anything.
+pub(crate) fn delete(tx: &mut dyn Tx, key: &str) -> Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = ?1", args![key])?;
     Ok(())
 }
 

@@ -133,13 +133,19 @@ impl Hosting {
                 );
             }
             Err(why) => {
-                crate::log::emit(format!(
-                    "the live-events hub could not start on {listen}: {why}"
-                ));
+                let error = format!(
+                    "worker {} could not start the hub on {listen}: {why}; it tries again in {} s, \
+                     other workers at their next poll",
+                    std::process::id(),
+                    RETRY_LISTEN_MS / 1000
+                );
+                crate::log::emit(format!("live-events hub: {error}"));
                 self.failed.insert(key, now);
                 let _ = engine_call(engine, settings, move |e, _| {
-                    e.store()
-                        .write(|tx| tables::release_lease(tx, &site, &server, &holder))
+                    e.store().write(|tx| {
+                        tables::set_listen_error(tx, &site, &server, Some(&error))?;
+                        tables::release_lease(tx, &site, &server, &holder)
+                    })
                 })
                 .await;
             }
@@ -184,6 +190,7 @@ async fn start(
         let now = now_ms();
         // Subscribers of an earlier hub on this server lost their connection.
         let cursor = e.store().write(|tx| {
+            tables::set_listen_error(tx, &site, &srv, None)?;
             for sub in tables::take_stale_subscriptions(tx, &site, &srv, &h)? {
                 tables::insert(tx, &site, &presence_update(&sub, false), now)?;
             }

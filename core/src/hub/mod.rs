@@ -34,6 +34,9 @@ pub struct HubStatus {
     pub listen: SocketAddr,
     /// The process id of the worker hosting it, if one holds a live lease.
     pub host_pid: Option<u32>,
+    /// Why a worker last failed to start the hub (the port taken, no right
+    /// to bind it), until one starts it again.
+    pub listen_error: Option<String>,
     /// Subscriptions on this site's hubs now.
     pub subscriptions: i64,
     /// Updates kept for replay.
@@ -48,15 +51,20 @@ impl Engine {
             return Ok(None);
         };
         let (site, server) = (settings.site_name(), settings.server_name());
-        let (lease, (subscriptions, updates_kept)) = self
-            .store()
-            .read(|tx| Ok((tables::lease(tx, site, server)?, tables::counts(tx, site)?)))?;
+        let (lease, listen_error, (subscriptions, updates_kept)) = self.store().read(|tx| {
+            Ok((
+                tables::lease(tx, site, server)?,
+                tables::listen_error(tx, site, server)?,
+                tables::counts(tx, site)?,
+            ))
+        })?;
         let host_pid = lease
             .filter(|(_, until)| *until >= now)
             .and_then(|(holder, _)| holder.split(':').next()?.parse().ok());
         Ok(Some(HubStatus {
             listen,
             host_pid,
+            listen_error,
             subscriptions,
             updates_kept,
         }))

@@ -230,6 +230,33 @@ pub(crate) fn lease(tx: &mut dyn Tx, site: &str, server: &str) -> Result<Option<
     }
 }
 
+/// The `meta` key under which `site`'s `server` keeps why its hub last
+/// failed to listen.
+fn listen_error_key(site: &str, server: &str) -> String {
+    format!("hub listen error\n{site}\n{server}")
+}
+
+/// Why the hub of `site`'s `server` last failed to listen, if it has not
+/// listened since.
+pub(crate) fn listen_error(tx: &mut dyn Tx, site: &str, server: &str) -> Result<Option<String>> {
+    crate::meta::get(tx, &listen_error_key(site, server))
+}
+
+/// Records why the hub of `site`'s `server` failed to listen (`Some`), or
+/// that it listens (`None`).
+pub(crate) fn set_listen_error(
+    tx: &mut dyn Tx,
+    site: &str,
+    server: &str,
+    error: Option<&str>,
+) -> Result<()> {
+    let key = listen_error_key(site, server);
+    match error {
+        Some(e) => crate::meta::set(tx, &key, e),
+        None => crate::meta::delete(tx, &key),
+    }
+}
+
 /// How many subscriptions and kept updates `site` has.
 pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(i64, i64)> {
     let subscriptions = tx

@@ -180,14 +180,58 @@ abstract class HubTestCase extends EngineTestCase
         $this->assertSame([], Engine::subscribers('books/1'));
     }
 
+    public function testWhenTheHubsPortIsTakenStatsAndTheStatusPageSayWhyUntilAWorkerListens(): void
+    {
+        $this->server->stop();
+        $deadline = microtime(true) + 10;
+        while (Engine::stats()['hub']['host_pid'] !== null && microtime(true) < $deadline) {
+            usleep(50000); // a worker stopped by the server's SIGTERM leaves its lease to run out
+        }
+        $this->assertNull(Engine::stats()['hub']['host_pid']);
+        // Taken after the server started, so that its processes do not
+        // inherit the socket; its workers try to listen once they served a request.
+        $this->server->start();
+        $squatter = stream_socket_server("tcp://127.0.0.1:{$this->hubPort}", $errno, $error);
+        $this->assertNotFalse($squatter, "could not take the hub's port: $error");
+        for ($i = 0; $i < 8; $i++) {
+            $this->server->request('/hello.php');
+        }
+        $deadline = microtime(true) + 10;
+        while (($why = Engine::stats()['hub']['listen_error']) === null && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+        $this->assertNotNull($why, 'no failure to listen recorded: ' . $this->server->log());
+        $this->assertMatchesRegularExpression(
+            "/^worker \\d+ could not start the hub on 127\\.0\\.0\\.1:{$this->hubPort}: .*in use.*; it tries again in 30 s/",
+            $why
+        );
+        // Each worker that fails says so in turn (with its own pid).
+        [, , $html] = \AsyncEngine\StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'GET'], [], [], []);
+        $this->assertMatchesRegularExpression(
+            "/<p class=\"ae-dead\" data-hub-error>worker \\d+ could not start the hub on 127\\.0\\.0\\.1:{$this->hubPort}: /",
+            $html
+        );
+        // Freed, the port gets a host (a worker that has not failed yet at
+        // its next poll, else the first to fail after its 30 s), and the
+        // failure is cleared.
+        fclose($squatter);
+        $this->waitForHub(40, fn () => usleep(100000));
+        $deadline = microtime(true) + 5;
+        while (Engine::stats()['hub']['listen_error'] !== null && microtime(true) < $deadline) {
+            usleep(20000);
+        }
+        $this->assertNull(Engine::stats()['hub']['listen_error']);
+        $this->assertNotNull(Engine::stats()['hub']['host_pid']);
+    }
+
     public function testStatsAndTheStatusPageSayWhoHostsTheHub(): void
     {
         $clients = new SseClients($this->hubUrl('?topic=a&topic=b'), 1);
         $this->assertTrue($clients->until(fn () => Engine::stats()['hub']['subscriptions'] === 2, 5));
         Engine::publish('a', 'x');
         $hub = Engine::stats()['hub'];
-        $this->assertSame(['listen' => "127.0.0.1:{$this->hubPort}", 'host_pid' => $this->hubPid()],
-            array_intersect_key($hub, ['listen' => 1, 'host_pid' => 1]));
+        $this->assertSame(['listen' => "127.0.0.1:{$this->hubPort}", 'host_pid' => $this->hubPid(), 'listen_error' => null],
+            array_intersect_key($hub, ['listen' => 1, 'host_pid' => 1, 'listen_error' => 1]));
         $this->assertGreaterThanOrEqual(3, $hub['updates_kept'], 'the update and two join events');
         [, , $html] = \AsyncEngine\StatusPage::answer(['authorised' => true], ['REQUEST_METHOD' => 'GET'], [], [], []);
         $this->assertStringContainsString("hosted by worker pid {$hub['host_pid']}", $html);
