@@ -468,7 +468,8 @@ function hub(string $work, array $p): array
         if ($pid === null) {
             $leases = open("$work/hub/engine.sqlite")->query('SELECT * FROM hub_leases')->fetchAll();
             throw new \RuntimeException("no worker hosts the hub on port $hubPort after 30 s; hello.php answered "
-                . implode(', ', $statuses) . '; leases ' . json_encode($leases) . "\n--- php-errors.log\n"
+                . implode(', ', $statuses) . '; stats ' . json_encode(Engine::stats()['hub']) . '; leases '
+                . json_encode($leases) . "\n--- php-errors.log\n"
                 . @file_get_contents("$work/hub/php-errors.log") . $server->log());
         }
         $rss = function () use ($pid): int {
