@@ -58,6 +58,19 @@ abstract class HubTestCase extends EngineTestCase
         return microtime(true) - $start;
     }
 
+    /** Whether `stats()['hub']` met $done within $seconds (asked every 20 ms). */
+    private function hubUntil(callable $done, float $seconds): bool
+    {
+        $deadline = microtime(true) + $seconds;
+        while (!$done(Engine::stats()['hub'])) {
+            if (microtime(true) >= $deadline) {
+                return false;
+            }
+            usleep(20000);
+        }
+        return true;
+    }
+
     protected function hubUrl(string $query): string
     {
         return "http://127.0.0.1:{$this->hubPort}/.well-known/mercure$query";
@@ -183,11 +196,8 @@ abstract class HubTestCase extends EngineTestCase
     public function testWhenTheHubsPortIsTakenStatsAndTheStatusPageSayWhyUntilAWorkerListens(): void
     {
         $this->server->stop();
-        $deadline = microtime(true) + 10;
-        while (Engine::stats()['hub']['host_pid'] !== null && microtime(true) < $deadline) {
-            usleep(50000); // a worker stopped by the server's SIGTERM leaves its lease to run out
-        }
-        $this->assertNull(Engine::stats()['hub']['host_pid']);
+        // A worker stopped by the server's SIGTERM leaves its lease to run out.
+        $this->assertTrue($this->hubUntil(fn (array $hub) => $hub['host_pid'] === null, 10), 'the lease ran out');
         // Taken after the server started, so that its processes do not
         // inherit the socket; its workers try to listen once they served a request.
         $this->server->start();
@@ -196,11 +206,9 @@ abstract class HubTestCase extends EngineTestCase
         for ($i = 0; $i < 8; $i++) {
             $this->server->request('/hello.php');
         }
-        $deadline = microtime(true) + 10;
-        while (($why = Engine::stats()['hub']['listen_error']) === null && microtime(true) < $deadline) {
-            usleep(20000);
-        }
-        $this->assertNotNull($why, 'no failure to listen recorded: ' . $this->server->log());
+        $this->assertTrue($this->hubUntil(fn (array $hub) => $hub['listen_error'] !== null, 10),
+            'no failure to listen recorded: ' . $this->server->log());
+        $why = Engine::stats()['hub']['listen_error'];
         $this->assertMatchesRegularExpression(
             "/^worker \\d+ could not start the hub on 127\\.0\\.0\\.1:{$this->hubPort}: .*in use.*; it tries again in 30 s/",
             $why
@@ -216,10 +224,7 @@ abstract class HubTestCase extends EngineTestCase
         // failure is cleared.
         fclose($squatter);
         $this->waitForHub(40, fn () => usleep(100000));
-        $deadline = microtime(true) + 5;
-        while (Engine::stats()['hub']['listen_error'] !== null && microtime(true) < $deadline) {
-            usleep(20000);
-        }
+        $this->hubUntil(fn (array $hub) => $hub['listen_error'] === null, 5);
         $this->assertNull(Engine::stats()['hub']['listen_error']);
         $this->assertNotNull(Engine::stats()['hub']['host_pid']);
     }
