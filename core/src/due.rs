@@ -173,7 +173,6 @@ pub(crate) fn failing_endpoints(tx: &mut dyn Tx, site: &str) -> Result<Vec<Faili
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::Settings;
     use crate::store::sqlite::SqliteStore;
     use crate::store::Store;
 
@@ -181,12 +180,7 @@ mod tests {
     /// [`BECAME_QUEUED`] alone does, in every state an endpoint can be in.
     #[test]
     fn counting_a_task_ends_as_the_full_statement_in_every_case() {
-        let dir = std::env::temp_dir().join(format!("async-engine-due-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let settings = Settings {
-            database: Some(dir.join("due.sqlite").to_string_lossy().into_owned()),
-            ..Settings::default()
-        };
+        let (dir, settings) = crate::store::sqlite::scratch("due");
         let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&settings).unwrap());
         let times = [None, Some(100i64), Some(200), Some(300)];
         let mut cases = 0;

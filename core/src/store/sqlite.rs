@@ -8,7 +8,7 @@ use crate::store::checkpoint;
 use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
 use crate::store::Store;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -205,14 +205,9 @@ impl Store for SqliteStore {
             busy_timeout,
             ..
         } = self;
-        let behavior = if write {
-            TransactionBehavior::Immediate
-        } else {
-            TransactionBehavior::Deferred
-        };
         let mut run = || -> Result<()> {
-            let tx = conn.transaction_with_behavior(behavior)?;
-            f(&mut SqliteTx(&tx))?;
+            let tx = OpenTx::begin(conn, write)?;
+            f(&mut SqliteTx(conn))?;
             tx.commit()?;
             Ok(())
         };
@@ -258,9 +253,45 @@ impl ToSql for Param<'_> {
     }
 }
 
+/// An open transaction on a connection. `BEGIN` and `COMMIT` are prepared
+/// once per connection like every other statement (rusqlite's own
+/// `Transaction` parses them anew each time, two parses per `defer()`).
+/// Dropped without [`commit`](Self::commit), after an error or a panic, it
+/// rolls back.
+struct OpenTx<'a> {
+    conn: &'a Connection,
+    committed: bool,
+}
+
+impl<'a> OpenTx<'a> {
+    /// Begins a transaction: `IMMEDIATE` (the write lock at once) for a write.
+    fn begin(conn: &'a Connection, write: bool) -> rusqlite::Result<Self> {
+        let sql = if write { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(OpenTx {
+            conn,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTx<'_> {
+    fn drop(&mut self) {
+        if !self.committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// A SQLite transaction as the queue logic sees it; statements are
 /// prepared once per connection (rusqlite's statement cache).
-struct SqliteTx<'a>(&'a Transaction<'a>);
+struct SqliteTx<'a>(&'a Connection);
 
 impl Tx for SqliteTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize> {
@@ -410,17 +441,67 @@ fn writable(dir: &Path) -> bool {
     }
 }
 
+/// A fresh directory for one test's database and the settings naming
+/// `dir/name.sqlite` in it; the test removes the directory when done.
+#[cfg(test)]
+pub(crate) fn scratch(name: &str) -> (PathBuf, Settings) {
+    let dir = std::env::temp_dir().join(format!("async-engine-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = Settings {
+        database: Some(
+            dir.join(format!("{name}.sqlite"))
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        ..Settings::default()
+    };
+    (dir, settings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that fails or panics half way leaves nothing behind, and the
+    /// connection takes the next transaction as usual.
+    #[test]
+    fn a_failed_or_panicking_write_rolls_back() {
+        let (dir, settings) = scratch("rollback");
+        let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&settings).unwrap());
+        let insert = |tx: &mut dyn Tx, key: &str| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, 'v')",
+                crate::db::args![key],
+            )
+        };
+        let failed = store.write(|tx| {
+            insert(tx, "failed")?;
+            Err::<(), _>(Error::Storage("half way".into()))
+        });
+        assert!(failed.is_err());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.write::<()>(|tx| {
+                insert(tx, "panicked")?;
+                panic!("half way")
+            })
+        }));
+        assert!(panicked.is_err());
+        store.write(|tx| insert(tx, "kept").map(drop)).unwrap();
+        let keys = store
+            .read(|tx| tx.query("SELECT key FROM meta ORDER BY key", &[]))
+            .unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].clone().text(0).unwrap(), "kept");
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A version 1 database (as 0.1 releases wrote it) is migrated on open
     /// and keeps its tasks.
     #[test]
     fn a_version_1_database_is_migrated_with_its_tasks() {
-        let dir = std::env::temp_dir().join(format!("async-engine-migrate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v1.sqlite");
+        let (dir, settings) = scratch("migrate");
+        let path = settings.database_path().unwrap();
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(SQLITE_MIGRATIONS[0]).unwrap();
@@ -434,10 +515,6 @@ mod tests {
             )
             .unwrap();
         }
-        let settings = Settings {
-            database: Some(path.to_string_lossy().into_owned()),
-            ..Settings::default()
-        };
         let mut store = SqliteStore::open(&settings).unwrap();
         let version: i64 = store
             .conn
