@@ -354,7 +354,12 @@ abstract class HubTestCase extends EngineTestCase
             }
             return true;
         }, 30);
-        $this->assertNotNull($back, 'the hub went down and came back while updates were published');
+        $this->assertNotNull($back, sprintf(
+            "the hub went down and came back while updates were published (%s; stats()['hub']: %s)\n%s",
+            $down ? 'it went down and stayed down' : 'no probe found it down',
+            json_encode(Engine::stats()['hub']),
+            $this->server->log()
+        ));
         $this->assertLessThan(10, $back, 'another worker hosts the hub within 10 s (its lease is 3 s)');
         $counts = array_map('count', $clients->events);
         $this->assertTrue($all, 'received: ' . json_encode($counts) . $this->server->log());

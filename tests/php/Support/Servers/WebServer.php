@@ -65,12 +65,34 @@ abstract class WebServer
         ], fn ($v) => $v !== null) + $this->ini;
     }
 
+    /**
+     * A port free on 127.0.0.1 for both TCP and UDP (the hub listens on
+     * both), chosen below the kernel's ephemeral range: a port the kernel
+     * hands out could become some client's source port, or a connection to
+     * itself, while the server that owns it is down, and then that server
+     * (a hub moving to another worker) could not listen there again.
+     */
     public static function freePort(): int
     {
-        $probe = stream_socket_server('tcp://127.0.0.1:0');
-        $port = (int) substr(strrchr(stream_socket_get_name($probe, false), ':'), 1);
-        fclose($probe);
-        return $port;
+        $range = preg_split('/\s+/', trim((string) @file_get_contents('/proc/sys/net/ipv4/ip_local_port_range')));
+        $ephemeralFrom = (int) ($range[0] ?? 0);
+        if ($ephemeralFrom < 4096) {
+            $ephemeralFrom = 32768; // unknown or unusual: Linux's default
+        }
+        for ($try = 0; $try < 100; $try++) {
+            $port = random_int(intdiv($ephemeralFrom, 2), $ephemeralFrom - 1);
+            $tcp = @stream_socket_server("tcp://127.0.0.1:$port");
+            if ($tcp === false) {
+                continue;
+            }
+            $udp = @stream_socket_server("udp://127.0.0.1:$port", $errno, $error, STREAM_SERVER_BIND);
+            fclose($tcp);
+            if ($udp !== false) {
+                fclose($udp);
+                return $port;
+            }
+        }
+        throw new \RuntimeException('no free port below the ephemeral range after 100 tries');
     }
 
     public function url(string $path = ''): string
