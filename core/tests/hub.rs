@@ -4,6 +4,7 @@
 
 mod common;
 
+use async_engine_core::clock::now_ms;
 use async_engine_core::endpoint::parse_base_url;
 use async_engine_core::hub::jwt::{self, Claims};
 use async_engine_core::hub::tables::Update;
@@ -110,8 +111,7 @@ fn publish(e: &mut Engine, s: &Settings, topic: &str, data: &str, private: bool)
         private,
         ..Update::default()
     };
-    e.publish(s, &update, async_engine_core::clock::now_ms())
-        .unwrap()
+    e.publish(s, &update, now_ms()).unwrap()
 }
 
 fn token(e: &mut Engine, s: &Settings, subscribe: &[&str], publish: &[&str]) -> String {
@@ -242,9 +242,7 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
     );
 
     // Presence: the token's payload, per subscriber and topic.
-    let subs = e
-        .subscribers(&s, "books/1", async_engine_core::clock::now_ms())
-        .unwrap();
+    let subs = e.subscribers(&s, "books/1", now_ms()).unwrap();
     assert_eq!(subs.len(), 3, "{subs:?}");
     assert!(subs.iter().filter(|x| x.payload["name"] == "Ada").count() == 2);
 
@@ -320,6 +318,44 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
         TcpStream::connect(listen).is_err(),
         "the hub stopped listening"
     );
+}
+
+#[test]
+fn a_worker_that_found_the_port_taken_listens_within_seconds_once_it_is_free() {
+    let dir = TempDir::new("hub_port_taken");
+    let listen = free_addr();
+    let squatter = TcpListener::bind(listen).unwrap();
+    let s = hub_settings(&dir.db(), listen);
+    let mut e = Engine::open(&s).unwrap();
+    let _w = worker(&s);
+    let start = Instant::now();
+    let mut failure_saying = |text: &str| loop {
+        let status = e.hub_status(&s, now_ms()).unwrap().unwrap();
+        match status.listen_error {
+            Some(why) if why.contains(text) => return why,
+            why => assert!(start.elapsed() < Duration::from_secs(10), "{why:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    failure_saying("it tries again in 1 s");
+    // Still taken at its next try, the worker waits twice as long.
+    let why = failure_saying("it tries again in 2 s");
+    drop(squatter);
+    let took = wait_listening(listen, Duration::from_secs(5));
+    eprintln!(
+        "[hub] after \"{why}\", the worker listened {:.0} ms after the port was freed",
+        took.as_secs_f64() * 1000.0
+    );
+    // The failure is cleared once the hub has started (just after it listens).
+    let status = loop {
+        let status = e.hub_status(&s, now_ms()).unwrap().unwrap();
+        if status.listen_error.is_none() || start.elapsed() > Duration::from_secs(15) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.listen_error, None);
+    assert_eq!(status.host_pid, Some(std::process::id()));
 }
 
 /// Set in a child process of this test binary: the database and address

@@ -22,8 +22,13 @@ use tokio::task::JoinHandle;
 
 /// A held lease is renewed once it has less than this left.
 const RENEW_BELOW_MS: Millis = LEASE_MS - 1_000;
-/// After failing to listen, a worker leaves the lease to others this long.
-const RETRY_LISTEN_MS: Millis = 30_000;
+/// After failing to listen, a worker leaves the lease to others this long,
+/// doubled after each further failure up to [`RETRY_LISTEN_MAX_MS`]: a port
+/// held for a moment (a dying host not yet gone) costs a second, one taken
+/// by another program two tries a minute per worker.
+const RETRY_LISTEN_FIRST_MS: Millis = 1_000;
+/// The longest a worker waits before trying to listen again.
+const RETRY_LISTEN_MAX_MS: Millis = 30_000;
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,11 +45,17 @@ struct Hosted {
 /// One hub per database, site, server and address.
 type Key = (Option<String>, String, String, SocketAddr);
 
+/// Where a worker failed to listen: since when it waits, and how long.
+struct Failed {
+    at: Millis,
+    wait: Millis,
+}
+
 /// The hubs this process hosts, and where it recently failed to listen.
 #[derive(Default)]
 pub(crate) struct Hosting {
     hubs: HashMap<Key, Hosted>,
-    failed: HashMap<Key, Millis>,
+    failed: HashMap<Key, Failed>,
 }
 
 impl Hosting {
@@ -93,11 +104,7 @@ impl Hosting {
             }
             return;
         }
-        if self
-            .failed
-            .get(&key)
-            .is_some_and(|at| now - at < RETRY_LISTEN_MS)
-        {
+        if self.failed.get(&key).is_some_and(|f| now - f.at < f.wait) {
             return;
         }
         let holder = format!("{}:{}", std::process::id(), crate::id::random_hex(6));
@@ -133,14 +140,21 @@ impl Hosting {
                 );
             }
             Err(why) => {
+                // Doubled while failures follow each other; an old one is forgotten.
+                let wait = match self.failed.get(&key) {
+                    Some(f) if now - f.at < f.wait + RETRY_LISTEN_MAX_MS => {
+                        (f.wait * 2).min(RETRY_LISTEN_MAX_MS)
+                    }
+                    _ => RETRY_LISTEN_FIRST_MS,
+                };
                 let error = format!(
                     "worker {} could not start the hub on {listen}: {why}; it tries again in {} s, \
                      other workers at their next poll",
                     std::process::id(),
-                    RETRY_LISTEN_MS / 1000
+                    wait / 1000
                 );
                 crate::log::emit(format!("live-events hub: {error}"));
-                self.failed.insert(key, now);
+                self.failed.insert(key, Failed { at: now, wait });
                 let _ = engine_call(engine, settings, move |e, _| {
                     e.store().write(|tx| {
                         tables::set_listen_error(tx, &site, &server, Some(&error))?;

@@ -210,7 +210,7 @@ abstract class HubTestCase extends EngineTestCase
             'no failure to listen recorded: ' . $this->server->log());
         $why = Engine::stats()['hub']['listen_error'];
         $this->assertMatchesRegularExpression(
-            "/^worker \\d+ could not start the hub on 127\\.0\\.0\\.1:{$this->hubPort}: .*in use.*; it tries again in 30 s/",
+            "/^worker \\d+ could not start the hub on 127\\.0\\.0\\.1:{$this->hubPort}: .*in use.*; it tries again in \\d+ s/",
             $why
         );
         // Each worker that fails says so in turn (with its own pid).
@@ -220,8 +220,8 @@ abstract class HubTestCase extends EngineTestCase
             $html
         );
         // Freed, the port gets a host (a worker that has not failed yet at
-        // its next poll, else the first to fail after its 30 s), and the
-        // failure is cleared.
+        // its next poll, else the first whose wait ends), and the failure
+        // is cleared.
         fclose($squatter);
         $this->waitForHub(40, fn () => usleep(100000));
         $this->hubUntil(fn (array $hub) => $hub['listen_error'] === null, 5);
