@@ -11,11 +11,12 @@ use AsyncEngine\Engine;
 
 /**
  * Whether any task is still queued or running: two probes of partial
- * indexes (tasks_claim, tasks_lease). `state IN (...)` would scan every
- * task, and the measuring process would take CPU from the server it times.
+ * indexes (tasks_claim, tasks_state; SQLite uses the latter only when the
+ * query repeats its condition). `state IN (...)` would scan every task, and
+ * the measuring process would take CPU from the server it times.
  */
 const PENDING_SQL = "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued') "
-    . "OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running')";
+    . "OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running' AND state <> 'queued')";
 
 /**
  * Waits until $pending (PENDING_SQL, prepared) says nothing is left,

@@ -445,14 +445,16 @@ pub(crate) fn retry(tx: &mut dyn Tx, site: &str, id: &str, now: Millis) -> Resul
     Ok(endpoint)
 }
 
+/// Running tasks whose lease ended before `?1`, found through the state
+/// index (running tasks are few). Tasks another server is reaping or
+/// finishing right now are passed by.
+const REAP: &str = "SELECT id, timeout FROM tasks INDEXED BY tasks_state
+     WHERE state = 'running' AND state <> 'queued' AND lease_until < ?1
+     LIMIT 1000 /*skip locked*/";
+
 /// Fails every running task whose lease ended before `now`; returns how many.
 pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
-    // Tasks another server is reaping or finishing right now are passed by.
-    let expired = tx.query(
-        "SELECT id, timeout FROM tasks
-         WHERE state = 'running' AND lease_until < ?1 LIMIT 1000 /*skip locked*/",
-        args![now],
-    )?;
+    let expired = tx.query(REAP, args![now])?;
     let reaped = expired.len();
     for mut row in expired {
         let (id, timeout) = (row.text(0)?, row.int(1)?);
@@ -575,12 +577,14 @@ pub(crate) fn finished_per_bucket(
 pub(crate) type Counts = Vec<(State, i64)>;
 
 /// Task counts per state of site `?1`. Each count walks one index: queued
-/// tasks are in the claim index, the others in the state index.
+/// tasks are in the claim index, the others in the state index, one seek
+/// per state and site.
 const COUNTS: &str = "SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_claim
      WHERE state = 'queued' AND site = ?1
      UNION ALL
      SELECT state, count(*) FROM tasks INDEXED BY tasks_state
-     WHERE site = ?1 AND state <> 'queued' GROUP BY state";
+     WHERE state IN ('running', 'done', 'dead', 'cancelled') AND state <> 'queued' AND site = ?1
+     GROUP BY state";
 
 /// Task counts per state of `site`, the earliest due time of its queued tasks.
 pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Millis>)> {
@@ -604,13 +608,13 @@ pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Mill
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::State;
     use rusqlite::Connection;
 
     /// SQLite's plan for `sql` on the schema, parameters bound (plans with
     /// literals can differ).
-    fn plan(sql: &str, params: usize) -> String {
+    pub(crate) fn plan(sql: &str, params: usize) -> String {
         let conn = Connection::open_in_memory().unwrap();
         for migration in crate::store::schema::SQLITE_MIGRATIONS {
             conn.execute_batch(migration).unwrap();
@@ -652,7 +656,7 @@ mod tests {
         };
         let done = plan_of(State::Done);
         assert!(
-            done.contains("USING INDEX tasks_state (site=? AND state=?)"),
+            done.contains("USING INDEX tasks_state (state=? AND site=?)"),
             "{done}"
         );
         assert!(!done.contains("TEMP B-TREE"), "{done}");
@@ -668,7 +672,18 @@ mod tests {
     fn counting_walks_the_claim_and_state_indexes() {
         let plan = plan(super::COUNTS, 1);
         assert!(plan.contains("USING INDEX tasks_claim (site=?)"), "{plan}");
-        assert!(plan.contains("INDEX tasks_state (site=?)"), "{plan}");
+        assert!(
+            plan.contains("INDEX tasks_state (state=? AND site=?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN"), "{plan}");
+    }
+
+    /// Reaping reads only running tasks, whatever the number of finished ones.
+    #[test]
+    fn reaping_seeks_the_running_tasks_in_the_state_index() {
+        let plan = plan(super::REAP, 1);
+        assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
     }
 

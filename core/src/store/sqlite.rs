@@ -528,7 +528,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert!(indexed.contains("(site, state, id)"), "{indexed}");
+        assert!(indexed.contains("(state, site, id)"), "{indexed}");
         let dead = (&mut store as &mut dyn Store)
             .read(|tx| crate::queue::list(tx, "", crate::task::State::Dead, 10))
             .unwrap();
