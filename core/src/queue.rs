@@ -608,13 +608,13 @@ pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Mill
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::State;
     use rusqlite::Connection;
 
     /// SQLite's plan for `sql` on the schema, parameters bound (plans with
     /// literals can differ).
-    pub(crate) fn plan(sql: &str, params: usize) -> String {
+    fn plan(sql: &str, params: usize) -> String {
         let conn = Connection::open_in_memory().unwrap();
         for migration in crate::store::schema::SQLITE_MIGRATIONS {
             conn.execute_batch(migration).unwrap();
@@ -685,6 +685,14 @@ pub(crate) mod tests {
         let plan = plan(super::REAP, 1);
         assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
         assert!(!plan.contains("SCAN"), "{plan}");
+    }
+
+    /// The next wake-up reads running tasks only, not every task.
+    #[test]
+    fn the_next_wake_reads_running_tasks_through_the_state_index() {
+        let plan = plan(crate::delivery::NEXT_WAKE, 4);
+        assert!(plan.contains("USING INDEX tasks_state (state=?)"), "{plan}");
+        assert!(!plan.contains("SCAN tasks"), "{plan}");
     }
 
     /// The earliest due time seeks the claim index (once per priority)
