@@ -57,7 +57,12 @@ impl Sender {
     pub fn start() -> std::io::Result<Sender> {
         let (commands, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
+        // One blocking thread: every database call waits for the one shared
+        // engine anyway, and tokio's default of up to 512 threads spawned one
+        // per call waiting there when a burst of hub subscribers arrived.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .thread_name("async-engine-db")
             .enable_all()
             .build()?;
         let counter = pending.clone();

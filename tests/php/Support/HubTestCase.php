@@ -249,6 +249,23 @@ abstract class HubTestCase extends EngineTestCase
         $this->assertStringContainsString('no worker hosts it', $html);
     }
 
+    public function testABurstOfSubscribersAddsNoThreadsToTheHostingWorker(): void
+    {
+        // Each subscription is one database write on the host's background
+        // connection: 200 at once must queue there, not start a thread each.
+        $clients = new SseClients($this->hubUrl('?topic=burst'), 200);
+        $this->assertTrue($clients->until(fn () => count(Engine::subscribers('burst')) === 200, 20), 'all 200 subscribed');
+        $pid = $this->hubPid();
+        $threads = array_map(fn (string $task): string => trim((string) file_get_contents("$task/comm")),
+            glob("/proc/$pid/task/*"));
+        sort($threads);
+        $clients->close();
+        // PHP's own thread, the sender and its database thread.
+        $this->assertCount(3, $threads, 'threads of the hosting worker: ' . implode(', ', $threads));
+        $this->assertSame(['async-engine', 'async-engine-db'], array_values(array_filter($threads,
+            fn (string $t): bool => str_starts_with($t, 'async-engine'))));
+    }
+
     public function testMalformedOversizedAndOverlongRequestsGet4xxAndTheHubGoesOn(): void
     {
         $raw = function (string $request): string {
