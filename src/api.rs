@@ -122,6 +122,7 @@ fn accept_next() -> PhpResult<Option<Task>> {
         true => (Some(request::incoming()), process::target(&settings)),
         false => (None, None),
     };
+    let slot = incoming.as_ref().and_then(|i| i.slot.clone());
     let (claimed, accepted_now) = process::with(|rt| {
         rt.accept(
             &settings,
@@ -134,6 +135,9 @@ fn accept_next() -> PhpResult<Option<Task>> {
     if accepted_now {
         // The task keeps running if the sender hangs up.
         ignore_user_abort();
+        if let Some(slot) = slot {
+            request::say_accepted(&slot);
+        }
     }
     Ok(claimed.map(Task::new))
 }

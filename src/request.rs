@@ -2,13 +2,15 @@
 //! for the base URL of self-requests.
 
 use async_engine_core::endpoint::parse_base_url;
-use async_engine_core::protocol::{Incoming, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
+use async_engine_core::protocol::{
+    Incoming, HEADER_ACCEPTED, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME,
+};
 use async_engine_core::target::Target;
 use async_engine_core::target::{derive, local_port_of_connection, ServerVars};
 use async_engine_core::Settings;
 use ext_php_rs::ffi::zend_is_auto_global;
 use ext_php_rs::types::{ZendHashTable, ZendStr};
-use ext_php_rs::zend::{ExecutorGlobals, ProcessGlobals, SapiModule};
+use ext_php_rs::zend::{set_header, ExecutorGlobals, ProcessGlobals, SapiGlobals, SapiModule};
 
 /// `$_SERVER` key of a request header.
 fn server_key(header: &str) -> String {
@@ -56,6 +58,15 @@ pub fn incoming() -> Incoming {
         time: text(server, &server_key(HEADER_TIME)),
         signature: text(server, &server_key(HEADER_SIGNATURE)),
     })
+}
+
+/// Tells the sender of this task request, in a response header, that it
+/// accepted `slot` (verified, so the value is the engine's own), unless
+/// output has started: the sender then reads the slot back instead.
+pub fn say_accepted(slot: &str) {
+    if SapiGlobals::get().headers_sent == 0 {
+        let _ = set_header(&format!("{HEADER_ACCEPTED}: {slot}"));
+    }
 }
 
 /// Where this request's self-requests go: the configured base URL, else

@@ -10,6 +10,11 @@ pub const HEADER_SLOT: &str = "X-Async-Engine-Slot";
 pub const HEADER_TIME: &str = "X-Async-Engine-Time";
 /// Header with the hex HMAC-SHA256 of slot, endpoint and time.
 pub const HEADER_SIGNATURE: &str = "X-Async-Engine-Signature";
+/// Response header by which an endpoint that accepted the request's slot
+/// says so (its value: the slot): the sender then has nothing to check.
+/// Without it (output had started, an older extension) the sender reads
+/// the slot's state back from the database.
+pub const HEADER_ACCEPTED: &str = "X-Async-Engine-Accepted";
 /// Seconds a signature stays valid either side of the receiver's clock.
 pub const WINDOW_SECS: i64 = 60;
 

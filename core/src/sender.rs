@@ -5,7 +5,7 @@
 
 use crate::clock::{now_ms, Millis};
 use crate::engine::Dispatch;
-use crate::protocol::{HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
+use crate::protocol::{HEADER_ACCEPTED, HEADER_SIGNATURE, HEADER_SLOT, HEADER_TIME};
 use crate::settings::Settings;
 use crate::shared_engine::{engine_call, SharedEngine};
 use crate::target::Target;
@@ -321,8 +321,16 @@ async fn deliver(
     commands: mpsc::UnboundedSender<Command>,
 ) {
     loop {
-        let (reason, answered) = post(&client, &dispatch, &target).await;
-        // A no-op when the endpoint accepted the slot (the usual case).
+        let Answer {
+            reason,
+            answered,
+            accepted,
+        } = post(&client, &dispatch, &target).await;
+        if accepted {
+            // The endpoint said it accepted the slot (the usual case).
+            break;
+        }
+        // A no-op when the endpoint accepted the slot without saying so.
         let now = now_ms();
         let slot = dispatch.slot.clone();
         let failed = engine_call(&engine, &settings, move |e, settings| {
@@ -360,7 +368,16 @@ async fn deliver(
 
 /// Sends one request; returns what to record if its slot was never accepted,
 /// and whether the server answered with success.
-async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> (String, bool) {
+/// How a request went: why it failed, should it turn out that it did not
+/// reach `accept()`; whether the endpoint answered with a success status;
+/// whether it said it accepted the slot ([`HEADER_ACCEPTED`]).
+struct Answer {
+    reason: String,
+    answered: bool,
+    accepted: bool,
+}
+
+async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> Answer {
     let url = format!("{}{}", target.base.origin(), d.endpoint);
     let answer = client
         .post(&url)
@@ -371,16 +388,20 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> (Strin
         .header("Content-Length", "0")
         .send()
         .await;
-    match answer {
+    let (reason, answered, accepted) = match answer {
         Ok(r) if r.status().is_success() => (
             format!(
                 "{url} answered HTTP {} without calling accept()",
                 r.status().as_u16()
             ),
             true,
+            r.headers()
+                .get(HEADER_ACCEPTED)
+                .is_some_and(|v| v.as_bytes() == d.slot.as_bytes()),
         ),
         Ok(r) => (
             format!("{url} answered HTTP {}", r.status().as_u16()),
+            false,
             false,
         ),
         Err(e) => {
@@ -397,7 +418,12 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> (Strin
                 cause = s.to_string();
                 source = s.source();
             }
-            (format!("request to {url} {what}: {cause}"), false)
+            (format!("request to {url} {what}: {cause}"), false, false)
         }
+    };
+    Answer {
+        reason,
+        answered,
+        accepted,
     }
 }

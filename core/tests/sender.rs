@@ -42,10 +42,21 @@ impl Received {
     }
 }
 
+/// What an endpoint's answer says about the slot (the
+/// `X-Async-Engine-Accepted` response header).
+#[derive(Clone, Copy, PartialEq)]
+enum Says {
+    Nothing,
+    /// This request's slot, as `serve()` does after `accept()`.
+    Accepted,
+    /// Another slot.
+    AcceptedOther,
+}
+
 /// An endpoint on a free port: each request's head goes to the channel;
 /// when `run` is given, it also accepts the request and completes its
-/// task, as `serve()` would. Answers 200.
-fn endpoint(run: Option<Settings>) -> (SocketAddr, mpsc::Receiver<Received>) {
+/// task, as `serve()` would. Answers 200, saying what `says` says.
+fn endpoint(run: Option<Settings>, says: Says) -> (SocketAddr, mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -66,8 +77,20 @@ fn endpoint(run: Option<Settings>) -> (SocketAddr, mpsc::Receiver<Received>) {
                 let task = accepted.task.expect("a due task");
                 e.complete(&task.id, &task.lease, now_ms()).unwrap();
             }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let accepted = match says {
+                Says::Nothing => String::new(),
+                Says::Accepted => format!(
+                    "X-Async-Engine-Accepted: {}\r\n",
+                    received.header("x-async-engine-slot").unwrap_or_default()
+                ),
+                Says::AcceptedOther => "X-Async-Engine-Accepted: 0123456789abcdef\r\n".into(),
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\n{accepted}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
             if tx.send(received).is_err() {
                 return;
             }
@@ -97,7 +120,7 @@ fn defer_now(
 fn a_request_goes_to_the_servers_own_address_with_the_sites_host_and_its_signature() {
     let dir = TempDir::new("sender_send");
     let s = settings(&dir.db());
-    let (addr, requests) = endpoint(Some(s.clone()));
+    let (addr, requests) = endpoint(Some(s.clone()), Says::Accepted);
     let mut e = Engine::open(&s).unwrap();
     let deferred = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
     let dispatch = deferred.dispatch.clone().expect("a free slot");
@@ -134,7 +157,8 @@ fn a_request_goes_to_the_servers_own_address_with_the_sites_host_and_its_signatu
 fn an_answer_without_accept_or_no_answer_backs_the_endpoint_off_and_keeps_the_task() {
     let dir = TempDir::new("sender_fail");
     let s = settings(&dir.db());
-    let (addr, requests) = endpoint(None);
+    let (addr, requests) = endpoint(None, Says::Nothing);
+    let (other, _) = endpoint(None, Says::AcceptedOther);
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -143,6 +167,12 @@ fn an_answer_without_accept_or_no_answer_backs_the_endpoint_off_and_keeps_the_ta
     let sender = Sender::start().unwrap();
     for (endpoint, to, why) in [
         ("/w.php", addr, "answered HTTP 200 without calling accept()"),
+        // Saying another slot was accepted says nothing about this one.
+        (
+            "/u.php",
+            other,
+            "answered HTTP 200 without calling accept()",
+        ),
         ("/v.php", closed, "could not connect"),
     ] {
         let deferred = defer_now(&mut e, &s, endpoint, &DeferOptions::default());
@@ -171,10 +201,30 @@ fn an_answer_without_accept_or_no_answer_backs_the_endpoint_off_and_keeps_the_ta
 }
 
 #[test]
+fn an_endpoint_that_says_it_accepted_the_slot_is_not_checked() {
+    // The header spares the sender a read of the slot: it takes the answer
+    // at its word, so an endpoint that says so without accepting (no engine
+    // sends that) leaves the slot taken until its deadline, as a request
+    // lost on the way would.
+    let dir = TempDir::new("sender_said");
+    let s = settings(&dir.db());
+    let (addr, requests) = endpoint(None, Says::Accepted);
+    let mut e = Engine::open(&s).unwrap();
+    let deferred = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
+    let sender = Sender::start().unwrap();
+    sender.send(deferred.dispatch.expect("a free slot"), &target(addr), &s);
+    assert!(sender.drain(Duration::from_secs(10)), "answered");
+    assert!(requests.recv_timeout(Duration::from_secs(1)).is_ok());
+    let stats = e.stats(&s, now_ms()).unwrap();
+    assert!(stats.failing.is_empty(), "{:?}", stats.failing);
+    assert_eq!(stats.in_flight, 1, "the slot was not read back");
+}
+
+#[test]
 fn a_timer_sends_a_delayed_tasks_request_when_it_is_due_without_traffic() {
     let dir = TempDir::new("sender_wake");
     let s = settings(&dir.db());
-    let (addr, requests) = endpoint(Some(s.clone()));
+    let (addr, requests) = endpoint(Some(s.clone()), Says::Accepted);
     let mut e = Engine::open(&s).unwrap();
     let mut options = DeferOptions::default();
     options.set("delay", &Scalar::Float(0.3)).unwrap();

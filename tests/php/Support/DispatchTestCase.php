@@ -283,6 +283,28 @@ abstract class DispatchTestCase extends EngineTestCase
         }
     }
 
+    public function testATaskRequestNamesTheSlotItAcceptedInItsAnswerWhenItStillCan(): void
+    {
+        // This process's requests go to a port that never answers, so each
+        // slot stays on its way and the test delivers it itself.
+        $hole = stream_socket_server('tcp://127.0.0.1:0');
+        Engine::configure(['base_url' => 'http://' . stream_socket_get_name($hole, false)]);
+        foreach (['/worker.php' => 'said', '/worker.php?print_first=1' => 'printed first'] as $endpoint => $line) {
+            Engine::defer($endpoint, 'append', ['file' => $this->effects, 'line' => $line, 'deferred_at' => 0]);
+            [[$slot]] = $this->sentSlots();
+            $answer = Http::request($this->server->url($endpoint), 'POST', self::signedHeaders($slot, $endpoint));
+            $this->assertSame(200, $answer['status'], $answer['body']);
+            // The sender then has nothing to read back; after output it reads the slot.
+            $this->assertSame($line === 'said' ? $slot : null, $answer['headers']['x-async-engine-accepted'] ?? null);
+            $this->assertSame([], $this->sentSlots(), 'the slot was accepted');
+            $this->assertStringNotContainsString('headers already sent', $answer['body']);
+        }
+        $this->assertSame(['said', 'printed first'], array_keys($this->effects()));
+        $this->assertStringNotContainsString('headers already sent', $this->server->log());
+        fclose($hole); // the requests on their way fail: nothing to record
+        usleep(200000);
+    }
+
     public function testAClosedPortLeavesTasksQueuedWithTheErrorUntilTheServerIsBack(): void
     {
         $this->server->stop();
