@@ -366,17 +366,17 @@ async fn deliver(
     pending.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Sends one request; returns what to record if its slot was never accepted,
-/// and whether the server answered with success.
-/// How a request went: why it failed, should it turn out that it did not
-/// reach `accept()`; whether the endpoint answered with a success status;
-/// whether it said it accepted the slot ([`HEADER_ACCEPTED`]).
+/// How a request went.
 struct Answer {
+    /// What to record should it turn out that the slot was never accepted.
     reason: String,
+    /// Whether the server answered with a success status.
     answered: bool,
+    /// Whether the answer named this slot as accepted ([`HEADER_ACCEPTED`]).
     accepted: bool,
 }
 
+/// Sends one request and says how it went.
 async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> Answer {
     let url = format!("{}{}", target.base.origin(), d.endpoint);
     let answer = client
