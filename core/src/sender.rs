@@ -388,22 +388,23 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> Answer
         .header("Content-Length", "0")
         .send()
         .await;
-    let (reason, answered, accepted) = match answer {
-        Ok(r) if r.status().is_success() => (
-            format!(
+    match answer {
+        Ok(r) if r.status().is_success() => Answer {
+            reason: format!(
                 "{url} answered HTTP {} without calling accept()",
                 r.status().as_u16()
             ),
-            true,
-            r.headers()
+            answered: true,
+            accepted: r
+                .headers()
                 .get(HEADER_ACCEPTED)
                 .is_some_and(|v| v.as_bytes() == d.slot.as_bytes()),
-        ),
-        Ok(r) => (
-            format!("{url} answered HTTP {}", r.status().as_u16()),
-            false,
-            false,
-        ),
+        },
+        Ok(r) => Answer {
+            reason: format!("{url} answered HTTP {}", r.status().as_u16()),
+            answered: false,
+            accepted: false,
+        },
         Err(e) => {
             let what = if e.is_timeout() {
                 "timed out"
@@ -418,12 +419,11 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> Answer
                 cause = s.to_string();
                 source = s.source();
             }
-            (format!("request to {url} {what}: {cause}"), false, false)
+            Answer {
+                reason: format!("request to {url} {what}: {cause}"),
+                answered: false,
+                accepted: false,
+            }
         }
-    };
-    Answer {
-        reason,
-        answered,
-        accepted,
     }
 }
