@@ -25,6 +25,7 @@ use ext_php_rs::flags::ErrorType;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendCallable, ZendClassObject, ZendHashTable, ZendObject, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
+use std::sync::Arc;
 
 /// Background and delayed tasks, run as signed requests the server sends to itself.
 #[php_class]
@@ -35,7 +36,7 @@ pub struct Engine;
 /// Most records `tasks()` returns at once.
 const MAX_LIST: i64 = 1000;
 
-fn settings() -> PhpResult<Settings> {
+fn settings() -> PhpResult<Arc<Settings>> {
     process::settings().or_throw()
 }
 
@@ -580,7 +581,7 @@ impl Engine {
         }
         // Refuse the whole call if any value is bad: nothing changes.
         crate::ini::settings(&overrides).or_throw()?;
-        process::with(|rt| rt.request.overrides = overrides);
+        process::with(|rt| rt.configure(overrides));
         Ok(())
     }
 }

@@ -2,10 +2,11 @@
 
 use async_engine_core::settings::SETTING_NAMES;
 use async_engine_core::{Scalar, Settings};
-use ext_php_rs::ffi::zend_ini_entry;
+use ext_php_rs::ffi::{zend_ini_entry, zend_string};
 use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs};
-use std::ffi::CStr;
+use std::ffi::{c_int, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `async_engine.<name>` as a C string, at compile time.
 const fn ini_name(name_nul: &'static str) -> &'static CStr {
@@ -15,14 +16,42 @@ const fn ini_name(name_nul: &'static str) -> &'static CStr {
     }
 }
 
+/// How many times PHP has set one of the entries: at startup, by
+/// `ini_set()` or `ini_restore()`, per-directory values (`.user.ini`,
+/// `php_value`), and their restoring at request end.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// The entries' `on_modify` handler: counts the change and accepts the
+/// value (settings are checked when they are read, with a clear error).
+unsafe extern "C" fn count_change(
+    _entry: *mut zend_ini_entry,
+    _value: *mut zend_string,
+    _arg1: *mut c_void,
+    _arg2: *mut c_void,
+    _arg3: *mut c_void,
+    _stage: c_int,
+) -> c_int {
+    CHANGES.fetch_add(1, Ordering::Relaxed);
+    0 // SUCCESS
+}
+
+/// The number of changes PHP has made to the entries so far: settings read
+/// at one count hold until it moves.
+pub fn changes() -> u64 {
+    CHANGES.load(Ordering::Relaxed)
+}
+
+/// An entry whose changes are counted.
+const fn entry(name: &'static CStr) -> IniEntryDef {
+    let mut def = IniEntryDef::new(name, c"", IniEntryPermission::All);
+    def.on_modify = Some(count_change);
+    def
+}
+
 macro_rules! ini_entries {
     ($($name:ident),*) => {
         IniEntryDefs::new([
-            $(IniEntryDef::new(
-                ini_name(concat!("async_engine.", stringify!($name), "\0")),
-                c"",
-                IniEntryPermission::All,
-            ),)*
+            $(entry(ini_name(concat!("async_engine.", stringify!($name), "\0"))),)*
             IniEntryDef::end(),
         ])
     };

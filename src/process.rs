@@ -5,6 +5,7 @@
 use async_engine_core::runtime::{self, Runtime};
 use async_engine_core::target::Target;
 use async_engine_core::{Engine, Settings};
+use std::sync::Arc;
 
 /// Runs `f` on this process's runtime. `f` must not call into PHP.
 pub fn with<T>(f: impl FnOnce(&mut Runtime) -> T) -> T {
@@ -21,9 +22,19 @@ pub fn engine<T>(
 
 /// The settings in effect for this request. Points the engine's log at
 /// PHP's error log and hands it the lines the background thread left.
-pub fn settings() -> async_engine_core::Result<Settings> {
-    let overrides = with(|rt| rt.request.overrides.clone());
-    let settings = crate::ini::settings(&overrides)?;
+/// Read from the ini entries only when they changed since the last call
+/// (or `Engine::configure()` was called).
+pub fn settings() -> async_engine_core::Result<Arc<Settings>> {
+    let changes = crate::ini::changes();
+    let settings = match with(|rt| rt.cached_settings(changes)) {
+        Some(settings) => settings,
+        None => {
+            let overrides = with(|rt| rt.request.overrides.clone());
+            let settings = Arc::new(crate::ini::settings(&overrides)?);
+            with(|rt| rt.cache_settings(changes, Arc::clone(&settings)));
+            settings
+        }
+    };
     async_engine_core::log::configure(crate::ini::error_log().as_deref(), settings.log);
     flush_log();
     Ok(settings)

@@ -18,14 +18,19 @@ use crate::slots::SENT_TTL_MS;
 use crate::target::Target;
 use crate::task::{Claimed, DeferOptions, TaskSpec};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the current request holds, released when it ends.
 #[derive(Debug, Default)]
 pub struct RequestState {
-    /// `Engine::configure()` overrides, in call order.
+    /// `Engine::configure()` overrides, in call order (set them with
+    /// [`Runtime::configure`], which also drops the cached settings).
     pub overrides: Vec<(String, Scalar)>,
+    /// The settings last worked out from the ini entries and `overrides`,
+    /// with the ini change count they were read at (see
+    /// [`Runtime::cached_settings`]).
+    settings: Option<(u64, Arc<Settings>)>,
     /// The slot and endpoint this request accepted, if it is a task request.
     pub accepted: Option<(String, String)>,
     /// Tasks claimed by this request and not yet completed or failed: (id, lease).
@@ -159,6 +164,30 @@ impl Runtime {
     /// Takes the request state, leaving it empty for the next request.
     pub fn take_request(&mut self) -> RequestState {
         std::mem::take(&mut self.request)
+    }
+
+    /// Replaces this request's `Engine::configure()` overrides; the
+    /// settings are worked out again on next use.
+    pub fn configure(&mut self, overrides: Vec<(String, Scalar)>) {
+        self.request.overrides = overrides;
+        self.request.settings = None;
+    }
+
+    /// The settings worked out earlier, if the ini entries have not changed
+    /// since: `ini_changes` counts their changes (PHP reports each one,
+    /// `ini_set()`, per-directory values and their restoring at request
+    /// end), so a `defer()` reads no ini entry while nothing changes.
+    pub fn cached_settings(&self, ini_changes: u64) -> Option<Arc<Settings>> {
+        match &self.request.settings {
+            Some((at, settings)) if *at == ini_changes => Some(Arc::clone(settings)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `settings`, read at ini change count `ini_changes`, for
+    /// [`Runtime::cached_settings`].
+    pub fn cache_settings(&mut self, ini_changes: u64, settings: Arc<Settings>) {
+        self.request.settings = Some((ini_changes, settings));
     }
 
     /// The target this request already worked out for these settings.

@@ -115,6 +115,34 @@ final class DeferTest extends EngineTestCase
         $this->assertSame('4', $out, $err);
     }
 
+    public function testIniSetAndIniRestoreTakeEffectOnTheNextCall(): void
+    {
+        [$code, $out, $err] = $this->runPhp(<<<'PHP'
+            <?php
+            use AsyncEngine\Engine;
+            $workers = fn () => Engine::stats()['max_workers'];
+            echo $workers(), ' ';
+            ini_set('async_engine.max_workers', '6');
+            echo $workers(), ' ';
+            ini_restore('async_engine.max_workers');
+            echo $workers(), ' ';
+            ini_set('async_engine.max_workers', 'lots');
+            try {
+                $workers();
+            } catch (AsyncEngine\EngineException $e) {
+                echo get_class($e), ' ';
+            }
+            ini_set('async_engine.max_workers', '3');
+            echo $workers(), ' ';
+            Engine::configure(['max_workers' => 8]);
+            echo $workers(), ' ';
+            ini_set('async_engine.max_workers', '5');
+            echo $workers(), "\n";
+            PHP, [], []);
+        $this->assertSame(0, $code, $err);
+        $this->assertSame("4 6 4 AsyncEngine\\EngineException 3 8 8\n", $out);
+    }
+
     public function testIniValuesAreUsed(): void
     {
         $script = $this->dir . '/ini.php';

@@ -305,6 +305,22 @@ abstract class DispatchTestCase extends EngineTestCase
         usleep(200000);
     }
 
+    public function testASettingAPageChangesWithIniSetLastsForThatRequestOnly(): void
+    {
+        $changedOn = [];
+        $checkedAfterAChange = 0;
+        for ($i = 0; $i < 16; $i++) {
+            $workers = 5 + $i % 3;
+            $set = json_decode(Http::request($this->server->url("/settings.php?max_workers=$workers"))['body'], true);
+            $this->assertSame(['before' => 4, 'after' => $workers], array_intersect_key($set, ['before' => 0, 'after' => 0]));
+            $changedOn[$set['pid']] = true;
+            $plain = json_decode(Http::request($this->server->url('/settings.php'))['body'], true);
+            $this->assertSame(['before' => 4, 'after' => 4], array_intersect_key($plain, ['before' => 0, 'after' => 0]));
+            $checkedAfterAChange += isset($changedOn[$plain['pid']]) ? 1 : 0;
+        }
+        $this->assertGreaterThan(0, $checkedAfterAChange, 'some plain request ran in a worker that had changed the setting');
+    }
+
     public function testAClosedPortLeavesTasksQueuedWithTheErrorUntilTheServerIsBack(): void
     {
         $this->server->stop();
