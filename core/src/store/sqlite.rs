@@ -529,6 +529,15 @@ mod tests {
             )
             .unwrap();
         assert!(indexed.contains("(state, site, id)"), "{indexed}");
+        let table: String = store
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'tasks'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(table.ends_with("WITHOUT ROWID"), "{table}");
         let dead = (&mut store as &mut dyn Store)
             .read(|tx| crate::queue::list(tx, "", crate::task::State::Dead, 10))
             .unwrap();
