@@ -151,13 +151,12 @@ function whyMissed(array $r): string
             . 'costs one local HTTP round trip (a few hundred µs). A real `wp-cron.php` loads WordPress before it '
             . 'answers and the caller waits out its 10 ms timeout; against that spawn (second spawn row) `defer()` is '
             . sprintf('%.0f× faster.', $r['enqueue']['cli']['spawn-boot']['median_us'] / $r['enqueue']['cli']['defer']['median_us']),
-        'one-index queue table' => '`defer()` commits four pages where the baseline commits two: the task row, its '
-            . 'id index (the public text id), the claim index, and the endpoint row that counts its queue for '
+        'one-index queue table' => '`defer()` writes three b-trees where the baseline writes two: the task row '
+            . '(keyed by its public text id), the claim index, and the endpoint row that counts its queue for '
             . '`max_queued` and holds its next due time (what lets a server find due work without scanning tasks); '
             . 'it also validates the call, encodes the args and checks for a free slot. Half the time is the kernel '
-            . 'writing WAL pages. Reaching 1.5× needs a task table with an integer key and no per-endpoint counter, '
-            . 'a migration that rewrites every stored task, or buffering tasks in memory, which would lose them '
-            . 'with the process.',
+            . 'writing WAL pages. Reaching 1.5× needs no per-endpoint counter (no `max_queued` by default), or '
+            . 'buffering tasks in memory, which would lose them with the process.',
         'deferred and run, serve()' => 'A batch of quick tasks costs about one database write per 16 tasks, so the '
             . 'run is bound by the one process deferring them: its `defer()` calls, contended by the workers\' writes '
             . 'on the same SQLite file and sharing 2 cores with nginx and 4 workers, and, while the queue is short, '
