@@ -12,7 +12,7 @@ use crate::scalar::Scalar as SettingValue;
 #[macro_export]
 macro_rules! with_setting_names {
     ($then:ident) => {
-        $then!(
+        $then! {
             database,
             site,
             server,
@@ -32,7 +32,7 @@ macro_rules! with_setting_names {
             hub_history,
             hub_jwt_key,
             hub_max_event_size
-        )
+        }
     };
 }
 
@@ -46,7 +46,7 @@ macro_rules! names {
 pub const SETTING_NAMES: [&str; 19] = with_setting_names!(names);
 
 /// The effective settings of one request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Settings {
     /// Path of the SQLite database, or a `postgres://` URL; `None` (unset)
     /// is refused when the database is first needed.
@@ -92,6 +92,50 @@ pub struct Settings {
     /// Largest data of one published update, in bytes.
     pub hub_max_event_size: usize,
 }
+
+/// How one setting shows in a debug line: the keys only as set or not,
+/// the database URL without its password, everything else as it is.
+trait Shown {
+    fn shown(&self, name: &str) -> String;
+}
+
+impl Shown for Option<String> {
+    fn shown(&self, name: &str) -> String {
+        match (name, self) {
+            ("secret" | "hub_jwt_key", Some(_)) => "Some(***)".to_string(),
+            ("database", Some(database)) => format!("Some({:?})", shown_database(database)),
+            _ => format!("{self:?}"),
+        }
+    }
+}
+
+macro_rules! shown_as_is {
+    ($($t:ty),*) => {
+        $(impl Shown for $t {
+            fn shown(&self, _name: &str) -> String {
+                format!("{self:?}")
+            }
+        })*
+    };
+}
+shown_as_is!(u32, u64, usize, f64, bool, Option<std::net::SocketAddr>);
+
+macro_rules! debug_settings {
+    ($($name:ident),*) => {
+        /// Every setting (the one list of names), none of its secrets.
+        impl std::fmt::Debug for Settings {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut d = f.debug_struct("Settings");
+                $(d.field(
+                    stringify!($name),
+                    &format_args!("{}", self.$name.shown(stringify!($name))),
+                );)*
+                d.finish()
+            }
+        }
+    };
+}
+with_setting_names!(debug_settings);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -443,6 +487,31 @@ mod tests {
             let err = s.set("secret", &value).unwrap_err();
             assert!(!err.message().contains("hunter2") && !err.message().contains("12345"));
         }
+        let mut keyed = Settings::default();
+        keyed
+            .set("secret", &SettingValue::Str("hunter2hunter2hunter2".into()))
+            .unwrap();
+        keyed
+            .set(
+                "hub_jwt_key",
+                &SettingValue::Str("jwtkey-jwtkey-jwtkey".into()),
+            )
+            .unwrap();
+        keyed
+            .set(
+                "database",
+                &SettingValue::Str("postgres://u:pw1@h/db".into()),
+            )
+            .unwrap();
+        let debug = format!("{keyed:?}");
+        for secret in ["hunter2", "jwtkey", "pw1"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("postgres://u:***@h/db"), "{debug}");
+        assert!(
+            debug.contains("secret: Some(***)") && debug.contains("max_workers: 4"),
+            "{debug}"
+        );
         for (url, hidden) in [
             ("postgres://u:pw1@h/db", "postgres://u:***@h/db"),
             ("postgress://u:pw1@h:5/db", "postgress://u:***@h:5/db"),
