@@ -580,8 +580,9 @@ impl Engine {
             overrides.push((key.name(), scalar(value)));
         }
         // Refuse the whole call if any value is bad: nothing changes.
-        crate::ini::settings(&overrides).or_throw()?;
-        process::with(|rt| rt.configure(overrides));
+        let changes = crate::ini::changes();
+        let settings = Arc::new(crate::ini::settings(&overrides).or_throw()?);
+        process::with(|rt| rt.configure(overrides, changes, settings));
         Ok(())
     }
 }

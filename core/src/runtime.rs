@@ -25,7 +25,7 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct RequestState {
     /// `Engine::configure()` overrides, in call order (set them with
-    /// [`Runtime::configure`], which also drops the cached settings).
+    /// [`Runtime::configure`], which keeps the settings they give).
     pub overrides: Vec<(String, Scalar)>,
     /// The settings last worked out from the ini entries and `overrides`,
     /// with the ini change count they were read at (see
@@ -166,11 +166,16 @@ impl Runtime {
         std::mem::take(&mut self.request)
     }
 
-    /// Replaces this request's `Engine::configure()` overrides; the
-    /// settings are worked out again on next use.
-    pub fn configure(&mut self, overrides: Vec<(String, Scalar)>) {
+    /// Replaces this request's `Engine::configure()` overrides, with the
+    /// settings they give (read at ini change count `ini_changes`).
+    pub fn configure(
+        &mut self,
+        overrides: Vec<(String, Scalar)>,
+        ini_changes: u64,
+        settings: Arc<Settings>,
+    ) {
         self.request.overrides = overrides;
-        self.request.settings = None;
+        self.cache_settings(ini_changes, settings);
     }
 
     /// The settings worked out earlier, if the ini entries have not changed

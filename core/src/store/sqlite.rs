@@ -520,23 +520,19 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SQLITE_SCHEMA_VERSION);
-        let indexed: String = store
-            .conn
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'tasks_state'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sql = |name: &str| -> String {
+            store
+                .conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let indexed = sql("tasks_state");
         assert!(indexed.contains("(state, site, id)"), "{indexed}");
-        let table: String = store
-            .conn
-            .query_row(
-                "SELECT sql FROM sqlite_master WHERE name = 'tasks'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let table = sql("tasks");
         assert!(table.ends_with("WITHOUT ROWID"), "{table}");
         let dead = (&mut store as &mut dyn Store)
             .read(|tx| crate::queue::list(tx, "", crate::task::State::Dead, 10))
