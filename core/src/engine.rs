@@ -220,8 +220,10 @@ impl Engine {
     }
 
     /// Queues a task. `args` is its JSON text. When it is due now, a slot is
-    /// free and `send` (a sender and a base URL exist), reserves the slot and
-    /// returns the request to send.
+    /// free, `send` (a sender and a base URL exist) and this server has no
+    /// request to its endpoint on its way or running already (that one claims it next; see
+    /// docs/architecture.md, "Hand-off to a running request"), reserves the
+    /// slot and returns the request to send.
     pub fn defer(
         &mut self,
         settings: &Settings,
@@ -270,10 +272,13 @@ impl Engine {
             self.store.write(|tx| {
                 let lock = due.then(|| slots::lock(tx, server)).transpose()?;
                 let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
-                let reserved = if created {
-                    reserve(tx, lock.as_ref(), settings, None, now)?
-                } else {
-                    None
+                let reserved = match &lock {
+                    Some(lock)
+                        if created && !slots::has_request(tx, lock, site, &endpoint, now)? =>
+                    {
+                        reserve(tx, Some(lock), settings, None, now)?
+                    }
+                    _ => None,
                 };
                 Ok((id, created, reserved))
             })?

@@ -163,6 +163,9 @@ impl Runtime {
 
     /// Takes the request state, leaving it empty for the next request.
     pub fn take_request(&mut self) -> RequestState {
+        if let Some(sender) = &self.sender {
+            sender.task_ended();
+        }
         std::mem::take(&mut self.request)
     }
 
@@ -355,7 +358,30 @@ impl Runtime {
         if let Some(task) = &claimed {
             self.hold(task);
         }
+        self.running(settings, claimed.is_some(), now);
         Ok((claimed, first))
+    }
+
+    /// Tells this worker's sender whether a task of this request runs now
+    /// (`task`: one was just handed out), so the tasks deferred meanwhile
+    /// for its endpoint do not wait for a long one (see
+    /// [`Sender::task_started`]).
+    fn running(&mut self, settings: &Settings, task: bool, now: Millis) {
+        if !self.persistent {
+            return;
+        }
+        if !task {
+            if let Some(sender) = &self.sender {
+                sender.task_ended();
+            }
+            return;
+        }
+        if self.sender.is_none() {
+            self.sender = Sender::start().ok();
+        }
+        if let (Some(sender), Some((_, Some(target)))) = (&self.sender, &self.request.target) {
+            sender.task_started(now, target, settings);
+        }
     }
 
     /// Records that this request holds `task`.
@@ -402,6 +428,19 @@ impl Runtime {
     /// over), hands the slot to the next due endpoint in that transaction
     /// and sends its request at once.
     pub fn serve_next(
+        &mut self,
+        settings: &Settings,
+        ran: Option<(Claimed, Option<String>)>,
+        more: usize,
+        now: Millis,
+    ) -> Result<Option<Claimed>> {
+        let next = self.next_to_serve(settings, ran, more, now);
+        self.running(settings, matches!(next, Ok(Some(_))), now);
+        next
+    }
+
+    /// [`Runtime::serve_next`] but for telling the sender.
+    fn next_to_serve(
         &mut self,
         settings: &Settings,
         ran: Option<(Claimed, Option<String>)>,

@@ -1,7 +1,8 @@
 //! Sending signed self-requests without blocking the page: one background
 //! thread per process runs a tokio runtime with reqwest clients, delivers
-//! each request, records failed deliveries, and keeps a timer for the
-//! earliest future due time.
+//! each request, records failed deliveries, keeps a timer for the
+//! earliest future due time, and hands the tasks deferred for the endpoint
+//! this worker's request runs to free slots when its task runs long.
 
 use crate::clock::{now_ms, Millis};
 use crate::engine::Dispatch;
@@ -10,7 +11,7 @@ use crate::settings::Settings;
 use crate::shared_engine::{engine_call, SharedEngine};
 use crate::target::Target;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -35,6 +36,28 @@ enum Command {
     WakeAt(Option<Millis>, Target, Settings),
     /// Stop the hubs this process hosts and release their leases, then answer.
     StopHubs(std::sync::mpsc::Sender<()>),
+    /// Keep the hand-off timer for this worker's running task (see
+    /// [`Sender::task_started`]).
+    Running(Target, Settings),
+}
+
+/// How long a task of this worker's request may run before the tasks
+/// deferred meanwhile go to free slots. `defer()` sends no request for an
+/// endpoint that has one on its way or running (that request claims the
+/// new task when its current one ends), so while a task runs longer than
+/// this, the sender checks this often whether work is due with a slot
+/// free, and sends it (docs/architecture.md, "Hand-off to a running
+/// request").
+pub const HANDOFF_MS: Millis = 10;
+
+/// When the task this worker's request runs was handed out.
+#[derive(Default)]
+struct Running {
+    /// Milliseconds since the epoch; 0 while no task runs.
+    since: AtomicI64,
+    /// Whether the thread keeps the hand-off timer (it drops it once no
+    /// task runs).
+    timed: AtomicBool,
 }
 
 /// How often a persistent worker's sender reads when its queues are next
@@ -50,6 +73,8 @@ pub struct Sender {
     /// The queues the thread was asked to watch (the caller's copy, so a
     /// defer on a busy worker need not hand them over again).
     watched: Mutex<Vec<WakeKey>>,
+    /// The task this worker's request runs, shared with the thread.
+    running: Arc<Running>,
 }
 
 impl Sender {
@@ -66,17 +91,39 @@ impl Sender {
             .enable_all()
             .build()?;
         let counter = pending.clone();
+        let running = Arc::new(Running::default());
         std::thread::Builder::new()
             .name("async-engine".into())
             .spawn({
                 let commands = commands.clone();
-                move || runtime.block_on(run(rx, commands, counter))
+                let running = running.clone();
+                move || runtime.block_on(run(rx, commands, counter, running))
             })?;
         Ok(Sender {
             commands,
             pending,
             watched: Mutex::default(),
+            running,
         })
+    }
+
+    /// Says that this worker's request just handed a task of `target`'s
+    /// queue to the endpoint's code, at `now`. Until [`Sender::task_ended`],
+    /// once it has run [`HANDOFF_MS`], the thread sends what is due to free
+    /// slots every [`HANDOFF_MS`]. Two atomic writes; a message only when
+    /// the thread dropped its timer.
+    pub fn task_started(&self, now: Millis, target: &Target, settings: &Settings) {
+        self.running.since.store(now, Ordering::SeqCst);
+        if !self.running.timed.swap(true, Ordering::SeqCst) {
+            let command = Command::Running(target.clone(), settings.clone());
+            let _ = self.commands.send(command);
+        }
+    }
+
+    /// Says that this worker's request runs no task (it is claiming the
+    /// next, or is over).
+    pub fn task_ended(&self) {
+        self.running.since.store(0, Ordering::SeqCst);
     }
 
     /// Hands a signed request to the background thread; returns at once.
@@ -191,20 +238,21 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     commands: mpsc::UnboundedSender<Command>,
     pending: Arc<AtomicUsize>,
+    running: Arc<Running>,
 ) {
     let mut clients = HashMap::new();
     let engine: SharedEngine = Arc::default();
     let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
     let mut watched: HashMap<WakeKey, Settings> = HashMap::new();
     let mut hosting = crate::hub::host::Hosting::default();
+    // The hand-off timer: when to look at the running task, and its queue.
+    let mut handoff: Option<(Millis, Target, Settings)> = None;
     let mut poll = tokio::time::interval(POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let sleep = wakes
-            .values()
-            .map(|(at, _)| *at)
-            .min()
-            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+        let until = |at: Millis| Duration::from_millis((at - now_ms()).max(0) as u64);
+        let sleep = wakes.values().map(|(at, _)| *at).min().map(until);
+        let handoff_sleep = handoff.as_ref().map(|(at, ..)| until(*at));
         tokio::select! {
             command = rx.recv() => match command {
                 None => break,
@@ -221,6 +269,10 @@ async fn run(
                 Some(Command::StopHubs(done)) => {
                     hosting.stop_all(&engine).await;
                     let _ = done.send(());
+                }
+                Some(Command::Running(target, settings)) => {
+                    let since = running.since.load(Ordering::SeqCst);
+                    handoff = Some((since + HANDOFF_MS, target, settings));
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
                     let key = wake_key(&target, &settings);
@@ -243,6 +295,22 @@ async fn run(
                         Err(e) => crate::log::emit(format!("the background sender could not read the queue: {e}")),
                     }
                 }
+            }
+            _ = tokio::time::sleep(handoff_sleep.unwrap_or(Duration::MAX)), if handoff_sleep.is_some() => {
+                let Some((_, target, settings)) = handoff.take() else { continue };
+                let now = now_ms();
+                handoff = match look_at_running(&running, now) {
+                    Look::Drop => None,
+                    Look::At(at) => Some((at, target, settings)),
+                    Look::HandOff => {
+                        // Due work and a free slot: the timer below sends it.
+                        let next = engine_call(&engine, &settings, move |e, s| e.next_wake(s, now)).await;
+                        if matches!(next, Ok(Some(at)) if at <= now) {
+                            set_wake(&mut wakes, wake_key(&target, &settings), now, settings.clone());
+                        }
+                        Some((now + HANDOFF_MS, target, settings))
+                    }
+                };
             }
             _ = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => {
                 let now = now_ms();
@@ -275,6 +343,37 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// What the hand-off timer does next.
+#[derive(Debug, PartialEq)]
+enum Look {
+    /// No task runs: drop the timer.
+    Drop,
+    /// Look again at this time (when the running task will have run
+    /// [`HANDOFF_MS`]).
+    At(Millis),
+    /// The task has run [`HANDOFF_MS`] or longer: send what is due.
+    HandOff,
+}
+
+/// Looks at this worker's running task at `now`. When none runs, the timer
+/// is dropped, unless a task started meanwhile and found it still kept.
+fn look_at_running(running: &Running, now: Millis) -> Look {
+    let since = running.since.load(Ordering::SeqCst);
+    if since == 0 {
+        running.timed.store(false, Ordering::SeqCst);
+        let since = running.since.load(Ordering::SeqCst);
+        if since == 0 || running.timed.swap(true, Ordering::SeqCst) {
+            return Look::Drop;
+        }
+        return Look::At(since + HANDOFF_MS);
+    }
+    if now - since < HANDOFF_MS {
+        Look::At(since + HANDOFF_MS)
+    } else {
+        Look::HandOff
     }
 }
 
@@ -425,5 +524,35 @@ async fn post(client: &reqwest::Client, d: &Dispatch, target: &Target) -> Answer
                 accepted: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(since: Millis, timed: bool) -> Running {
+        Running {
+            since: AtomicI64::new(since),
+            timed: AtomicBool::new(timed),
+        }
+    }
+
+    #[test]
+    fn a_task_gets_its_hand_off_time_to_finish_first() {
+        let r = running(1_000, true);
+        assert_eq!(look_at_running(&r, 1_004), Look::At(1_000 + HANDOFF_MS));
+        assert_eq!(look_at_running(&r, 1_000 + HANDOFF_MS), Look::HandOff);
+        assert!(r.timed.load(Ordering::SeqCst), "the timer is kept");
+    }
+
+    #[test]
+    fn the_timer_is_dropped_once_no_task_runs_so_the_next_task_sets_it_again() {
+        let r = running(0, true);
+        assert_eq!(look_at_running(&r, 5_000), Look::Drop);
+        assert!(
+            !r.timed.load(Ordering::SeqCst),
+            "the next task_started() says so"
+        );
     }
 }

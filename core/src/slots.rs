@@ -29,10 +29,14 @@ pub(crate) struct SlotLock<'a> {
 /// The slots server `?1` holds, and how many are past their deadline `?2`.
 pub(crate) const HELD: &str =
     "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1";
-/// Site `?2`'s endpoint due earliest, at or before `?1`, taken (PostgreSQL).
+/// Site `?2`'s endpoint due earliest, at or before `?1`, taken (PostgreSQL):
+/// first one with no request on its way or running (see [`HAS_REQUEST`]).
 pub(crate) const DUE_FIRST: &str =
     "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
-     ORDER BY next_due LIMIT 1 /*skip locked*/";
+     ORDER BY EXISTS (SELECT 1 FROM slots
+         WHERE slots.site = endpoints.site AND slots.endpoint = endpoints.endpoint), next_due
+     LIMIT 1 /*skip locked*/";
+
 /// A slot `?1` of server `?2` sent to site `?6`'s endpoint `?3`, deadline
 /// `?4`, created `?5`.
 pub(crate) const SEND_SLOT: &str =
@@ -114,6 +118,25 @@ pub(crate) fn on_the_way(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<
             args![site, endpoint],
         )?
         .unwrap_or(0))
+}
+
+/// Server `?3` has a request to site `?1`'s endpoint `?2` on its way (a
+/// sent slot) or running (an accepted one), not past its deadline `?4`: it
+/// claims the endpoint's next task when its current one ends.
+pub(crate) const HAS_REQUEST: &str = "SELECT 1 FROM slots
+     WHERE site = ?1 AND endpoint = ?2 AND server = ?3 AND deadline >= ?4 LIMIT 1";
+
+/// Whether the locked server has a request to `site`'s `endpoint` on its
+/// way or running (see [`HAS_REQUEST`]).
+pub(crate) fn has_request(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    site: &str,
+    endpoint: &str,
+    now: Millis,
+) -> Result<bool> {
+    let found = tx.int(HAS_REQUEST, args![site, endpoint, lock.server, now])?;
+    Ok(found.is_some())
 }
 
 /// Consumes a sent slot for the request that carries it: it becomes

@@ -292,8 +292,9 @@ fn accept_claims_by_priority_then_due_time_and_consumes_the_slot_once() {
         .end_request(&s, Some(&acc.slot), &[], &[], "ended", true, T0 + 9)
         .unwrap()
         .is_none());
-    // Only the request sent when `high` was deferred is still in flight.
-    assert!(high.dispatch.is_some());
+    // `high` was left to the request on its way; when it arrived, it fanned
+    // out for `low`, and that request is still in flight.
+    assert!(high.dispatch.is_none());
     assert_eq!(e.stats(&s, T0 + 9).unwrap().in_flight, 1);
 }
 
@@ -678,17 +679,20 @@ fn history_counts_finished_tasks_per_interval_with_idle_intervals_as_zero() {
     let dir = TempDir::new("history");
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
-    let mut ids = vec![];
+    let mut sent = vec![];
     for name in ["a", "b", "c"] {
         let o = opts(&[("max_attempts", Scalar::Int(1))]);
         let d = e
             .defer(&s, None, &TaskSpec::new("/w.php", name, "[]"), &o, true, T0)
             .unwrap();
-        ids.push(d.dispatch.unwrap());
+        sent.extend(d.dispatch);
     }
-    // a done at T0 + 1 s, b done at T0 + 21 s, c dead at T0 + 21.5 s.
-    for (i, (d, at)) in ids.iter().zip([1_000, 21_000, 21_500]).enumerate() {
-        let acc = e.accept(&s, &received(d), true, T0 + at).unwrap();
+    // a done at T0 + 1 s, b done at T0 + 21 s, c dead at T0 + 21.5 s, each
+    // in a request of its own: the first, then those it fans out to.
+    for (i, at) in [1_000, 21_000, 21_500].into_iter().enumerate() {
+        let d = sent.pop().expect("a request");
+        let acc = e.accept(&s, &received(&d), true, T0 + at).unwrap();
+        sent.extend(acc.dispatch);
         let t = acc.task.unwrap();
         if i < 2 {
             e.complete(&t.id, &t.lease, T0 + at).unwrap();
@@ -940,4 +944,46 @@ fn a_queue_with_due_work_fans_out_to_max_workers_requests_and_no_further() {
         "no request without a task"
     );
     assert_eq!(e.stats(&s, T0 + 7).unwrap().in_flight, 2);
+}
+
+#[test]
+fn a_task_for_an_endpoint_with_a_request_on_its_way_or_running_is_left_to_that_request() {
+    let dir = TempDir::new("has_request");
+    let s = Settings {
+        max_workers: 4,
+        ..settings(&dir.db())
+    };
+    let mut e = Engine::open(&s).unwrap();
+    let first = defer(&mut e, &s, "/w.php", "first", T0);
+    // Three slots are free, but a request to /w.php is on its way.
+    let second = defer(&mut e, &s, "/w.php", "second", T0 + 1);
+    assert!(second.dispatch.is_none());
+    assert_eq!(e.stats(&s, T0 + 1).unwrap().in_flight, 1);
+    let acc = e
+        .accept(&s, &received(&first.dispatch.unwrap()), true, T0 + 2)
+        .unwrap();
+    assert_eq!(acc.task.map(|t| t.id), Some(first.id));
+    // Its request claims the first task and fans out for the second.
+    assert_eq!(acc.dispatch.map(|d| d.endpoint).as_deref(), Some("/w.php"));
+    // While it runs, the next tasks are left to it (both ways a defer()
+    // is written, with and without a unique key).
+    let next = defer(&mut e, &s, "/w.php", "next", T0 + 3);
+    let unique = opts(&[("unique", Scalar::Str("u".into()))]);
+    let keyed = try_defer(&mut e, &s, "/w.php", "keyed", &unique, T0 + 4).unwrap();
+    assert!(next.dispatch.is_none() && keyed.dispatch.is_none());
+    assert_eq!(e.stats(&s, T0 + 4).unwrap().in_flight, 2);
+    // Another endpoint's task gets a request of its own.
+    let other = defer(&mut e, &s, "/other.php", "other", T0 + 5);
+    assert_eq!(
+        other.dispatch.map(|d| d.endpoint).as_deref(),
+        Some("/other.php")
+    );
+    let claimed = e.claim_next(&s, &acc.slot, "/w.php", T0 + 6).unwrap();
+    assert_eq!(claimed.map(|t| t.id), Some(second.id));
+    // The workers' poll (and the hand-off timer of a task that runs long)
+    // still sends a request for the endpoint's due tasks to a free slot:
+    // the running request may be busy for long, or its worker killed.
+    let kicked = e.kick(&s, T0 + 7).unwrap();
+    let endpoints: Vec<&str> = kicked.iter().map(|d| d.endpoint.as_str()).collect();
+    assert_eq!(endpoints, ["/w.php"]);
 }

@@ -242,3 +242,30 @@ fn a_timer_sends_a_delayed_tasks_request_when_it_is_due_without_traffic() {
     let info = e.status(&s, &deferred.id).unwrap().unwrap();
     assert_eq!(info.state, State::Done);
 }
+
+#[test]
+fn a_task_deferred_while_the_running_request_runs_a_long_one_goes_to_a_free_slot() {
+    let dir = TempDir::new("sender_handoff");
+    let s = settings(&dir.db());
+    let (addr, requests) = endpoint(Some(s.clone()), Says::Accepted);
+    let mut e = Engine::open(&s).unwrap();
+    // This worker's request accepted the first task and runs it (long).
+    let first = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
+    let accepted = e
+        .accept(&s, &received(&first.dispatch.unwrap()), true, now_ms())
+        .unwrap();
+    assert!(accepted.task.is_some());
+    let sender = Sender::start().unwrap();
+    sender.task_started(now_ms(), &target(addr), &s);
+    // A request runs /w.php's tasks, so defer() sends nothing for the next.
+    let next = defer_now(&mut e, &s, "/w.php", &DeferOptions::default());
+    assert!(next.dispatch.is_none());
+    // The sender watches no queue (no poll): only the hand-off sends it.
+    let got = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the hand-off sent a request for the waiting task");
+    assert!(got.head.starts_with("post /w.php "), "{}", got.head);
+    assert!(sender.drain(Duration::from_secs(10)));
+    let info = e.status(&s, &next.id).unwrap().unwrap();
+    assert_eq!(info.state, State::Done);
+}

@@ -14,7 +14,7 @@
 use crate::db::Param;
 use crate::due::BECAME_QUEUED;
 use crate::queue::INSERT_TASK;
-use crate::slots::{DUE_FIRST, HELD, NOT_DUE, SEND_SLOT, SENT_TTL_MS};
+use crate::slots::{DUE_FIRST, HAS_REQUEST, HELD, NOT_DUE, SEND_SLOT, SENT_TTL_MS};
 use crate::store::pg::translate;
 use crate::store::OneTripDefer;
 
@@ -94,7 +94,7 @@ pub(super) fn create_function() -> String {
              IF v_counted = 0 THEN
                  RAISE EXCEPTION 'queue full' USING ERRCODE = '{QUEUE_FULL}';
              END IF;
-             IF p_lock IS NULL THEN RETURN NULL; END IF;
+             IF p_lock IS NULL OR EXISTS ({has_request}) THEN RETURN NULL; END IF;
              SELECT h.* INTO v_held, v_expired FROM ({held}) h;
              IF v_held >= p_max_workers THEN
                  IF v_expired > 0 THEN
@@ -129,6 +129,7 @@ pub(super) fn create_function() -> String {
             BECAME_QUEUED,
             &["p_site", "p_endpoint", "p_due", "p_max_queued"]
         ),
+        has_request = bind(HAS_REQUEST, &["p_site", "p_endpoint", "p_server", "p_now"]),
         held = bind(HELD, &["p_server", "p_now"]),
         due_first = bind(DUE_FIRST, &["p_now", "p_site"]),
         send = bind(

@@ -156,6 +156,29 @@ abstract class DispatchTestCase extends EngineTestCase
         $this->assertGreaterThanOrEqual($this->workersAtOnce(), $together, 'starts: ' . json_encode(array_map(fn ($s) => round($s - $starts[0], 3), $starts)));
     }
 
+    public function testATaskDeferredWhileItsEndpointRunsALongOneDoesNotWaitForIt(): void
+    {
+        // defer() sends no request while one runs the endpoint's tasks: that
+        // one claims the next task when its current one ends. While that
+        // task runs long, its worker hands the new task to a free slot.
+        $length = 2.0;
+        $long = Engine::defer('/worker.php', 'append',
+            ['file' => $this->effects, 'line' => 'long', 'sleep' => $length, 'deferred_at' => microtime(true)]);
+        $deadline = microtime(true) + 10;
+        while (Engine::status($long)['state'] !== 'running' && microtime(true) < $deadline) {
+            usleep(10000);
+        }
+        $this->assertSame('running', Engine::status($long)['state']);
+        Engine::defer('/worker.php', 'append',
+            ['file' => $this->effects, 'line' => 'next', 'deferred_at' => microtime(true)]);
+        $this->assertSame(2, $this->waitUntilSettled(20)['done']);
+        $effects = $this->effects();
+        [$deferred, $started] = $effects['next'];
+        fwrite(STDERR, sprintf("\n[%s] a task deferred while its endpoint ran a %.0f-s task started %.0f ms later\n",
+            static::class, $length, ($started - $deferred) * 1000));
+        $this->assertLessThan($effects['long'][1] + $length, $started, 'it did not wait for the long task');
+    }
+
     public function testAPageDoesNotWaitForTheTasksItDefers(): void
     {
         $this->server->request('/defer.php?n=0');
