@@ -707,6 +707,18 @@ mod tests {
         assert!(!earliest.contains("TEMP B-TREE"), "{earliest}");
     }
 
+    /// Choosing the endpoint for a free slot walks the due-time index in
+    /// order (past the few endpoints that have a request), never sorting
+    /// the due endpoints.
+    #[test]
+    fn the_due_endpoint_for_a_slot_walks_the_due_index_without_sorting() {
+        for sql in [crate::slots::DUE_FIRST, crate::slots::DUE_FIRST_UNATTENDED] {
+            let plan = plan(sql, 2);
+            assert!(plan.contains("INDEX endpoints_due (site=? AND next_due<?)"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
+    }
+
     /// Retention purge at every request's end reads only tasks old enough,
     /// not every finished task.
     #[test]

@@ -29,13 +29,19 @@ pub(crate) struct SlotLock<'a> {
 /// The slots server `?1` holds, and how many are past their deadline `?2`.
 pub(crate) const HELD: &str =
     "SELECT count(*), count(*) FILTER (WHERE deadline < ?2) FROM slots WHERE server = ?1";
-/// Site `?2`'s endpoint due earliest, at or before `?1`, taken (PostgreSQL):
-/// first one with no request on its way or running (see [`HAS_REQUEST`]).
+/// Site `?2`'s endpoint due earliest, at or before `?1`, taken (PostgreSQL).
 pub(crate) const DUE_FIRST: &str =
     "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
-     ORDER BY EXISTS (SELECT 1 FROM slots
-         WHERE slots.site = endpoints.site AND slots.endpoint = endpoints.endpoint), next_due
-     LIMIT 1 /*skip locked*/";
+     ORDER BY next_due LIMIT 1 /*skip locked*/";
+
+/// [`DUE_FIRST`] among the endpoints no request is on its way to or running
+/// (any server's, see [`HAS_REQUEST`]): the due-time index is walked past
+/// at most as many endpoints as there are slots.
+pub(crate) const DUE_FIRST_UNATTENDED: &str =
+    "SELECT endpoint FROM endpoints WHERE site = ?2 AND next_due <= ?1
+         AND NOT EXISTS (SELECT 1 FROM slots
+             WHERE slots.site = endpoints.site AND slots.endpoint = endpoints.endpoint)
+     ORDER BY next_due LIMIT 1 /*skip locked*/";
 
 /// A slot `?1` of server `?2` sent to site `?6`'s endpoint `?3`, deadline
 /// `?4`, created `?5`.
@@ -74,7 +80,8 @@ pub(crate) fn held(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<
 }
 
 /// Reserves a slot of the locked server (the caller checked that one is
-/// free) for `site`'s endpoint due earliest (at or before `now`), if any;
+/// free) for `site`'s endpoint due earliest (at or before `now`), if any,
+/// one with no request on its way or running first;
 /// the endpoint stops being due until its request arrives. An endpoint
 /// another transaction is changing is passed by.
 pub(crate) fn reserve_due(
@@ -83,7 +90,10 @@ pub(crate) fn reserve_due(
     site: &str,
     now: Millis,
 ) -> Result<Option<Reserved>> {
-    let endpoint = tx.text(DUE_FIRST, args![now, site])?;
+    let endpoint = match tx.text(DUE_FIRST_UNATTENDED, args![now, site])? {
+        Some(endpoint) => Some(endpoint),
+        None => tx.text(DUE_FIRST, args![now, site])?,
+    };
     match endpoint {
         Some(endpoint) => Ok(Some(reserve_for(tx, lock, site, endpoint, now)?)),
         None => Ok(None),

@@ -14,7 +14,9 @@
 use crate::db::Param;
 use crate::due::BECAME_QUEUED;
 use crate::queue::INSERT_TASK;
-use crate::slots::{DUE_FIRST, HAS_REQUEST, HELD, NOT_DUE, SEND_SLOT, SENT_TTL_MS};
+use crate::slots::{
+    DUE_FIRST, DUE_FIRST_UNATTENDED, HAS_REQUEST, HELD, NOT_DUE, SEND_SLOT, SENT_TTL_MS,
+};
 use crate::store::pg::translate;
 use crate::store::OneTripDefer;
 
@@ -102,7 +104,10 @@ pub(super) fn create_function() -> String {
                  END IF;
                  RETURN NULL;
              END IF;
-             SELECT e.endpoint INTO v_endpoint FROM ({due_first}) e;
+             SELECT e.endpoint INTO v_endpoint FROM ({due_first_unattended}) e;
+             IF v_endpoint IS NULL THEN
+                 SELECT e.endpoint INTO v_endpoint FROM ({due_first}) e;
+             END IF;
              IF v_endpoint IS NULL THEN RETURN NULL; END IF;
              {send};
              {not_due};
@@ -131,6 +136,7 @@ pub(super) fn create_function() -> String {
         ),
         has_request = bind(HAS_REQUEST, &["p_site", "p_endpoint", "p_server", "p_now"]),
         held = bind(HELD, &["p_server", "p_now"]),
+        due_first_unattended = bind(DUE_FIRST_UNATTENDED, &["p_now", "p_site"]),
         due_first = bind(DUE_FIRST, &["p_now", "p_site"]),
         send = bind(
             SEND_SLOT,
