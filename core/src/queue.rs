@@ -714,7 +714,10 @@ mod tests {
     fn the_due_endpoint_for_a_slot_walks_the_due_index_without_sorting() {
         for sql in [crate::slots::DUE_FIRST, crate::slots::DUE_FIRST_UNATTENDED] {
             let plan = plan(sql, 2);
-            assert!(plan.contains("INDEX endpoints_due (site=? AND next_due<?)"), "{plan}");
+            assert!(
+                plan.contains("INDEX endpoints_due (site=? AND next_due<?)"),
+                "{plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
     }
