@@ -376,9 +376,7 @@ impl Runtime {
             }
             return;
         }
-        if self.sender.is_none() {
-            self.sender = Sender::start().ok();
-        }
+        self.sender(); // started if need be; read below beside the target
         if let (Some(sender), Some((_, Some(target)))) = (&self.sender, &self.request.target) {
             sender.task_started(now, target, settings);
         }
