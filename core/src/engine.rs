@@ -595,6 +595,13 @@ impl Engine {
         Ok((abandoned, self.sign(settings, reserved, now)?))
     }
 
+    /// Runs the write-ahead log checkpoint a commit of another thread left
+    /// to its caller (see `store/checkpoint.rs`): the background thread's
+    /// part, so that a PHP request never waits for the log's sync.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.store.checkpoint()
+    }
+
     /// When `kick()` next has work: now when an endpoint is due and this
     /// server has a free slot (work that became due between two polls with
     /// no request to send it); else the earliest future due time of an

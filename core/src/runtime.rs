@@ -121,7 +121,16 @@ pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -
             })
         }
     }
-    f(guard.as_mut().expect("initialised above"))
+    let rt = guard.as_mut().expect("initialised above");
+    // A commit here that finds the write-ahead log long leaves its
+    // checkpoint (and the disk sync it waits for) to the runtime, which
+    // hands it to the sender's thread.
+    crate::store::checkpoint::leave_to_caller();
+    let out = f(rt);
+    if crate::store::checkpoint::take_wanted() {
+        rt.checkpoint();
+    }
+    out
 }
 
 /// Key of the learned target in the database's meta table: the web
@@ -621,6 +630,18 @@ impl Runtime {
 
     /// This process's sender, started on first use (without one, a slot
     /// expires and its task is retried).
+    /// Runs the checkpoint a commit of this request left: on the sender's
+    /// thread when this process has one (the request goes on at once),
+    /// else here.
+    fn checkpoint(&mut self) {
+        let settings = self.request.settings.as_ref().map(|(_, s)| s);
+        if let (Some(sender), Some(settings)) = (&self.sender, settings) {
+            sender.checkpoint(settings);
+        } else if let Some(Err(e)) = self.engine.as_mut().map(Engine::checkpoint) {
+            crate::log::emit(format!("the checkpoint failed: {e}"));
+        }
+    }
+
     fn sender(&mut self) -> Option<&Sender> {
         if self.sender.is_none() {
             self.sender = Sender::start().ok();

@@ -39,6 +39,8 @@ enum Command {
     /// Keep the hand-off timer for this worker's running task (see
     /// [`Sender::task_started`]).
     Running(Target, Settings),
+    /// Run the checkpoint a request's commit left (see [`Sender::checkpoint`]).
+    Checkpoint(Settings),
 }
 
 /// How long a task of this worker's request may run before the tasks
@@ -75,6 +77,8 @@ pub struct Sender {
     watched: Mutex<Vec<WakeKey>>,
     /// The task this worker's request runs, shared with the thread.
     running: Arc<Running>,
+    /// A checkpoint was handed to the thread and has not run yet.
+    checkpointing: Arc<AtomicBool>,
 }
 
 impl Sender {
@@ -92,19 +96,39 @@ impl Sender {
             .build()?;
         let counter = pending.clone();
         let running = Arc::new(Running::default());
+        let checkpointing = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new()
             .name("async-engine".into())
             .spawn({
                 let commands = commands.clone();
-                let running = running.clone();
-                move || runtime.block_on(run(rx, commands, counter, running))
+                let shared = Shared {
+                    running: running.clone(),
+                    checkpointing: checkpointing.clone(),
+                };
+                move || runtime.block_on(run(rx, commands, counter, shared))
             })?;
         Ok(Sender {
             commands,
             pending,
             watched: Mutex::default(),
             running,
+            checkpointing,
         })
+    }
+
+    /// Has the thread run the write-ahead log checkpoint that a commit of
+    /// this process's request left (see `store/checkpoint.rs`) on its own
+    /// connection to `settings`' database; returns at once. While one is
+    /// pending, asking again does nothing.
+    pub fn checkpoint(&self, settings: &Settings) {
+        if !self.checkpointing.swap(true, Ordering::SeqCst)
+            && self
+                .commands
+                .send(Command::Checkpoint(settings.clone()))
+                .is_err()
+        {
+            self.checkpointing.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Says that this worker's request just handed a task of `target`'s
@@ -234,12 +258,24 @@ fn is_key(key: &WakeKey, target: &Target, settings: &Settings) -> bool {
     key.0 == *target && key.1 == settings.database && key.2 == settings.site
 }
 
+/// What the thread shares with the [`Sender`] beside its channel.
+struct Shared {
+    /// The task this worker's request runs.
+    running: Arc<Running>,
+    /// A checkpoint was asked for and has not run yet.
+    checkpointing: Arc<AtomicBool>,
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     commands: mpsc::UnboundedSender<Command>,
     pending: Arc<AtomicUsize>,
-    running: Arc<Running>,
+    shared: Shared,
 ) {
+    let Shared {
+        running,
+        checkpointing,
+    } = shared;
     let mut clients = HashMap::new();
     let engine: SharedEngine = Arc::default();
     let mut wakes: HashMap<WakeKey, (Millis, Settings)> = HashMap::new();
@@ -273,6 +309,15 @@ async fn run(
                 Some(Command::Running(target, settings)) => {
                     let since = running.since.load(Ordering::SeqCst);
                     handoff = Some((since + HANDOFF_MS, target, settings));
+                }
+                Some(Command::Checkpoint(settings)) => {
+                    let (engine, done) = (engine.clone(), checkpointing.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = engine_call(&engine, &settings, |e, _| e.checkpoint()).await {
+                            crate::log::emit(format!("the background checkpoint failed: {e}"));
+                        }
+                        done.store(false, Ordering::SeqCst);
+                    });
                 }
                 Some(Command::WakeAt(at, target, settings)) => {
                     let key = wake_key(&target, &settings);

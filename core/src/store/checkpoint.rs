@@ -10,8 +10,15 @@
 //! start over, waiting briefly for readers to move on; one that cannot
 //! (another process is at it, or a reader is slow) leaves it to the next
 //! commits (see docs/architecture.md, "The write-ahead log").
+//!
+//! A checkpoint syncs the log and the database to disk, milliseconds on
+//! a busy disk. A PHP request's thread does not wait for that: its
+//! commits only mark the checkpoint wanted ([`leave_to_caller`]), and the
+//! runtime hands it to the process's background thread, which runs it on
+//! its own connection ([`run`]).
 
 use rusqlite::hooks::{CheckpointMode, Wal};
+use rusqlite::Connection;
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::time::{Duration, Instant};
@@ -32,6 +39,41 @@ thread_local! {
     static RESTARTING: Cell<bool> = const { Cell::new(false) };
     /// No checkpoint from this thread before this instant.
     static PAUSED_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether this thread's commits leave their checkpoint to the caller.
+    static LEAVE: Cell<bool> = const { Cell::new(false) };
+    /// A commit of this thread found the log long and left its checkpoint.
+    static WANTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, a commit of the current thread that finds the log long
+/// only marks a checkpoint wanted (see [`take_wanted`]) instead of running
+/// it: for a PHP request's thread, whose runtime hands it to the
+/// background thread.
+pub fn leave_to_caller() {
+    LEAVE.with(|l| l.set(true));
+}
+
+/// Whether a commit of the current thread left a checkpoint to run since
+/// the last call.
+pub fn take_wanted() -> bool {
+    WANTED.with(|w| w.replace(false))
+}
+
+/// Whether this thread's checkpoints pause after one that did not finish.
+fn paused(now: Instant) -> bool {
+    PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t))
+}
+
+/// Runs `restart` (a checkpoint that has the log start over) with the
+/// busy handler's short wait, and pauses this thread's checkpoints when it
+/// could not finish.
+fn restart_or_pause(restart: impl FnOnce() -> rusqlite::Result<bool>) {
+    RESTARTING.with(|r| r.set(true));
+    let restarted = restart();
+    RESTARTING.with(|r| r.set(false));
+    if !matches!(restarted, Ok(true)) {
+        PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE)));
+    }
 }
 
 /// Whether the current thread is checkpointing (its busy handler keeps
@@ -47,20 +89,97 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     if frames < CHECKPOINT_FRAMES {
         return Ok(());
     }
-    let now = Instant::now();
-    if PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t)) {
+    if paused(Instant::now()) {
+        return Ok(());
+    }
+    if LEAVE.with(Cell::get) {
+        WANTED.with(|w| w.set(true));
         return Ok(());
     }
     // Copied first without holding other writers back, so the restart
     // that does hold them has little or nothing left to copy and sync.
-    let restarted = wal.checkpoint_v2(CheckpointMode::PASSIVE).and_then(|_| {
-        RESTARTING.with(|r| r.set(true));
-        let restarted = wal.checkpoint_v2(CheckpointMode::RESTART);
-        RESTARTING.with(|r| r.set(false));
-        restarted
-    });
-    if restarted.is_err() {
-        PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE)));
+    match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+        Ok(_) => restart_or_pause(|| wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true)),
+        Err(_) => PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE))),
     }
     Ok(())
+}
+
+/// The checkpoint a commit left to its caller, run on another connection
+/// to the same database (the background thread's): as [`after_commit`]'s,
+/// and nothing when the log is short by now (another process ran one).
+pub(crate) fn run(conn: &Connection) -> rusqlite::Result<()> {
+    if paused(Instant::now()) {
+        return Ok(());
+    }
+    // Each reports (busy, frames in the log, frames copied).
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if frames < i64::from(CHECKPOINT_FRAMES) {
+        return Ok(());
+    }
+    restart_or_pause(|| {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+            .map(|busy| busy == 0)
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::store::sqlite::scratch;
+    use crate::task::{DeferOptions, TaskSpec};
+
+    /// Frames in the log of the database at `path`, read through a
+    /// connection of its own (a passive checkpoint's report; it copies
+    /// what it can but never starts the log over).
+    fn log_frames(path: &std::path::Path) -> i64 {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .unwrap()
+    }
+
+    /// A thread that leaves checkpoints to its caller lets the log grow
+    /// past the limit and says so; the checkpoint run on another connection
+    /// then has the log start over.
+    #[test]
+    fn a_checkpoint_left_to_the_caller_runs_on_another_connection() {
+        let (dir, settings) = scratch("left-checkpoint");
+        let path = settings.database_path().unwrap();
+        let defer_many = move |count: i64| {
+            let settings = settings.clone();
+            std::thread::spawn(move || {
+                leave_to_caller();
+                let mut engine = Engine::open(&settings).unwrap();
+                let spec = TaskSpec::new("/w.php", "t", "[]");
+                for i in 0..count {
+                    engine
+                        .defer(&settings, None, &spec, &DeferOptions::default(), false, i)
+                        .unwrap();
+                }
+                (take_wanted(), take_wanted(), engine)
+            })
+            .join()
+            .unwrap()
+        };
+        // About three pages a task: past the limit after some 350.
+        let (wanted, again, _page) = defer_many(600);
+        assert!(wanted, "the commits past the limit said so");
+        assert!(!again, "taking it clears it");
+        let frames = log_frames(&path);
+        assert!(
+            frames > i64::from(CHECKPOINT_FRAMES),
+            "{frames} frames: the page's thread ran none"
+        );
+
+        let (_, settings) = scratch("left-checkpoint");
+        let mut background = Engine::open(&settings).unwrap();
+        background.checkpoint().unwrap();
+        let (_, _, _page) = defer_many(1);
+        let frames = log_frames(&path);
+        assert!(frames < 10, "{frames} frames: the log started over");
+        drop(background);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -8,7 +8,7 @@ use crate::queue::NewTask;
 use crate::settings::Settings;
 use crate::slots::Reserved;
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod pg;
 mod pg_defer;
 pub(crate) mod schema;
@@ -35,6 +35,12 @@ pub trait Store: Send {
     /// Applies a changed busy timeout (how long to wait for another
     /// writer's lock) to the open connection.
     fn set_busy_timeout(&mut self, seconds: f64) -> Result<()>;
+
+    /// Runs the checkpoint a commit in another thread left to its caller
+    /// (see `checkpoint.rs`); nothing on a backend without one.
+    fn checkpoint(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Stores a task and reserves a slot for it as one transaction would
     /// (`queue::insert`, then `delivery::reserve`), in one round trip to the

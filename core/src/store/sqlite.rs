@@ -232,6 +232,11 @@ impl Store for SqliteStore {
         )))
     }
 
+    fn checkpoint(&mut self) -> Result<()> {
+        checkpoint::run(&self.conn)
+            .map_err(|e| contextualize(e.into(), &self.path, self.busy_timeout))
+    }
+
     fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
         if seconds != self.busy_timeout {
             set_busy(&self.conn, seconds)?;

@@ -130,4 +130,33 @@ final class StorageTest extends EngineTestCase
         $this->assertStorageError($message, fn () => Engine::defer('/w.php', 'third'));
         $this->assertFileDoesNotExist($this->db);
     }
+
+    /**
+     * A script deferring without pause: its commits leave the write-ahead
+     * log's checkpoints to the process's background thread when it has one
+     * (its first task's request started it), else run them between calls,
+     * and either way the log starts over every thousand pages or so. Never
+     * checkpointed, 8,000 tasks would grow it to about 100 MiB.
+     */
+    public function testTheWriteAheadLogStartsOverWhileAScriptDefersWithoutPause(): void
+    {
+        foreach (['background thread' => '[]', 'no background thread' => "['delay' => 3600]"] as $case => $options) {
+            $code = <<<PHP
+                <?php
+                \$largest = 0;
+                for (\$i = 0; \$i < 8000; \$i++) {
+                    AsyncEngine\\Engine::defer('/w.php', 'task', [], $options);
+                    if (\$i % 50 === 0) {
+                        clearstatcache();
+                        \$largest = max(\$largest, (int) @filesize('{$this->db}-wal'));
+                    }
+                }
+                echo \$largest;
+                PHP;
+            [$exit, $out, $err] = $this->runPhp($code);
+            $this->assertSame(0, $exit, "$case: $err");
+            $this->assertLessThan(32 << 20, (int) $out, "$case: the log grew to $out bytes");
+        }
+        $this->assertSame(16000, Engine::stats()['queued']);
+    }
 }
