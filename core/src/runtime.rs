@@ -628,8 +628,6 @@ impl Runtime {
         }
     }
 
-    /// This process's sender, started on first use (without one, a slot
-    /// expires and its task is retried).
     /// Runs the checkpoint a commit of this request left: on the sender's
     /// thread when this process has one (the request goes on at once),
     /// else here.
@@ -642,6 +640,8 @@ impl Runtime {
         }
     }
 
+    /// This process's sender, started on first use (without one, a slot
+    /// expires and its task is retried).
     fn sender(&mut self) -> Option<&Sender> {
         if self.sender.is_none() {
             self.sender = Sender::start().ok();
