@@ -632,10 +632,14 @@ impl Runtime {
     /// thread when this process has one (the request goes on at once),
     /// else here.
     fn checkpoint(&mut self) {
-        let settings = self.request.settings.as_ref().map(|(_, s)| s);
-        if let (Some(sender), Some(settings)) = (&self.sender, settings) {
-            sender.checkpoint(settings);
-        } else if let Some(Err(e)) = self.engine.as_mut().map(Engine::checkpoint) {
+        let handed = match (&self.sender, &self.request.settings) {
+            (Some(sender), Some((_, settings))) => sender.checkpoint(settings),
+            _ => false,
+        };
+        if handed {
+            return;
+        }
+        if let Some(Err(e)) = self.engine.as_mut().map(Engine::checkpoint) {
             crate::log::emit(format!("the checkpoint failed: {e}"));
         }
     }

@@ -119,16 +119,20 @@ impl Sender {
     /// Has the thread run the write-ahead log checkpoint that a commit of
     /// this process's request left (see `store/checkpoint.rs`) on its own
     /// connection to `settings`' database; returns at once. While one is
-    /// pending, asking again does nothing.
-    pub fn checkpoint(&self, settings: &Settings) {
-        if !self.checkpointing.swap(true, Ordering::SeqCst)
-            && self
-                .commands
-                .send(Command::Checkpoint(settings.clone()))
-                .is_err()
-        {
+    /// pending, asking again does nothing. False when the thread is gone:
+    /// the caller runs it itself.
+    pub fn checkpoint(&self, settings: &Settings) -> bool {
+        if self.checkpointing.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        let handed = self
+            .commands
+            .send(Command::Checkpoint(settings.clone()))
+            .is_ok();
+        if !handed {
             self.checkpointing.store(false, Ordering::SeqCst);
         }
+        handed
     }
 
     /// Says that this worker's request just handed a task of `target`'s
