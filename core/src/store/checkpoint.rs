@@ -64,6 +64,11 @@ fn paused(now: Instant) -> bool {
     PAUSED_UNTIL.with(|p| p.get().is_some_and(|t| now < t))
 }
 
+/// Leaves this thread's checkpoints alone for [`PAUSE`].
+fn pause() {
+    PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE)));
+}
+
 /// Runs `restart` (a checkpoint that has the log start over) with the
 /// busy handler's short wait, and pauses this thread's checkpoints when it
 /// could not finish.
@@ -72,7 +77,7 @@ fn restart_or_pause(restart: impl FnOnce() -> rusqlite::Result<bool>) {
     let restarted = restart();
     RESTARTING.with(|r| r.set(false));
     if !matches!(restarted, Ok(true)) {
-        PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE)));
+        pause();
     }
 }
 
@@ -100,7 +105,7 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     // that does hold them has little or nothing left to copy and sync.
     match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
         Ok(_) => restart_or_pause(|| wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true)),
-        Err(_) => PAUSED_UNTIL.with(|p| p.set(Some(Instant::now() + PAUSE))),
+        Err(_) => pause(),
     }
     Ok(())
 }
