@@ -112,13 +112,16 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
 
 /// The checkpoint a commit left to its caller, run on another connection
 /// to the same database (the background thread's): as [`after_commit`]'s,
-/// and nothing when the log is short by now (another process ran one).
+/// pausing after an error as it does, and nothing when the log is short by
+/// now (another process ran one).
 pub(crate) fn run(conn: &Connection) -> rusqlite::Result<()> {
     if paused(Instant::now()) {
         return Ok(());
     }
     // Each reports (busy, frames in the log, frames copied).
-    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    let frames: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+        .inspect_err(|_| pause())?;
     if frames < i64::from(CHECKPOINT_FRAMES) {
         return Ok(());
     }
@@ -185,6 +188,33 @@ mod tests {
         let frames = log_frames(&path);
         assert!(frames < 10, "{frames} frames: the log started over");
         drop(background);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A background checkpoint that fails (here: a connection that may not
+    /// write) pauses the thread's checkpoints, as a commit's does, rather
+    /// than trying again at every call.
+    #[test]
+    fn a_failed_checkpoint_pauses_the_next_ones() {
+        let (dir, settings) = scratch("failed-checkpoint");
+        let path = settings.database_path().unwrap();
+        let engine = Engine::open(&settings).unwrap();
+        let read_only =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        std::thread::spawn(move || {
+            assert!(
+                run(&read_only).is_err(),
+                "a read-only connection cannot checkpoint"
+            );
+            assert!(
+                paused(Instant::now()),
+                "the failure paused the next checkpoints"
+            );
+            assert!(run(&read_only).is_ok(), "a paused thread does not try");
+        })
+        .join()
+        .unwrap();
+        drop(engine);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
