@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// Log length (frames of one page) past which a commit checkpoints: 1000,
 /// SQLite's own default.
 const CHECKPOINT_FRAMES: c_int = 1000;
+/// Log length past which a checkpoint has the log start over itself (a
+/// RESTART, which holds other writers back) even when everything in it was
+/// copied; below it that is left to the next commit (see [`must_restart`]).
+const RESTART_FRAMES: c_int = 4 * CHECKPOINT_FRAMES;
 /// Longest a checkpointing commit waits for other readers and writers.
 pub(crate) const RESTART_WAIT: Duration = Duration::from_millis(50);
 /// After a checkpoint that could not finish, this connection's commits
@@ -81,6 +85,15 @@ fn restart_or_pause(restart: impl FnOnce() -> rusqlite::Result<bool>) {
     }
 }
 
+/// Whether a passive checkpoint that found `log` frames in the log and
+/// copied `copied` of them must be followed by a RESTART. Not when it
+/// copied them all: the next commit then starts the log over by itself,
+/// without waiting for anyone, unless a reader is still in it; a log that
+/// reaches [`RESTART_FRAMES`] so is made to.
+fn must_restart(log: c_int, copied: c_int) -> bool {
+    copied < log || log >= RESTART_FRAMES
+}
+
 /// Whether the current thread is checkpointing (its busy handler keeps
 /// the wait short).
 pub(crate) fn restarting() -> bool {
@@ -101,10 +114,13 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
         WANTED.with(|w| w.set(true));
         return Ok(());
     }
-    // Copied first without holding other writers back, so the restart
-    // that does hold them has little or nothing left to copy and sync.
+    // Copied first without holding other writers back, so a restart that
+    // does hold them has little or nothing left to copy and sync.
     match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-        Ok(_) => restart_or_pause(|| wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true)),
+        Ok((log, copied)) if must_restart(log, copied) => {
+            restart_or_pause(|| wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true))
+        }
+        Ok(_) => {}
         Err(_) => pause(),
     }
     Ok(())
@@ -119,10 +135,12 @@ pub(crate) fn run(conn: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     // Each reports (busy, frames in the log, frames copied).
-    let frames: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+    let (log, copied) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
         .inspect_err(|_| pause())?;
-    if frames < i64::from(CHECKPOINT_FRAMES) {
+    if log < CHECKPOINT_FRAMES || !must_restart(log, copied) {
         return Ok(());
     }
     restart_or_pause(|| {
@@ -189,6 +207,22 @@ mod tests {
         assert!(frames < 10, "{frames} frames: the log started over");
         drop(background);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A restart follows a passive checkpoint that left frames behind (a
+    /// reader's snapshot) or found the log long; else the next commit
+    /// starts the log over by itself.
+    #[test]
+    fn a_restart_only_when_the_log_was_not_all_copied_or_is_long() {
+        assert!(
+            !must_restart(1200, 1200),
+            "all copied: left to the next commit"
+        );
+        assert!(must_restart(1200, 800), "a reader held some back");
+        assert!(
+            must_restart(RESTART_FRAMES, RESTART_FRAMES),
+            "long: made to"
+        );
     }
 
     /// A background checkpoint that fails (here: a connection that may not
