@@ -86,12 +86,30 @@ fn restart_or_pause(restart: impl FnOnce() -> rusqlite::Result<bool>) {
 }
 
 /// Whether a passive checkpoint that found `log` frames in the log and
-/// copied `copied` of them must be followed by a RESTART. Not when it
-/// copied them all: the next commit then starts the log over by itself,
-/// without waiting for anyone, unless a reader is still in it; a log that
-/// reaches [`RESTART_FRAMES`] so is made to.
+/// copied `copied` of them must be followed by a RESTART. Not when the log
+/// is short by now (another process started it over; -1: a checkpoint of
+/// another connection was running), nor when it copied them all: the next
+/// commit then starts the log over by itself, without waiting for anyone,
+/// unless a reader is still in it; a log that reaches [`RESTART_FRAMES`]
+/// so is made to.
 fn must_restart(log: c_int, copied: c_int) -> bool {
-    copied < log || log >= RESTART_FRAMES
+    log >= CHECKPOINT_FRAMES && (copied < log || log >= RESTART_FRAMES)
+}
+
+/// The two steps of a checkpoint: `passive` copies what it can without
+/// holding other writers back (so a restart that does hold them has little
+/// or nothing left to copy and sync) and reports (frames in the log, frames
+/// copied); `restart` follows when [`must_restart`]. An error or a restart
+/// that could not finish pauses this thread's checkpoints.
+fn copy_then_restart(
+    passive: impl FnOnce() -> rusqlite::Result<(c_int, c_int)>,
+    restart: impl FnOnce() -> rusqlite::Result<bool>,
+) -> rusqlite::Result<()> {
+    let (log, copied) = passive().inspect_err(|_| pause())?;
+    if must_restart(log, copied) {
+        restart_or_pause(restart);
+    }
+    Ok(())
 }
 
 /// Whether the current thread is checkpointing (its busy handler keeps
@@ -114,15 +132,11 @@ pub(crate) fn after_commit(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
         WANTED.with(|w| w.set(true));
         return Ok(());
     }
-    // Copied first without holding other writers back, so a restart that
-    // does hold them has little or nothing left to copy and sync.
-    match wal.checkpoint_v2(CheckpointMode::PASSIVE) {
-        Ok((log, copied)) if must_restart(log, copied) => {
-            restart_or_pause(|| wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true))
-        }
-        Ok(_) => {}
-        Err(_) => pause(),
-    }
+    // The commit has happened: a failed checkpoint only pauses the next.
+    let _ = copy_then_restart(
+        || wal.checkpoint_v2(CheckpointMode::PASSIVE),
+        || wal.checkpoint_v2(CheckpointMode::RESTART).map(|_| true),
+    );
     Ok(())
 }
 
@@ -135,19 +149,17 @@ pub(crate) fn run(conn: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     // Each reports (busy, frames in the log, frames copied).
-    let (log, copied) = conn
-        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(1)?, r.get(2)?))
-        })
-        .inspect_err(|_| pause())?;
-    if log < CHECKPOINT_FRAMES || !must_restart(log, copied) {
-        return Ok(());
-    }
-    restart_or_pause(|| {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
-            .map(|busy| busy == 0)
-    });
-    Ok(())
+    copy_then_restart(
+        || {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+        },
+        || {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0))
+                .map(|busy| busy == 0)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -222,6 +234,14 @@ mod tests {
         assert!(
             must_restart(RESTART_FRAMES, RESTART_FRAMES),
             "long: made to"
+        );
+        assert!(
+            !must_restart(10, 5),
+            "short: another process started it over"
+        );
+        assert!(
+            !must_restart(-1, -1),
+            "another connection was checkpointing"
         );
     }
 
