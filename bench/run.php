@@ -416,8 +416,7 @@ function goals(array $r): array
             sprintf('%.0f/s', $t['hello']), $t['batched'] / $t['hello'], '≥ 1.0×', $t['batched'] >= $t['hello']),
         $goal('tasks/s deferred and run, one per request, vs hello.php requests/s', sprintf('%.0f/s', $t['single']),
             sprintf('%.0f/s', $t['hello']), $t['single'] / $t['hello'], '≥ 0.5×', $t['single'] >= 0.5 * $t['hello']),
-        $goal('tasks of 20 ms from a backlog (serve() defaults) vs a 20-ms page under '
-            . (($t['keepalive'] ?? false) ? 'ab -k -c 4' : 'ab -c 4'),
+        $goal('tasks of 20 ms from a backlog (serve() defaults) vs a 20-ms page under ' . abCommand($t),
             sprintf('%.0f/s', $t['slow']), sprintf('%.0f/s', $t['slow_page']), $t['slow'] / $t['slow_page'], '≥ 0.9×',
             $t['slow'] >= 0.9 * $t['slow_page']),
         $goal("tasks/s with {$c['processes']} processes deferring vs uncontended (serve() defaults)",

@@ -6,6 +6,12 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Bench;
 
+/** The ab command a run's baselines were measured with: keep-alive (-k) from the runs that record it. */
+function abCommand(array $throughput): string
+{
+    return ($throughput['keepalive'] ?? false) ? 'ab -k -c 4' : 'ab -c 4';
+}
+
 function markdown(array $r): string
 {
     $m = $r['machine'];
@@ -60,11 +66,11 @@ function markdown(array $r): string
         . "to the last completion: what the server itself sustains. *Deferred and run*: one CLI process defers them "
         . "one after another while the server runs them, from the first `defer()` to the last completion; the "
         . "deferring process shares the two cores and, while the queue is short, each task gets a request of its "
-        . "own. `hello.php` through the same server with "
+        . "own. `hello.php` through the same server with `" . abCommand($t) . " -n {$t['tasks']}` "
         . (($t['keepalive'] ?? false)
-            ? "`ab -k -c 4 -n {$t['tasks']}` (kept-alive connections, as the engine's self-requests).\n\n"
-            : "`ab -c 4 -n {$t['tasks']}` (a new connection per request, where the engine's self-requests keep theirs "
-                . "alive: the easier baseline, by 12–16 % in later measurements).\n\n")
+            ? "(kept-alive connections, as the engine's self-requests).\n\n"
+            : "(a new connection per request, where the engine's self-requests keep theirs alive: the easier "
+                . "baseline, by 12–16 % in later measurements).\n\n")
         . "| | per second | vs hello.php |\n|---|---|---|\n"
         . sprintf("| hello.php requests | %.0f | 1.00× |\n", $t['hello']);
     foreach (['drain_single' => 'tasks from a backlog, one per request',
@@ -75,7 +81,7 @@ function markdown(array $r): string
     }
     $md .= "\nTasks that take time use the server's workers side by side: {$t['slow_tasks']} tasks that each sleep "
         . "20 ms, from a backlog with `serve()`'s defaults, against `sleep.php`, a page that sleeps 20 ms, under "
-        . sprintf('`ab%s -c 4 -n %d`', ($t['keepalive'] ?? false) ? ' -k' : '', $t['slow_tasks'])
+        . "`" . abCommand($t) . " -n {$t['slow_tasks']}`"
         . " (4 workers: at most 200 per second either way).\n\n"
         . "| | per second | vs sleep.php |\n|---|---|---|\n"
         . sprintf("| sleep.php requests | %.0f | 1.00× |\n", $t['slow_page'])
