@@ -28,7 +28,7 @@ final class Lab
 
     /**
      * @param string $kind "fpm" (nginx + php-fpm, 6 workers) or "php" (php -S, 4 workers)
-     * @param ?string $tmpfs a size ("24m") to keep the database on a tmpfs of its own
+     * @param ?string $tmpfs a size ("64m") to keep the database on a tmpfs of its own
      */
     public function __construct(public readonly string $kind, ?string $tmpfs = null, public readonly ?string $secret = null)
     {

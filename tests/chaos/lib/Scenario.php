@@ -34,7 +34,7 @@ final class Scenario
             'server-down' => $fpm(fn () => [new ServerDown(1.0, 10.0)]),
             'lock-held' => $fpm(fn () => [new LockHolder()]),
             'read-only' => $fpm(fn () => [new ReadOnlyDatabase()]),
-            'disk-full' => $fpm(fn () => [new DiskFull()], '24m'),
+            'disk-full' => $fpm(fn () => [new DiskFull()], '64m'),
             'clock-jump' => $fpm(fn () => [new ClockJump($long ? 10 : 3)]),
             'all-at-once' => $fpm(fn () => [new KillWorkers(), new KillDeferrers(), new RestartServer($s / 2),
                 new LockHolder(), new ClockJump($long ? 10 : 3)]),
