@@ -114,8 +114,12 @@ function markdown(array $r): string
     foreach (['without' => 0, 'with' => $sc['count']] as $k => $n) {
         $md .= sprintf("| %s | %s | %s |\n", number_format($n), us($sc[$k]['defer']['median_us']), us($sc[$k]['claim']['median_us']));
     }
+    $served = isset($r['memory_pages'])
+        ? sprintf('%d times each, %d at a time (so every worker serves both),', $r['memory_pages']['requests'],
+            $r['memory_pages']['concurrency'])
+        : '50 times each, one after another (so some workers may have served neither),';
     $md .= "\nResident memory. The php-fpm workers, with and without the extension, serve `hello.php` and "
-        . "`router.php` (a page that reads `\$_SERVER`, as every routed application does) 50 times each before they "
+        . "`router.php` (a page that reads `\$_SERVER`, as every routed application does) $served before they "
         . "are measured, so PHP's own pages cost the same on both sides:\n\n| process | RSS |\n|---|---|\n";
     foreach ($r['memory'] as $what => $kb) {
         $md .= sprintf("| %s | %.1f MiB |\n", $what, $kb / 1024);
