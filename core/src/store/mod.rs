@@ -9,6 +9,7 @@ use crate::settings::Settings;
 use crate::slots::Reserved;
 
 pub(crate) mod checkpoint;
+mod log_writes;
 pub mod pg;
 mod pg_defer;
 pub(crate) mod schema;

@@ -5,6 +5,7 @@ use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::store::checkpoint;
+use crate::store::log_writes;
 use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
 use crate::store::Store;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -100,7 +101,12 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| ctx(e.into()))?;
+        // The log's frames are written one system call per commit.
+        let conn = match log_writes::name() {
+            Some(vfs) => Connection::open_with_flags_and_vfs(&path, flags, vfs),
+            None => Connection::open_with_flags(&path, flags),
+        }
+        .map_err(|e| ctx(e.into()))?;
         // SQLite falls back to read-only when the file is not writable; such
         // a connection could never store a task, so it is refused rather
         // than kept for the life of the process.
