@@ -153,7 +153,12 @@ function markdown(array $r): string
             $c['naps_deferrers'], $c['naps_workers'], $c['errors'])
         . "\nA busy nap is one wait (20 µs doubling to 1 ms) of a writer for another's lock — SQLite's SQLITE_BUSY, "
         . "retried inside the engine (`Engine::stats()['busy_naps']`); errors are calls that gave up after "
-        . "`busy_timeout`.\n";
+        . "`busy_timeout`.\n"
+        . (isset($c['naps_read_around'])
+            ? "The workers' naps are read before and after the run, not by the task requests, which run as in the "
+                . "uncontended run the goal compares with.\n"
+            : "The workers' naps were read by every task request (a `stats()` call each, which counts every task), "
+                . "a cost the uncontended run the goal compares with did not pay.\n");
     return $md;
 }
 

@@ -2,8 +2,7 @@
 
 // The benchmark's task endpoint: no-op tasks, 20-ms tasks (as sleep.php),
 // and tasks that stamp their start time. ?batch=N: at most N tasks per request (serve()'s defaults
-// without it). ?naps=FILE: append this worker's busy naps after each request
-// (for the concurrency run).
+// without it).
 
 use AsyncEngine\Engine;
 
@@ -14,6 +13,3 @@ Engine::serve([
         file_put_contents($args['file'], sprintf("%.6f %.6f\n", $args['at'], microtime(true)), FILE_APPEND | LOCK_EX);
     },
 ], isset($_GET['batch']) ? ['max_tasks' => max(1, (int) $_GET['batch'])] : []);
-if (isset($_GET['naps'])) {
-    file_put_contents($_GET['naps'], getmypid() . ' ' . Engine::stats()['busy_naps'] . "\n", FILE_APPEND | LOCK_EX);
-}
