@@ -173,9 +173,14 @@ function whyMissed(array $r): string
         'one-index queue table' => '`defer()` writes three b-trees where the baseline writes two: the task row '
             . '(keyed by its public text id), the claim index, and the endpoint row that counts its queue for '
             . '`max_queued` and holds its next due time (what lets a server find due work without scanning tasks); '
-            . 'it also validates the call, encodes the args and checks for a free slot. Half the time is the kernel '
-            . 'writing WAL pages. Reaching 1.5× needs no per-endpoint counter (no `max_queued` by default), or '
+            . 'it also validates the call, encodes the args and checks for a free slot. Its commit writes the three '
+            . 'pages in two system calls (the baseline\'s two pages take four), but each page is the kernel\'s work '
+            . 'all the same. Reaching 1.5× needs no per-endpoint counter (no `max_queued` by default), or '
             . 'buffering tasks in memory, which would lose them with the process.',
+        'processes deferring' => 'The contended run starts 16 PHP processes (their start is inside its time) and '
+            . 'their `defer()` calls take turns at SQLite\'s one write lock with the workers\' claims: about one busy '
+            . 'nap per call, a wait of 20 µs or more each, on 2 cores shared with nginx and 4 workers. The uncontended '
+            . 'rate it is compared with is one deferring process, which meets none of those waits.',
         'deferred and run, serve()' => 'A batch of quick tasks costs about one database write per 16 tasks, so the '
             . 'run is bound by the one process deferring them: its `defer()` calls, contended by the workers\' writes '
             . 'on the same SQLite file and sharing 2 cores with nginx and 4 workers, and, while the queue is short, '
