@@ -89,6 +89,8 @@ unsafe fn base_methods(file: *mut ffi::sqlite3_file) -> &'static ffi::sqlite3_io
     &*(*inner(file)).pMethods
 }
 
+/// `xOpen`: a log file gets [`LOG_METHODS`] around the base VFS's handle;
+/// any other file is the base VFS's own.
 unsafe extern "C" fn open(
     _vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
@@ -161,6 +163,9 @@ unsafe fn send(file: *mut ffi::sqlite3_file) -> c_int {
     rc
 }
 
+/// `xWrite` of a log file: holds the write, sending what is held first
+/// when it is not contiguous or would pass [`MAX_HELD`], and sends at once
+/// a commit frame's header and then its page.
 unsafe extern "C" fn held_write(
     file: *mut ffi::sqlite3_file,
     data: *const c_void,
