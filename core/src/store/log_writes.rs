@@ -32,8 +32,8 @@ const MAX_HELD: usize = 64 << 10;
 pub(crate) fn name() -> Option<&'static str> {
     // SAFETY: registration runs once; the VFS lives for the process.
     BASE.get_or_init(|| unsafe { register() })
-        .is_some()
-        .then_some("async-engine")
+        .as_ref()
+        .and_then(|_| NAME.to_str().ok())
 }
 
 /// SQLite's `unix` VFS, which this one forwards to.

@@ -101,7 +101,8 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        // The log's frames are written one system call per commit.
+        // A commit's log frames are written in two system calls (see
+        // store/log_writes.rs).
         let conn = match log_writes::name() {
             Some(vfs) => Connection::open_with_flags_and_vfs(&path, flags, vfs),
             None => Connection::open_with_flags(&path, flags),
