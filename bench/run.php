@@ -318,22 +318,45 @@ function concurrency(string $work, string $baseUrl, int $processes, int $each): 
     $readNaps = fn () => ab("$baseUrl/naps.php?" . http_build_query(['file' => $naps]), 40);
     $readNaps();
     $endpoint = '/tasks.php';
-    $t = microtime(true);
-    $procs = [];
+    // Every process starts and opens the database before the clock starts
+    // (the uncontended run is one process that is already running), then
+    // all are told to go at once.
+    $procs = $ins = $outs = [];
     for ($i = 0; $i < $processes; $i++) {
         $procs[] = proc_open([PHP_BINARY, __DIR__ . '/lib/deferrer.php', "$work/engine.sqlite", $baseUrl, $endpoint,
-            (string) $each], [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes);
-        $outs[] = $pipes[1];
+            (string) $each], [0 => ['pipe', 'r'], 1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes);
+        [$ins[], $outs[]] = [$pipes[0], $pipes[1]];
+    }
+    $readLine = function (int $i) use ($outs): string {
+        $got = fgets($outs[$i]);
+        if ($got === false) {
+            throw new \RuntimeException('deferrer: ' . stream_get_contents($outs[$i]));
+        }
+        return $got;
+    };
+    foreach (array_keys($procs) as $i) {
+        if ($readLine($i) !== "ready\n") {
+            throw new \RuntimeException('deferrer did not start: ' . stream_get_contents($outs[$i]));
+        }
+    }
+    $t = microtime(true);
+    foreach ($ins as $in) {
+        fwrite($in, "go\n");
     }
     $reports = [];
-    foreach ($procs as $i => $proc) {
-        $out = stream_get_contents($outs[$i]);
-        proc_close($proc);
-        $reports[] = json_decode($out, true) ?? throw new \RuntimeException("deferrer: $out");
+    foreach (array_keys($procs) as $i) {
+        $reports[] = json_decode($readLine($i), true) ?? throw new \RuntimeException('deferrer: bad report');
     }
     $deferSeconds = max(array_column($reports, 'seconds'));
     settle(300);
     $wall = microtime(true) - $t;
+    foreach (array_keys($procs) as $i) {
+        fwrite($ins[$i], "naps\n");
+        $reports[$i] += json_decode($readLine($i), true) ?? throw new \RuntimeException('deferrer: bad naps');
+        fclose($ins[$i]);
+        fclose($outs[$i]);
+        proc_close($procs[$i]);
+    }
     $readNaps();
     $perWorker = [];
     foreach (file($naps, FILE_IGNORE_NEW_LINES) as $line) {
@@ -349,6 +372,7 @@ function concurrency(string $work, string $baseUrl, int $processes, int $each): 
         'naps_deferrers' => array_sum(array_column($reports, 'naps')),
         'naps_workers' => array_sum(array_map(fn ($r) => $r[1] - $r[0], $perWorker)),
         'naps_read_around' => true,
+        'started_before_clock' => true,
         'errors' => array_sum(array_column($reports, 'errors')),
     ];
 }

@@ -158,7 +158,12 @@ function markdown(array $r): string
             ? "The workers' naps are read before and after the run, not by the task requests, which run as in the "
                 . "uncontended run the goal compares with.\n"
             : "The workers' naps were read by every task request (a `stats()` call each, which counts every task), "
-                . "a cost the uncontended run the goal compares with did not pay.\n");
+                . "a cost the uncontended run the goal compares with did not pay.\n")
+        . (isset($c['started_before_clock'])
+            ? "The deferring processes start and open the database before the clock starts, and read their naps "
+                . "after it stops, as the one process of the uncontended run is already running.\n"
+            : "The clock ran from the start of the deferring processes (PHP's start-up and each process's "
+                . "`stats()` calls inside it).\n");
     return $md;
 }
 
@@ -177,7 +182,9 @@ function whyMissed(array $r): string
             . 'pages in two system calls (the baseline\'s two pages take four), but each page is the kernel\'s work '
             . 'all the same. Reaching 1.5× needs no per-endpoint counter (no `max_queued` by default), or '
             . 'buffering tasks in memory, which would lose them with the process.',
-        'processes deferring' => 'The contended run starts 16 PHP processes (their start is inside its time) and '
+        'processes deferring' => (isset($r['concurrency']['started_before_clock'])
+                ? 'The contended run\'s 16 PHP processes (started and connected before its clock starts): '
+                : 'The contended run starts 16 PHP processes (their start is inside its time) and ')
             . 'their `defer()` calls take turns at SQLite\'s one write lock with the workers\' claims: about one busy '
             . 'nap per call, a wait of 20 µs or more each, on 2 cores shared with nginx and 4 workers. The uncontended '
             . 'rate it is compared with is one deferring process, which meets none of those waits.',
