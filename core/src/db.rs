@@ -166,6 +166,12 @@ pub trait Tx {
     fn in_process(&self) -> bool {
         false
     }
+
+    /// Whether the database counts finished tasks per site and state in
+    /// `task_counts` (SQLite, schema 10: triggers keep it).
+    fn counts_finished(&self) -> bool {
+        false
+    }
 }
 
 impl dyn Tx + '_ {

@@ -576,9 +576,9 @@ pub(crate) fn finished_per_bucket(
 /// Task counts per state.
 pub(crate) type Counts = Vec<(State, i64)>;
 
-/// Task counts per state of site `?1`. Each count walks one index: queued
-/// tasks are in the claim index, the others in the state index, one seek
-/// per state and site.
+/// Task counts per state of site `?1` on PostgreSQL. Each count walks one
+/// index: queued tasks are in the claim index, the others in the state
+/// index, one seek per state and site.
 const COUNTS: &str = "SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_claim
      WHERE state = 'queued' AND site = ?1
      UNION ALL
@@ -586,10 +586,25 @@ const COUNTS: &str = "SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_clai
      WHERE state IN ('running', 'done', 'dead', 'cancelled') AND state <> 'queued' AND site = ?1
      GROUP BY state";
 
+/// The same on SQLite: queued and running tasks are counted through their
+/// indexes; finished ones, which pile up for the retention period, are
+/// read from `task_counts`, which triggers keep (schema 10).
+const COUNTS_KEPT: &str = "SELECT 'queued', count(*) FROM tasks INDEXED BY tasks_claim
+     WHERE state = 'queued' AND site = ?1
+     UNION ALL
+     SELECT 'running', count(*) FROM tasks INDEXED BY tasks_state
+     WHERE state = 'running' AND state <> 'queued' AND site = ?1
+     UNION ALL
+     SELECT state, n FROM task_counts WHERE site = ?1";
+
 /// Task counts per state of `site`, the earliest due time of its queued tasks.
 pub(crate) fn counts(tx: &mut dyn Tx, site: &str) -> Result<(Counts, Option<Millis>)> {
     let mut counts: Counts = State::ALL.iter().map(|s| (*s, 0)).collect();
-    for mut row in tx.query(COUNTS, args![site])? {
+    let sql = match tx.counts_finished() {
+        true => COUNTS_KEPT,
+        false => COUNTS,
+    };
+    for mut row in tx.query(sql, args![site])? {
         let (state, n) = (State::parse(&row.text(0)?), row.int(1)?);
         if let Some(slot) = counts.iter_mut().find(|(s, _)| Some(*s) == state) {
             slot.1 = n;

@@ -115,7 +115,17 @@ fn both_backends_create_the_same_tables_columns_and_indexes() {
     let dir = TempDir::new("shape");
     Engine::open(&settings(&dir.sqlite_db())).unwrap();
     Engine::open(&settings(&dir.db())).unwrap();
-    let (sqlite, mut pg) = (sqlite_shape(&dir.sqlite_db()), pg_shape(&dir.db()));
+    let (mut sqlite, mut pg) = (sqlite_shape(&dir.sqlite_db()), pg_shape(&dir.db()));
+    // The one table a backend has alone: SQLite's triggers count finished
+    // tasks for stats(); on PostgreSQL, where writers run at once, a shared
+    // counter row would make every task's end wait for the others' commits.
+    let sqlite_only = ["task_counts"];
+    assert!(sqlite_only
+        .iter()
+        .all(|t| sqlite.0.iter().any(|(name, _)| name == t)));
+    sqlite
+        .0
+        .retain(|(name, _)| !sqlite_only.contains(&name.as_str()));
     assert_eq!(sqlite.0, pg.0, "tables and columns");
     // The one index a backend has alone: several servers count their own
     // slots at once on PostgreSQL; SQLite's slots table is a few rows.

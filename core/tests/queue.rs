@@ -987,3 +987,132 @@ fn a_task_for_an_endpoint_with_a_request_on_its_way_or_running_is_left_to_that_r
     let endpoints: Vec<&str> = kicked.iter().map(|d| d.endpoint.as_str()).collect();
     assert_eq!(endpoints, ["/w.php"]);
 }
+
+/// `stats()` counts finished tasks from counters the database keeps on
+/// SQLite (schema 10); through every way a task moves — claim, complete,
+/// fail, death, cancel, retry, reaping, a request's end, purge — on two
+/// sites, its counts stay those of the tasks listed per state.
+#[test]
+fn stats_counts_stay_those_of_the_tasks_through_every_transition() {
+    let dir = TempDir::new("counts");
+    let sites: Vec<Settings> = ["a", "b"]
+        .iter()
+        .map(|site| Settings {
+            site: Some(site.to_string()),
+            max_workers: 2,
+            retention: 3600.0,
+            ..settings(&dir.db())
+        })
+        .collect();
+    let mut e = Engine::open(&sites[0]).unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut now = T0;
+    let mut ids: Vec<(usize, String)> = vec![];
+    let mut sent: Vec<(usize, async_engine_core::Dispatch)> = vec![];
+    // (site, slot, id, lease) of each task a request holds.
+    let mut held: Vec<(usize, String, String, String)> = vec![];
+    let mut moves = [0usize; 9];
+    // The most done, dead and cancelled tasks a site held at once.
+    let mut most = [0i64; 3];
+    for _ in 0..600 {
+        now += 1 + next(900) as i64;
+        let site = next(2);
+        let s = &sites[site];
+        let op = next(9);
+        moves[op] += 1;
+        match op {
+            0 | 1 => {
+                let o = opts(&[
+                    ("max_attempts", Scalar::Int(1 + next(2) as i64)),
+                    ("timeout", Scalar::Int(30)),
+                ]);
+                let d = try_defer(&mut e, s, "/w.php", "t", &o, now).unwrap();
+                ids.push((site, d.id));
+                sent.extend(d.dispatch.map(|d| (site, d)));
+            }
+            2 if !sent.is_empty() => {
+                let (site, d) = sent.swap_remove(next(sent.len()));
+                if let Ok(acc) = e.accept(&sites[site], &received(&d), true, now) {
+                    sent.extend(acc.dispatch.map(|d| (site, d)));
+                    if let Some(t) = acc.task {
+                        held.push((site, acc.slot, t.id, t.lease));
+                    }
+                }
+            }
+            3 | 4 if !held.is_empty() => {
+                let (site, slot, id, lease) = held.swap_remove(next(held.len()));
+                let ended = match op {
+                    3 => e.complete(&id, &lease, now).map(drop),
+                    _ => e.fail(&id, &lease, "boom", None, now).map(drop),
+                };
+                assert!(matches!(ended, Ok(()) | Err(Error::NotHeld(_))));
+                let d = e
+                    .end_request(&sites[site], Some(&slot), &[], &[], "", true, now)
+                    .unwrap();
+                sent.extend(d.map(|d| (site, d)));
+            }
+            5 if !ids.is_empty() => {
+                let (site, id) = &ids[next(ids.len())];
+                e.cancel(&sites[*site], id, now).unwrap();
+            }
+            6 if !ids.is_empty() => {
+                let (site, id) = &ids[next(ids.len())];
+                let (_, d) = e.retry(&sites[*site], id, true, now).unwrap();
+                sent.extend(d.map(|d| (*site, d)));
+            }
+            7 => {
+                // Time passes; every other time, the leases held expire
+                // (their holders died).
+                now += match next(2) {
+                    0 => 1_000,
+                    _ => 30_000 + GRACE_MS,
+                };
+                let kicked = e.kick(s, now).unwrap();
+                sent.extend(kicked.into_iter().map(|d| (site, d)));
+            }
+            8 if !held.is_empty() => {
+                // A request ends without ending its task: it fails.
+                let (site, slot, id, lease) = held.swap_remove(next(held.len()));
+                let d = e
+                    .end_request(
+                        &sites[site],
+                        Some(&slot),
+                        &[(id, lease)],
+                        &[],
+                        "died",
+                        true,
+                        now,
+                    )
+                    .unwrap();
+                sent.extend(d.map(|d| (site, d)));
+            }
+            _ => {
+                e.purge(next(1800) as f64, next(2) == 0, now).unwrap();
+            }
+        }
+        for s in &sites {
+            let counts = e.stats(s, now).unwrap().counts;
+            for (state, n) in counts {
+                let listed = e.list(s, state, 100_000).unwrap().len() as i64;
+                assert_eq!(n, listed, "{state:?} on site {:?}", s.site);
+                if let Some(i) = [State::Done, State::Dead, State::Cancelled]
+                    .iter()
+                    .position(|f| *f == state)
+                {
+                    most[i] = most[i].max(n);
+                }
+            }
+        }
+    }
+    assert!(moves.iter().all(|m| *m > 20), "{moves:?}");
+    assert!(
+        most.iter().all(|n| *n >= 3),
+        "most finished at once: {most:?}"
+    );
+}

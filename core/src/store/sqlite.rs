@@ -338,6 +338,10 @@ impl Tx for SqliteTx<'_> {
     fn in_process(&self) -> bool {
         true
     }
+
+    fn counts_finished(&self) -> bool {
+        true
+    }
 }
 
 /// Whether SQLite refused for another connection's lock.
