@@ -18,7 +18,8 @@ use crate::slots::SENT_TTL_MS;
 use crate::target::Target;
 use crate::task::{Claimed, DeferOptions, TaskSpec};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 /// What the current request holds, released when it ends.
@@ -74,7 +75,8 @@ enum Wake {
 
 /// Everything the extension keeps in one PHP process.
 pub struct Runtime {
-    pid: u32,
+    /// The [`forks`] count when this runtime was made or last reset.
+    forks: u64,
     /// Whether this process serves request after request (php-fpm, mod_php,
     /// `php -S`): only then does its sender stay to wake for due work.
     persistent: bool,
@@ -91,14 +93,34 @@ pub struct Runtime {
 
 static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
 
+/// Forks this process went through (counted in each child).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many forks led to this process since the runtime was first used:
+/// a child sees one more than its parent. An atomic read on every call,
+/// where comparing process ids took a `getpid` system call each time.
+fn forks() -> u64 {
+    static COUNTING: Once = Once::new();
+    COUNTING.call_once(|| {
+        // SAFETY: registers a child handler that only increments an atomic
+        // (async-signal-safe); glibc runs it in the child of every fork().
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+    });
+    FORKS.load(Ordering::Relaxed)
+}
+
 /// Runs `f` on this process's runtime, created on first use (`persistent`
 /// is asked then) and reset in a forked child. `f` must not call into PHP:
 /// a fatal error there would skip the unlock.
 pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -> T) -> T {
     let mut guard = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
+    let forks = forks();
     match guard.as_mut() {
-        Some(rt) if rt.pid == pid => {}
+        Some(rt) if rt.forks == forks => {}
         Some(rt) => {
             // A forked child goes on with the same request (and its
             // configure() overrides), but must not use or close the parent's
@@ -106,11 +128,11 @@ pub fn with<T>(persistent: impl FnOnce() -> bool, f: impl FnOnce(&mut Runtime) -
             std::mem::forget(rt.engine.take());
             // Its sender thread did not survive the fork either.
             std::mem::forget(rt.sender.take());
-            rt.pid = pid;
+            rt.forks = forks;
         }
         None => {
             *guard = Some(Runtime {
-                pid,
+                forks,
                 persistent: persistent(),
                 engine: None,
                 sender: None,
