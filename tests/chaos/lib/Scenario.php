@@ -85,7 +85,7 @@ final class Scenario
             if ($recorded < $this->tasks) {
                 $row['errors'][] = "only $recorded of {$this->tasks} tasks were deferred";
             }
-            foreach (['lost', 'stuck', 'unfinished'] as $bad) {
+            foreach (['lost', 'stuck', 'unfinished', 'miscounted'] as $bad) {
                 if ($account[$bad]) {
                     $row['errors'][] = count($account[$bad]) . " $bad: " . implode('; ', array_slice($account[$bad], 0, 5));
                 }
