@@ -79,6 +79,11 @@ struct Held {
     commit_page: bool,
 }
 
+/// The writes a [`LogFile`] holds.
+unsafe fn held_by<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Held {
+    &mut *(*(file as *mut LogFile)).held
+}
+
 /// The base VFS's handle inside a [`LogFile`].
 unsafe fn inner(file: *mut ffi::sqlite3_file) -> *mut ffi::sqlite3_file {
     (file as *mut u8).add(std::mem::size_of::<LogFile>()) as *mut ffi::sqlite3_file
@@ -145,7 +150,7 @@ static LOG_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 /// Sends the held writes as one; on failure they are dropped (the
 /// transaction they belong to fails, and SQLite writes its frames anew).
 unsafe fn send(file: *mut ffi::sqlite3_file) -> c_int {
-    let held = &mut *(*(file as *mut LogFile)).held;
+    let held = held_by(file);
     if held.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -172,7 +177,7 @@ unsafe extern "C" fn held_write(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    let held = &mut *(*(file as *mut LogFile)).held;
+    let held = held_by(file);
     let amount = amount.max(0) as usize;
     let apart = offset != held.start + held.bytes.len() as i64;
     if !held.bytes.is_empty() && (apart || held.bytes.len() + amount > MAX_HELD) {
@@ -181,7 +186,7 @@ unsafe extern "C" fn held_write(
             return rc;
         }
     }
-    let held = &mut *(*(file as *mut LogFile)).held;
+    let held = held_by(file);
     if held.bytes.is_empty() {
         held.start = offset;
     }
