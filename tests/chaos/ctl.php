@@ -77,14 +77,11 @@ function account(string $dir, string $database): array
     $db = new SQLite3($database, SQLITE3_OPEN_READONLY);
     $db->busyTimeout(10000);
     $inDb = [];
-    $rows = $db->query('SELECT id, name FROM tasks') ?: throw new RuntimeException($db->lastErrorMsg());
+    $counted = [];
+    $rows = $db->query('SELECT id, name, state FROM tasks') ?: throw new RuntimeException($db->lastErrorMsg());
     while ($row = $rows->fetchArray(SQLITE3_ASSOC)) {
         $inDb[$row['id']] = $row['name'];
-    }
-    $counted = [];
-    $rows = $db->query('SELECT state, count(*) AS n FROM tasks GROUP BY state') ?: throw new RuntimeException($db->lastErrorMsg());
-    while ($row = $rows->fetchArray(SQLITE3_ASSOC)) {
-        $counted[$row['state']] = $row['n'];
+        $counted[$row['state']] = ($counted[$row['state']] ?? 0) + 1;
     }
     $db->close();
     $report = ['recorded' => count($recorded), 'unrecorded' => 0, 'states' => [], 'runs' => array_sum($runs),
