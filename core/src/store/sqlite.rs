@@ -571,4 +571,74 @@ mod tests {
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+    /// No table, index or trigger compares a value with a list of three or
+    /// more constants, which SQLite tests through a temporary b-tree built
+    /// each time (schema 11); the tasks table still refuses a state it does
+    /// not know, and a database of schema 10 is rewritten so.
+    #[test]
+    fn the_schema_compares_states_without_temporary_lists() {
+        let (dir, settings) = scratch("lists");
+        let path = settings.database_path().unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            for migration in &SQLITE_MIGRATIONS[..10] {
+                conn.execute_batch(migration).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 10).unwrap();
+        }
+        let store = SqliteStore::open(&settings).unwrap();
+        let conn = &store.conn;
+        let three = lists_of_three(conn);
+        assert!(three.is_empty(), "{three:?}");
+        conn.execute_batch(
+            "INSERT INTO tasks (id, endpoint, name, args, state, due_at, max_attempts, timeout,
+                                created_at, updated_at)
+             VALUES ('01A', '/w.php', 't', '[]', 'queued', 0, 5, 300000, 0, 0)",
+        )
+        .unwrap();
+        for state in ["running", "done", "dead", "cancelled", "queued"] {
+            conn.execute("UPDATE tasks SET state = ?1", [state])
+                .unwrap();
+        }
+        let refused = conn.execute("UPDATE tasks SET state = 'lost'", []);
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("CHECK")),
+            "an unknown state was stored"
+        );
+        let program: Vec<String> = conn
+            .prepare(&format!("EXPLAIN {}", crate::queue::INSERT_TASK))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter([0; 11]), |r| r.get(1))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            !program.iter().any(|op| op == "OpenEphemeral"),
+            "{program:?}"
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The schema's statements that hold `IN (` followed by three quoted
+    /// constants.
+    fn lists_of_three(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        rows.into_iter()
+            .filter(|(_, sql)| {
+                sql.split("IN (").skip(1).any(|list| {
+                    let list = &list[..list.find(')').unwrap_or(list.len())];
+                    list.split(',').count() >= 3
+                })
+            })
+            .map(|(name, _)| name)
+            .collect()
+    }
 }
