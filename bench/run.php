@@ -36,11 +36,11 @@ if (($argv[1] ?? '') === '--render') {
 $smoke = in_array('--smoke', $argv, true);
 $p = $smoke
     ? ['calls' => 2000, 'spawn_calls' => 500, 'boot_calls' => 20, 'chunk' => 1000, 'tasks' => 300, 'slow' => 40, 'idle' => 20, 'backlog' => 200,
-        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000,
+        'depths' => [1000, 10000], 'depth_ops' => 200, 'deferrers' => 16, 'per_deferrer' => 20, 'schedules' => 1000, 'schedule_rounds' => 3,
         'hub_idle' => 200, 'hub_subscribers' => 20, 'hub_events' => 50]
     : ['calls' => 100000, 'spawn_calls' => 100000, 'boot_calls' => 1000, 'chunk' => 10000, 'tasks' => 10000, 'slow' => 1000, 'idle' => 200,
         'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
-        'per_deferrer' => 500, 'schedules' => 10000, 'hub_idle' => 5000, 'hub_subscribers' => 100, 'hub_events' => 500];
+        'per_deferrer' => 500, 'schedules' => 10000, 'schedule_rounds' => 7, 'hub_idle' => 5000, 'hub_subscribers' => 100, 'hub_events' => 500];
 $started = microtime(true);
 $work = sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
 mkdir($work);
@@ -170,7 +170,8 @@ foreach ($p['depths'] as $depth) {
         $row['claim']['median_us']);
 }
 
-step("schedules: defer() and claim with 0 and {$p['schedules']} schedules (1,000 tasks queued; 3 rounds, interleaved)");
+step("schedules: defer() and claim with 0 and {$p['schedules']} schedules (1,000 tasks queued; {$p['schedule_rounds']} rounds, "
+    . 'interleaved)');
 // Two databases, one of them with the schedules; measured in turns, so that
 // drift of the machine over the step weighs on both alike.
 $dbs = ['without' => "$work/no-schedules.sqlite", 'with' => "$work/schedules.sqlite"];
@@ -179,7 +180,9 @@ foreach ($dbs as $db) {
 }
 $results['schedules']['count'] = php([__DIR__ . '/lib/depth.php', 'schedules', $dbs['with'], $blackHole, (string) $p['schedules']]);
 $rounds = [];
-for ($round = 0; $round < 3; $round++) {
+// One round's median moves by a third between rounds minutes apart on this
+// machine; the middle of several rounds is what the ≤ 1.2× goals can judge.
+for ($round = 0; $round < $p['schedule_rounds']; $round++) {
     foreach ($dbs as $k => $db) {
         foreach (['defer', 'claim'] as $op) {
             $rounds[$k][$op][] = summary(php([__DIR__ . '/lib/depth.php', $op, $db, $blackHole, (string) $p['depth_ops']]));
@@ -190,7 +193,7 @@ foreach ($rounds as $k => $ops) {
     foreach ($ops as $op => $summaries) {
         // The round whose median is the middle one.
         usort($summaries, fn (array $a, array $b): int => $a['median_us'] <=> $b['median_us']);
-        $results['schedules'][$k][$op] = $summaries[1];
+        $results['schedules'][$k][$op] = $summaries[intdiv(count($summaries), 2)];
     }
     printf("  %-7s schedules: defer median %.1f µs, claim median %.1f µs\n", $k, $results['schedules'][$k]['defer']['median_us'],
         $results['schedules'][$k]['claim']['median_us']);

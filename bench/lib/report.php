@@ -109,8 +109,9 @@ function markdown(array $r): string
     }
     $sc = $r['schedules'];
     $md .= sprintf("\nWith %s recurring schedules (each a pending occurrence on its own endpoint) beside 1,000 queued "
-        . "tasks, against a database without them (3 rounds taken in turns; the middle round's median):\n\n"
-        . "| schedules | defer() median | claim median |\n|---|---|---|\n", number_format($sc['count']));
+        . "tasks, against a database without them (%d rounds taken in turns; the middle round's median):\n\n"
+        . "| schedules | defer() median | claim median |\n|---|---|---|\n", number_format($sc['count']),
+        $r['params']['schedule_rounds'] ?? 3);
     foreach (['without' => 0, 'with' => $sc['count']] as $k => $n) {
         $md .= sprintf("| %s | %s | %s |\n", number_format($n), us($sc[$k]['defer']['median_us']), us($sc[$k]['claim']['median_us']));
     }
