@@ -8,6 +8,7 @@ use crate::store::checkpoint;
 use crate::store::log_writes;
 use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
 use crate::store::Store;
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, ToSql};
 use std::path::{Path, PathBuf};
@@ -193,14 +194,30 @@ impl SqliteStore {
                 )));
             }
         }
-        while version < SQLITE_SCHEMA_VERSION {
-            conn.execute_batch(SQLITE_MIGRATIONS[version as usize])?;
-            version += 1;
-        }
+        migrate(conn, &mut version)?;
         conn.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         Ok(Ok(()))
     }
+}
+
+/// Runs the migrations from `version` to [`SQLITE_SCHEMA_VERSION`],
+/// counting `version` up. Migration 11 rewrites a CHECK through
+/// `writable_schema`, which SQLite's defensive mode (on by default in some
+/// builds) refuses; the mode is off while they run and as it was after.
+fn migrate(conn: &Connection, version: &mut i64) -> rusqlite::Result<()> {
+    let defensive = conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)?;
+    let mut run = || {
+        while *version < SQLITE_SCHEMA_VERSION {
+            conn.execute_batch(SQLITE_MIGRATIONS[*version as usize])?;
+            *version += 1;
+        }
+        Ok(())
+    };
+    let ran = run();
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, defensive)?;
+    ran
 }
 
 impl Store for SqliteStore {
@@ -618,6 +635,23 @@ mod tests {
         );
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A connection in SQLite's defensive mode (the default of some
+    /// builds) migrates too, and is left in that mode.
+    #[test]
+    fn a_defensive_connection_migrates_and_stays_defensive() {
+        let conn = Connection::open_in_memory().unwrap();
+        for migration in &SQLITE_MIGRATIONS[..10] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+            .unwrap();
+        let mut version = 10;
+        migrate(&conn, &mut version).unwrap();
+        assert_eq!(version, SQLITE_SCHEMA_VERSION);
+        assert!(lists_of_three(&conn).is_empty());
+        assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());
     }
 
     /// The schema's statements that hold `IN (` followed by three quoted
