@@ -588,6 +588,7 @@ mod tests {
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
     /// No table, index or trigger compares a value with a list of three or
     /// more constants, which SQLite tests through a temporary b-tree built
     /// each time (schema 11); the tasks table still refuses a state it does
@@ -654,8 +655,8 @@ mod tests {
         assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());
     }
 
-    /// The schema's statements that hold `IN (` followed by three quoted
-    /// constants.
+    /// The tables, indexes and triggers whose SQL holds an `IN (` list of
+    /// three or more items.
     fn lists_of_three(conn: &Connection) -> Vec<String> {
         let mut stmt = conn
             .prepare("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL")
