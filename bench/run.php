@@ -42,8 +42,14 @@ $p = $smoke
         'backlog' => 2000, 'depths' => [1000, 100000, 1000000], 'depth_ops' => 2000, 'deferrers' => 16,
         'per_deferrer' => 500, 'schedules' => 10000, 'schedule_rounds' => 7, 'hub_idle' => 5000, 'hub_subscribers' => 100, 'hub_events' => 500];
 $started = microtime(true);
-$work = sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
-mkdir($work);
+// bench/run gives a directory and removes it after PHP exits; run alone,
+// this script removes its own when it ends, while its engine's background
+// thread may still read a database there.
+$givenWork = getenv('ASYNC_ENGINE_BENCH_WORK');
+$work = $givenWork ?: sys_get_temp_dir() . '/async-engine-bench-' . getmypid();
+if (!$givenWork) {
+    mkdir($work);
+}
 // A port that takes connections and never answers: where task requests go
 // while enqueue cost is measured, so no task runs meanwhile.
 $hole = stream_socket_server('tcp://127.0.0.1:0');
@@ -53,10 +59,12 @@ $blackHole = 'http://' . stream_socket_get_name($hole, false);
 mkdir("$work/enqueue-server");
 $enqueueServer = (new NginxFpm(null, null, "$work/enqueue-server"))->site(__DIR__ . '/www');
 $server = (new NginxFpm("$work/engine.sqlite", SECRET, $work))->site(__DIR__ . '/www');
-register_shutdown_function(function () use ($enqueueServer, $server, $work): void {
+register_shutdown_function(function () use ($enqueueServer, $server, $work, $givenWork): void {
     $enqueueServer->stop();
     $server->stop();
-    exec('rm -rf ' . escapeshellarg($work));
+    if (!$givenWork) {
+        exec('rm -rf ' . escapeshellarg($work));
+    }
 });
 pcntl_async_signals(true);
 foreach ([SIGINT, SIGTERM] as $signal) {
