@@ -11,7 +11,7 @@ abstract class Fault
 {
     /** How many times it was injected. */
     public int $injected = 0;
-    /** What was injected, for the report. */
+    /** When every() next answers true, in seconds into the phase. */
     private ?float $next = null;
 
     abstract public function name(): string;
@@ -102,15 +102,20 @@ final class RestartServer extends Fault
 abstract class Spell extends Fault
 {
     private ?float $until = null;
+    /** When the next spell may begin: 1 s into the phase, then 1–5 s after the last one ended. */
+    private float $resume = 1.0;
 
     public function __construct(protected float $seconds = 3.0)
     {
     }
 
-    /** Whether to begin the spell at $t (default: every 1–5 s). */
+    /**
+     * Whether to begin the spell at $t (default: 1–5 s after the last one
+     * ended, so that work goes on between spells whatever their length).
+     */
     protected function due(float $t): bool
     {
-        return $this->every($t, 1.0, 5.0);
+        return $t >= $this->resume;
     }
 
     abstract protected function begin(Lab $lab): void;
@@ -125,6 +130,7 @@ abstract class Spell extends Fault
             $this->injected++;
         } elseif ($this->until !== null && $t >= $this->until) {
             $this->stop($lab);
+            $this->resume = $t + 1.0 + 4.0 * mt_rand() / mt_getrandmax();
         }
     }
 
@@ -200,8 +206,8 @@ final class LockHolder extends Fault
 }
 
 /**
- * The database's directory and files made read-only for 3 s, every few
- * seconds, and two fpm workers killed meanwhile so that new processes open
+ * The database's directory and files made read-only for 3 s, then writable
+ * for 1–5 s, and two fpm workers killed meanwhile so that new processes open
  * the database while it is read-only.
  */
 final class ReadOnlyDatabase extends Spell
@@ -233,7 +239,7 @@ final class ReadOnlyDatabase extends Spell
     }
 }
 
-/** The database's file system (a small tmpfs) filled to the last byte for 3 s, every few seconds. */
+/** The database's file system (a small tmpfs) filled to the last byte for 3 s, then free for 1–5 s. */
 final class DiskFull extends Spell
 {
     public function name(): string
