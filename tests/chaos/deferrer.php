@@ -31,7 +31,8 @@ for ($i = (int) $first, $end = $i + (int) $count; $i < $end;) {
         $i++;
         usleep((int) $pause);
     } catch (StorageError | RuntimeException $e) {
-        fwrite($refused, get_class($e) . ': ' . $e->getMessage() . "\n");
+        // One line per refusal: the run counts lines (an error page's HTML has many).
+        fwrite($refused, preg_replace('/\s+/', ' ', get_class($e) . ': ' . $e->getMessage()) . "\n");
         usleep(100000);
     }
 }
@@ -42,7 +43,8 @@ function page(string $url): string
     $r = Http::request($url, timeout: 20);
     $body = trim($r['body']);
     if ($r['status'] !== 200 || !preg_match(Workload::RECORD, $body)) {
-        throw new RuntimeException("page answered {$r['status']}: " . ($body !== '' ? $body : $r['error']));
+        $said = trim(strip_tags($body)); // an error page's text, not its markup
+        throw new RuntimeException("page answered {$r['status']}: " . ($said !== '' ? $said : $r['error']));
     }
     return $body;
 }
