@@ -249,6 +249,15 @@ $md = "# SQLite and PostgreSQL, one run\n\n"
 foreach ($rows as $r) {
     $md .= '| ' . implode(' | ', $r) . " |\n";
 }
+$verdict = fn (bool $met): string => $met ? 'met' : '**missed**';
+$ratio = $d['postgres']['median_us'] / $d['sqlite']['median_us'];
+$pg = $t['postgres'];
+$md .= sprintf("\nGoals on PostgreSQL: `defer()` at most 5× SQLite's (median, CLI): %.2f×, %s (%.2f× with one core "
+    . "kept busy). `serve()`'s batches at least as fast as one task per request: %.0f against %.0f tasks/s from a "
+    . "backlog, %s; %.0f against %.0f deferred and run, %s.\n", $ratio, $verdict($ratio <= 5.0),
+    $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'], $pg['drain_batched'], $pg['drain_single'],
+    $verdict($pg['drain_batched'] >= $pg['drain_single']), $pg['batched'], $pg['single'],
+    $verdict($pg['batched'] >= $pg['single']));
 if (isset($d['sqlite-before'])) {
     $md .= sprintf("\nSQLite defer() of the build at commit %s: median %.1f µs, p99 %.1f µs; of this build: "
         . "%.1f µs, %.1f µs (%.2f× the median), timed in the same run.\n", $results['before'], $d['sqlite-before']['median_us'],
