@@ -88,16 +88,28 @@ final class Chromium
     /** The visible text of the first element a CSS selector matches, null if none. */
     public function text(string $css): ?string
     {
-        $id = $this->find($css);
-        if ($id === null) {
-            return null;
+        for ($try = 1;; $try++) {
+            $id = $this->find($css);
+            if ($id === null) {
+                return null;
+            }
+            try {
+                return $this->command('GET', "/element/$id/text");
+            } catch (\RuntimeException $e) {
+                // The page replaced the element, or went to another page,
+                // between find and read: find it again (a few times at most).
+                if ($try === 5 || !self::gone($e)) {
+                    throw $e;
+                }
+            }
         }
-        try {
-            return $this->command('GET', "/element/$id/text");
-        } catch (\RuntimeException $e) {
-            // The page replaced the element between find and read.
-            return str_contains($e->getMessage(), 'stale element') ? $this->text($css) : throw $e;
-        }
+    }
+
+    /** Whether WebDriver refused because the element left the page (Chrome says it in two ways). */
+    private static function gone(\RuntimeException $e): bool
+    {
+        return str_contains($e->getMessage(), 'stale element')
+            || str_contains($e->getMessage(), 'does not belong to the document');
     }
 
     public function click(string $css): void
