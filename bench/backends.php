@@ -208,14 +208,15 @@ printf("Took %.0f s.\n", $results['seconds']);
 
 $d = $results['defer'];
 $t = $results['tasks'];
+$ratio = $d['postgres']['median_us'] / $d['sqlite']['median_us'];
+$busyRatio = $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'];
 $rows = [
     ['defer() median (CLI)', sprintf('%.1f µs', $d['sqlite']['median_us']), sprintf('%.1f µs', $d['postgres']['median_us']),
-        sprintf('%.2f×', $d['postgres']['median_us'] / $d['sqlite']['median_us'])],
+        sprintf('%.2f×', $ratio)],
     ['defer() p99 (CLI)', sprintf('%.1f µs', $d['sqlite']['p99_us']), sprintf('%.1f µs', $d['postgres']['p99_us']),
         sprintf('%.2f×', $d['postgres']['p99_us'] / $d['sqlite']['p99_us'])],
     ['defer() median, one core kept busy', sprintf('%.1f µs', $d['sqlite-busy']['median_us']),
-        sprintf('%.1f µs', $d['postgres-busy']['median_us']),
-        sprintf('%.2f×', $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'])],
+        sprintf('%.1f µs', $d['postgres-busy']['median_us']), sprintf('%.2f×', $busyRatio)],
     ['a bare round trip (PDO SELECT 1), median', '—', sprintf('%.1f µs', $d['roundtrip']['median_us']), '—'],
     ['the same, one core kept busy', '—', sprintf('%.1f µs', $d['roundtrip-busy']['median_us']), '—'],
 ];
@@ -250,12 +251,11 @@ foreach ($rows as $r) {
     $md .= '| ' . implode(' | ', $r) . " |\n";
 }
 $verdict = fn (bool $met): string => $met ? 'met' : '**missed**';
-$ratio = $d['postgres']['median_us'] / $d['sqlite']['median_us'];
 $pg = $t['postgres'];
 $md .= sprintf("\nGoals on PostgreSQL: `defer()` at most 5× SQLite's (median, CLI): %.2f×, %s (%.2f× with one core "
     . "kept busy). `serve()`'s batches at least as fast as one task per request: %.0f against %.0f tasks/s from a "
-    . "backlog, %s; %.0f against %.0f deferred and run, %s.\n", $ratio, $verdict($ratio <= 5.0),
-    $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'], $pg['drain_batched'], $pg['drain_single'],
+    . "backlog, %s; %.0f against %.0f deferred and run, %s.\n", $ratio, $verdict($ratio <= 5.0), $busyRatio,
+    $pg['drain_batched'], $pg['drain_single'],
     $verdict($pg['drain_batched'] >= $pg['drain_single']), $pg['batched'], $pg['single'],
     $verdict($pg['batched'] >= $pg['single']));
 if (isset($d['sqlite-before'])) {

@@ -31,8 +31,14 @@ abstract class Fault
         if ($t < $this->next) {
             return false;
         }
-        $this->next = $t + $min + ($max - $min) * mt_rand() / mt_getrandmax();
+        $this->next = $t + self::between($min, $max);
         return true;
+    }
+
+    /** A random number of seconds from $min to $max. */
+    protected static function between(float $min, float $max): float
+    {
+        return $min + ($max - $min) * mt_rand() / mt_getrandmax();
     }
 }
 
@@ -130,7 +136,7 @@ abstract class Spell extends Fault
             $this->injected++;
         } elseif ($this->until !== null && $t >= $this->until) {
             $this->stop($lab);
-            $this->resume = $t + 1.0 + 4.0 * mt_rand() / mt_getrandmax();
+            $this->resume = $t + self::between(1.0, 5.0);
         }
     }
 
