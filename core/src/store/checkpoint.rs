@@ -24,7 +24,8 @@ use std::os::raw::c_int;
 use std::time::{Duration, Instant};
 
 /// Log length (frames of one page) past which a commit checkpoints: 4000
-/// (16 MiB of 4-KiB pages), four times SQLite's default. The hot pages (an
+/// (8 MiB of the 2-KiB pages of a new database, 16 MiB of SQLite's usual
+/// 4 KiB), four times SQLite's default. The hot pages (an
 /// endpoint's row, the slots, the ends of the indexes) are rewritten by
 /// nearly every commit but copied once per checkpoint, so a longer log
 /// copies and syncs less per task (see docs/architecture.md, "The
