@@ -31,7 +31,7 @@ pub trait Store: Send {
 
     /// Refuses to go on when the database this connection opened is no
     /// longer the one its settings name (a replaced SQLite file).
-    fn check(&self) -> Result<()>;
+    fn check(&mut self) -> Result<()>;
 
     /// Applies a changed busy timeout (how long to wait for another
     /// writer's lock) to the open connection.

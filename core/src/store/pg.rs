@@ -211,7 +211,7 @@ impl Store for PgStore {
         settings.database.as_deref() == Some(self.url.as_str())
     }
 
-    fn check(&self) -> Result<()> {
+    fn check(&mut self) -> Result<()> {
         Ok(())
     }
 
