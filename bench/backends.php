@@ -50,9 +50,25 @@ function pgDatabase(string $admin, string $name): string
 function adminPdo(string $url): PDO
 {
     $u = parse_url($url);
-    $pdo = new PDO("pgsql:host={$u['host']};port={$u['port']};dbname=" . ltrim($u['path'], '/'), $u['user'], $u['pass']);
+    $pdo = new PDO('pgsql:host=' . rawurldecode($u['host']) . ";port={$u['port']};dbname=" . ltrim($u['path'], '/'),
+        $u['user'], $u['pass']);
     $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
     return $pdo;
+}
+
+/**
+ * $url with its host replaced by the directory of the server's Unix socket
+ * (percent-encoded, as the engine's URLs name a socket): the connection a
+ * PostgreSQL on the same machine is normally reached by.
+ */
+function overUnixSocket(string $url, string $admin): string
+{
+    $dirs = (string) adminPdo($admin)->query('SHOW unix_socket_directories')->fetchColumn();
+    $dir = trim(explode(',', $dirs)[0]);
+    if (!str_starts_with($dir, '/')) {
+        throw new \RuntimeException("the cluster has no Unix socket ($dirs)");
+    }
+    return preg_replace('~@[^:/]+~', '@' . rawurlencode($dir), $url, 1);
 }
 
 /** A PDO connection to the engine's database, SQLite path or PostgreSQL URL. */
@@ -142,16 +158,21 @@ $dbs = [
     // Apart, so no database holds more than max_queued tasks.
     'sqlite-busy' => $backends['sqlite']('defer_busy'),
     'postgres-busy' => $backends['postgres']('defer_busy'),
+    'postgres-socket' => overUnixSocket($backends['postgres']('defer_socket'), $admin),
 ];
 // Each round also times a bare round trip to PostgreSQL, and all of it again
 // with one core kept busy: on a virtual machine an idle core takes tens of µs
-// to wake, and a round trip wakes the server's process and the caller.
-$samples = array_fill_keys([...array_keys($variants), 'roundtrip', 'sqlite-busy', 'postgres-busy', 'roundtrip-busy'], []);
+// to wake, and a round trip wakes the server's process and the caller. And
+// PostgreSQL through its Unix socket instead of TCP, both ways.
+$samples = array_fill_keys([...array_keys($variants), 'roundtrip', 'postgres-socket', 'roundtrip-socket', 'sqlite-busy',
+    'postgres-busy', 'roundtrip-busy'], []);
 for ($round = 0; $round < $p['rounds']; $round++) {
     foreach ($variants as $variant => $so) {
         array_push($samples[$variant], ...deferCost($dbs[$variant], $blackHole, $p['calls'], $so));
     }
     array_push($samples['roundtrip'], ...roundTrips($dbs['postgres'], $p['calls']));
+    array_push($samples['postgres-socket'], ...deferCost($dbs['postgres-socket'], $blackHole, $p['calls']));
+    array_push($samples['roundtrip-socket'], ...roundTrips($dbs['postgres-socket'], $p['calls']));
     withBusyCore(function () use (&$samples, $dbs, $blackHole, $p): void {
         foreach (['sqlite', 'postgres'] as $variant) {
             array_push($samples["$variant-busy"], ...deferCost($dbs["$variant-busy"], $blackHole, $p['calls']));
@@ -162,7 +183,7 @@ for ($round = 0; $round < $p['rounds']; $round++) {
 $results = ['params' => $p, 'before' => getenv('BEFORE_COMMIT') ?: null];
 foreach ($samples as $variant => $ns) {
     $results['defer'][$variant] = summary($ns);
-    printf("  %-14s median %6.1f µs  p99 %7.1f µs\n", $variant, $results['defer'][$variant]['median_us'],
+    printf("  %-16s median %6.1f µs  p99 %7.1f µs\n", $variant, $results['defer'][$variant]['median_us'],
         $results['defer'][$variant]['p99_us']);
 }
 
@@ -210,6 +231,7 @@ $d = $results['defer'];
 $t = $results['tasks'];
 $ratio = $d['postgres']['median_us'] / $d['sqlite']['median_us'];
 $busyRatio = $d['postgres-busy']['median_us'] / $d['sqlite-busy']['median_us'];
+$socketRatio = $d['postgres-socket']['median_us'] / $d['sqlite']['median_us'];
 $rows = [
     ['defer() median (CLI)', sprintf('%.1f µs', $d['sqlite']['median_us']), sprintf('%.1f µs', $d['postgres']['median_us']),
         sprintf('%.2f×', $ratio)],
@@ -219,6 +241,9 @@ $rows = [
         sprintf('%.1f µs', $d['postgres-busy']['median_us']), sprintf('%.2f×', $busyRatio)],
     ['a bare round trip (PDO SELECT 1), median', '—', sprintf('%.1f µs', $d['roundtrip']['median_us']), '—'],
     ['the same, one core kept busy', '—', sprintf('%.1f µs', $d['roundtrip-busy']['median_us']), '—'],
+    ['defer() median (CLI), PostgreSQL through its Unix socket', sprintf('%.1f µs', $d['sqlite']['median_us']),
+        sprintf('%.1f µs', $d['postgres-socket']['median_us']), sprintf('%.2f×', $socketRatio)],
+    ['a bare round trip through the Unix socket, median', '—', sprintf('%.1f µs', $d['roundtrip-socket']['median_us']), '—'],
 ];
 foreach (['drain_single' => 'from a backlog, one per request', 'drain_batched' => 'from a backlog, serve() defaults',
     'single' => 'deferred and run, one per request', 'batched' => 'deferred and run, serve() defaults'] as $k => $label) {
@@ -239,7 +264,9 @@ $md = "# SQLite and PostgreSQL, one run\n\n"
     . "sent to a port that never answers; each round also timed with one core kept busy by a spinning process "
     . "(an idle core of this virtual machine takes tens of µs to wake, and each PostgreSQL round trip wakes the "
     . "server's process and the caller; a web server with traffic has busy cores), and a bare round trip to "
-    . "PostgreSQL (PDO `SELECT 1`, prepared) both ways: `defer()` on PostgreSQL is one round trip. Tasks: {$p['tasks']} no-op tasks run by nginx + php-fpm (4 workers, "
+    . "PostgreSQL (PDO `SELECT 1`, prepared) both ways: `defer()` on PostgreSQL is one round trip. The same through "
+    . "the server's Unix socket instead of TCP (`postgres://user:password@%2Fpath%2Fto%2Fsocket-dir:port/db`), "
+    . "as a PostgreSQL on the web server's own machine is normally reached; the other rows use TCP. Tasks: {$p['tasks']} no-op tasks run by nginx + php-fpm (4 workers, "
     . "max_workers 4), deferred from the CLI due at one instant and timed from it (from a backlog: the server alone), "
     . "or deferred one after another while they run (deferred and run: bound by the deferring process). Claims: `core/examples/claims` queues {$p['claim_tasks']} no-op "
     . "tasks on one endpoint, then N clients, each a server of its own with its own connection and one slot, "
@@ -253,8 +280,8 @@ foreach ($rows as $r) {
 $verdict = fn (bool $met): string => $met ? 'met' : '**missed**';
 $pg = $t['postgres'];
 $md .= sprintf("\nGoals on PostgreSQL: `defer()` at most 5× SQLite's (median, CLI): %.2f×, %s (%.2f× with one core "
-    . "kept busy). `serve()`'s batches at least as fast as one task per request: %.0f against %.0f tasks/s from a "
-    . "backlog, %s; %.0f against %.0f deferred and run, %s.\n", $ratio, $verdict($ratio <= 5.0), $busyRatio,
+    . "kept busy, %.2f× through the Unix socket). `serve()`'s batches at least as fast as one task per request: %.0f against %.0f tasks/s from a "
+    . "backlog, %s; %.0f against %.0f deferred and run, %s.\n", $ratio, $verdict($ratio <= 5.0), $busyRatio, $socketRatio,
     $pg['drain_batched'], $pg['drain_single'],
     $verdict($pg['drain_batched'] >= $pg['drain_single']), $pg['batched'], $pg['single'],
     $verdict($pg['batched'] >= $pg['single']));

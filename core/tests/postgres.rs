@@ -251,6 +251,69 @@ fn the_connection_is_made_again_after_the_server_closed_it() {
     );
 }
 
+/// `url` with its host replaced by the directory of the server's Unix
+/// socket, percent-encoded as a URL's host must be.
+fn over_unix_socket(url: &str, admin: &str) -> String {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    let dirs: String = c
+        .query_one("SHOW unix_socket_directories", &[])
+        .unwrap()
+        .get(0);
+    let dir = dirs.split(',').next().unwrap().trim();
+    assert!(dir.starts_with('/'), "the cluster has no socket: {dirs:?}");
+    let encoded: String = dir
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let at = url.rfind('@').unwrap();
+    let port_at = url[at..].find(':').unwrap() + at;
+    format!("{}@{encoded}{}", &url[..at], &url[port_at..])
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn a_url_naming_the_unix_socket_directory_connects_through_it() {
+    let admin = admin();
+    let dir = TempDir::new("socket");
+    let name = format!("socket_{}", async_engine_core::id::random_hex(4));
+    let url = over_unix_socket(&format!("{}&application_name={name}", dir.db()), &admin);
+    assert!(url.contains("@%2F"), "{url}");
+    let s = settings(&url);
+    let mut e = Engine::open(&s).unwrap();
+    let task = defer(&mut e, &s, "/u.php", "a", T0);
+    assert_eq!(
+        e.status(&Settings::default(), &task.id)
+            .unwrap()
+            .unwrap()
+            .name,
+        "a"
+    );
+    // A session over the socket has no client address.
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let rows = c
+        .query(
+            "SELECT client_addr IS NULL FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one session of the engine");
+    assert!(rows[0].get::<_, bool>(0), "the engine connected over TCP");
+
+    // A directory with no server in it: a StorageError naming the path.
+    let nowhere = url.replace("@%2F", "@%2Fno-such-dir%2F");
+    let m = open_err(&settings(&nowhere));
+    assert!(
+        m.contains("cannot be reached") && m.contains("/no-such-dir/"),
+        "{m}"
+    );
+    let password = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
+    let password = password.split_once(':').unwrap().1;
+    assert!(!m.contains(password), "password shown: {m}");
+}
+
 #[test]
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn each_server_has_its_own_slots_and_takes_over_another_servers_expired_leases() {
