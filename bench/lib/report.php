@@ -20,7 +20,7 @@ function markdown(array $r): string
     $md .= $r['smoke'] ? "**Smoke run: small counts, numbers not meaningful.**\n\n" : '';
     $md .= "Measured by `bench/run` on {$m['date']} (commit `{$m['commit']}`), everything in one run on one machine:\n"
         . "{$m['cpu']}, {$m['cores']} cores, {$m['memory_gib']} GiB; {$m['os']}; PHP {$m['php']}; SQLite {$m['sqlite']}; "
-        . "{$m['nginx']}. The run took " . round($r['seconds']) . " s.\n\n"
+        . "{$m['nginx']}. Load average (1 min) at the start: {$m['load']}. The run took " . round($r['seconds']) . " s.\n\n"
         . "```sh\nbench/run            # this report (docs/benchmarks.md, .svg, .json) and README's headline numbers\n"
         . "bench/run --smoke    # every part with small counts (~10 s), as CI runs it; writes nothing\n```\n\n"
         . "![Enqueue cost and throughput](benchmarks.svg)\n\n";
