@@ -17,6 +17,20 @@ fn admin() -> String {
     })
 }
 
+/// The `user:password` of the admin URL.
+fn login(admin: &str) -> &str {
+    &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()]
+}
+
+/// A fresh database of `dir` under a session name of its own (returned
+/// first), so that the test finds the engine's session in
+/// `pg_stat_activity`.
+fn named_session(dir: &TempDir, tag: &str) -> (String, String) {
+    let name = format!("{tag}_{}", async_engine_core::id::random_hex(4));
+    let url = format!("{}&application_name={name}", dir.db());
+    (name, url)
+}
+
 /// `admin` with its user, password and database replaced.
 fn url_as(admin: &str, user_password: &str, db: &str) -> String {
     let at = admin.rfind('@').unwrap();
@@ -140,11 +154,7 @@ fn both_backends_create_the_same_tables_columns_and_indexes() {
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn bad_urls_unreachable_servers_and_refused_logins_are_storage_errors_naming_the_cause() {
     let admin = admin();
-    let password = admin[11..admin.rfind('@').unwrap()]
-        .split_once(':')
-        .unwrap()
-        .1
-        .to_string();
+    let password = login(&admin).split_once(':').unwrap().1.to_string();
     let cases = [
         (
             "postgres://u@127.0.0.1:notaport/db".to_string(),
@@ -228,8 +238,7 @@ fn another_applications_tables_are_refused_and_left_alone() {
 fn the_connection_is_made_again_after_the_server_closed_it() {
     let admin = admin();
     let dir = TempDir::new("reconnect");
-    let name = format!("reconnect_{}", async_engine_core::id::random_hex(4));
-    let url = format!("{}&application_name={name}", dir.db());
+    let (name, url) = named_session(&dir, "reconnect");
     let s = settings(&url);
     let mut e = Engine::open(&s).unwrap();
     let first = defer(&mut e, &s, "/w.php", "a", T0);
@@ -278,8 +287,8 @@ fn over_unix_socket(url: &str, admin: &str) -> String {
 fn a_url_naming_the_unix_socket_directory_connects_through_it() {
     let admin = admin();
     let dir = TempDir::new("socket");
-    let name = format!("socket_{}", async_engine_core::id::random_hex(4));
-    let url = over_unix_socket(&format!("{}&application_name={name}", dir.db()), &admin);
+    let (name, url) = named_session(&dir, "socket");
+    let url = over_unix_socket(&url, &admin);
     assert!(url.contains("@%2F"), "{url}");
     let s = settings(&url);
     let mut e = Engine::open(&s).unwrap();
@@ -309,8 +318,7 @@ fn a_url_naming_the_unix_socket_directory_connects_through_it() {
         m.contains("cannot be reached") && m.contains("/no-such-dir/"),
         "{m}"
     );
-    let password = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
-    let password = password.split_once(':').unwrap().1;
+    let password = login(&admin).split_once(':').unwrap().1;
     assert!(!m.contains(password), "password shown: {m}");
 }
 
@@ -474,7 +482,7 @@ fn defer_reserves_reaps_and_refuses(s: &Settings) {
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_right() {
     let admin = admin();
-    let login = &admin[admin.find("://").unwrap() + 3..admin.rfind('@').unwrap()];
+    let login = login(&admin);
     // A database of its own, so that no other test's sessions (they run
     // in parallel) hold a function in its catalog.
     let own = format!("onetrip_{}", async_engine_core::id::random_hex(4));

@@ -150,12 +150,13 @@ final class ScheduleTest extends EngineTestCase
     /** Waits until each of $names has run one more occurrence (at most $seconds). */
     private function waitForAnotherOccurrenceOf(array $names, float $seconds): void
     {
-        $count = fn (string $name): int => count(array_filter($this->occurrences(), fn ($r) => $r[0] === $name));
-        $before = array_map($count, array_combine($names, $names));
+        $counts = fn (): array => array_count_values(array_column($this->occurrences(), 0));
+        $before = $counts();
         $deadline = microtime(true) + $seconds;
         do {
             usleep(10000);
-            $ran = array_filter($names, fn ($name) => $count($name) > $before[$name]);
+            $now = $counts();
+            $ran = array_filter($names, fn ($name) => ($now[$name] ?? 0) > ($before[$name] ?? 0));
         } while (count($ran) < count($names) && microtime(true) < $deadline);
         $this->assertCount(count($names), $ran, 'each schedule ran another occurrence: ' . json_encode($this->occurrences()));
     }
