@@ -318,6 +318,12 @@ fn a_hosted_hub_delivers_replays_filters_private_updates_and_refuses_bad_tokens(
         TcpStream::connect(listen).is_err(),
         "the hub stopped listening"
     );
+    // The worker goes on polling until it exits, and takes no lease again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        TcpStream::connect(listen).is_err(),
+        "the stopped worker hosts the hub again"
+    );
 }
 
 #[test]

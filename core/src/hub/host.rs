@@ -56,6 +56,9 @@ struct Failed {
 pub(crate) struct Hosting {
     hubs: HashMap<Key, Hosted>,
     failed: HashMap<Key, Failed>,
+    /// Set by [`Hosting::stop_all`]: the process is exiting and hosts no
+    /// hub again (a poll meanwhile would take the lease it just released).
+    stopped: bool,
 }
 
 impl Hosting {
@@ -65,6 +68,9 @@ impl Hosting {
         let Some(listen) = settings.hub_listen else {
             return;
         };
+        if self.stopped {
+            return;
+        }
         let server = settings.server_name().to_string();
         let site = settings.site_name().to_string();
         let key: Key = (
@@ -168,9 +174,11 @@ impl Hosting {
 }
 
 impl Hosting {
-    /// Stops every hub this process hosts and releases its lease (the
-    /// process is exiting: a php-fpm worker recycled, a server stopping).
+    /// Stops every hub this process hosts, releases its lease and hosts
+    /// none from then on (the process is exiting: a php-fpm worker
+    /// recycled, a server stopping).
     pub async fn stop_all(&mut self, engine: &SharedEngine) {
+        self.stopped = true;
         for ((_, site, server, _), hosted) in self.hubs.drain() {
             let _ = hosted.stop.send(true);
             let holder = hosted.holder;
@@ -179,6 +187,8 @@ impl Hosting {
                     .write(|tx| tables::release_lease(tx, &site, &server, &holder))
             })
             .await;
+            // Its listener is closed once the task has returned.
+            let _ = hosted.task.await;
         }
     }
 }
