@@ -14,6 +14,7 @@ pub mod pg;
 mod pg_defer;
 pub(crate) mod schema;
 pub mod sqlite;
+mod statements;
 
 pub use schema::{PG_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION};
 

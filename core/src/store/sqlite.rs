@@ -7,6 +7,7 @@ use crate::settings::Settings;
 use crate::store::checkpoint;
 use crate::store::log_writes;
 use crate::store::schema::{SQLITE_MIGRATIONS, SQLITE_SCHEMA_VERSION};
+use crate::store::statements::{Prepared, Statements};
 use crate::store::Store;
 use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -78,7 +79,8 @@ fn set_busy(conn: &Connection, seconds: f64) -> rusqlite::Result<()> {
 
 /// One open connection to a SQLite database file.
 pub struct SqliteStore {
-    conn: Connection,
+    /// The connection, with its statements prepared once each.
+    db: Prepared,
     path: PathBuf,
     /// Device and inode of the file opened: when the path names another
     /// file (replaced or deleted), this connection no longer serves it.
@@ -139,9 +141,8 @@ impl SqliteStore {
         }
         set_busy(&conn, settings.busy_timeout).map_err(|e| ctx(e.into()))?;
         conn.wal_hook(Some(checkpoint::after_commit));
-        conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
-            conn,
+            db: Prepared::of(conn),
             file: file_id(&path).unwrap_or_default(),
             checked_at: None,
             path: path.clone(),
@@ -160,7 +161,7 @@ impl SqliteStore {
     fn prepare(&mut self) -> Result<()> {
         let mut naps = 0;
         loop {
-            match self.prepare_once() {
+            match self.db.with_dependent_mut(Self::prepare_once) {
                 Ok(done) => return done,
                 Err(e) if is_busy(&e) && busy_wait(naps) => naps += 1,
                 Err(e) => return Err(e.into()),
@@ -168,14 +169,16 @@ impl SqliteStore {
         }
     }
 
-    /// One try of [`prepare`](Self::prepare): the outer error is SQLite's
-    /// (perhaps worth another try), the inner one a refusal of the file.
-    fn prepare_once(&mut self) -> rusqlite::Result<Result<()>> {
+    /// One try of [`prepare`](Self::prepare) on the store's connection: the
+    /// outer error is SQLite's (perhaps worth another try), the inner one a
+    /// refusal of the file.
+    fn prepare_once<'c>(
+        conn: &'c Connection,
+        statements: &mut Statements<'c>,
+    ) -> rusqlite::Result<Result<()>> {
         // Only a file with no pages yet takes it; one that has pages keeps theirs.
-        self.conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Ok(Err(Error::Storage(format!(
                 "cannot switch to WAL mode (got {mode})"
@@ -183,11 +186,8 @@ impl SqliteStore {
         }
         // A small page cache: every PHP worker keeps its connections open,
         // and another process's write empties a connection's cache anyway.
-        self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512;")?;
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512;")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == SQLITE_SCHEMA_VERSION {
             return Ok(Ok(()));
         }
@@ -197,8 +197,7 @@ impl SqliteStore {
                  ({SQLITE_SCHEMA_VERSION}); upgrade the extension"
             ))));
         }
-        let conn = &self.conn;
-        let tx = OpenTx::begin(conn, true)?;
+        let tx = OpenTx::begin(conn, statements, true)?;
         // Another process may have migrated while we waited for the lock.
         let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == 0 {
@@ -217,7 +216,7 @@ impl SqliteStore {
         }
         migrate(conn, &mut version)?;
         conn.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+        tx.commit(statements)?;
         Ok(Ok(()))
     }
 }
@@ -244,18 +243,18 @@ fn migrate(conn: &Connection, version: &mut i64) -> rusqlite::Result<()> {
 impl Store for SqliteStore {
     fn run(&mut self, write: bool, f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
         let SqliteStore {
-            conn,
+            db,
             path,
             busy_timeout,
             ..
         } = self;
-        let mut run = || -> Result<()> {
-            let tx = OpenTx::begin(conn, write)?;
-            f(&mut SqliteTx(conn))?;
-            tx.commit()?;
+        db.with_dependent_mut(|conn, statements| {
+            let tx = OpenTx::begin(conn, statements, write)?;
+            f(&mut SqliteTx { conn, statements })?;
+            tx.commit(statements)?;
             Ok(())
-        };
-        run().map_err(|e| contextualize(e, path, *busy_timeout))
+        })
+        .map_err(|e| contextualize(e, path, *busy_timeout))
     }
 
     fn serves(&self, settings: &Settings) -> bool {
@@ -287,13 +286,13 @@ impl Store for SqliteStore {
     }
 
     fn checkpoint(&mut self) -> Result<()> {
-        checkpoint::run(&self.conn)
+        checkpoint::run(self.db.borrow_owner())
             .map_err(|e| contextualize(e.into(), &self.path, self.busy_timeout))
     }
 
     fn set_busy_timeout(&mut self, seconds: f64) -> Result<()> {
         if seconds != self.busy_timeout {
-            set_busy(&self.conn, seconds)?;
+            set_busy(self.db.borrow_owner(), seconds)?;
             self.busy_timeout = seconds;
         }
         Ok(())
@@ -324,17 +323,21 @@ struct OpenTx<'a> {
 
 impl<'a> OpenTx<'a> {
     /// Begins a transaction: `IMMEDIATE` (the write lock at once) for a write.
-    fn begin(conn: &'a Connection, write: bool) -> rusqlite::Result<Self> {
+    fn begin(
+        conn: &'a Connection,
+        statements: &mut Statements<'a>,
+        write: bool,
+    ) -> rusqlite::Result<Self> {
         let sql = if write { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        conn.prepare_cached(sql)?.execute([])?;
+        statements.get(conn, sql)?.execute([])?;
         Ok(OpenTx {
             conn,
             committed: false,
         })
     }
 
-    fn commit(mut self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
+    fn commit(mut self, statements: &mut Statements<'a>) -> rusqlite::Result<()> {
+        statements.get(self.conn, "COMMIT")?.execute([])?;
         self.committed = true;
         Ok(())
     }
@@ -349,19 +352,22 @@ impl Drop for OpenTx<'_> {
 }
 
 /// A SQLite transaction as the queue logic sees it; statements are
-/// prepared once per connection (rusqlite's statement cache).
-struct SqliteTx<'a>(&'a Connection);
+/// prepared once per connection (see `store/statements.rs`).
+struct SqliteTx<'t, 'c> {
+    conn: &'c Connection,
+    statements: &'t mut Statements<'c>,
+}
 
-impl Tx for SqliteTx<'_> {
+impl Tx for SqliteTx<'_, '_> {
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize> {
         Ok(self
-            .0
-            .prepare_cached(sql)?
+            .statements
+            .get(self.conn, sql)?
             .execute(rusqlite::params_from_iter(params))?)
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
-        let mut stmt = self.0.prepare_cached(sql)?;
+        let stmt = self.statements.get(self.conn, sql)?;
         let width = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
@@ -571,7 +577,7 @@ mod tests {
         std::fs::File::create(settings.database_path().unwrap()).unwrap();
         for _ in 0..2 {
             let mut store = SqliteStore::open(&settings).unwrap();
-            assert_eq!(page_size(&store.conn), PAGE_SIZE);
+            assert_eq!(page_size(store.db.borrow_owner()), PAGE_SIZE);
             (&mut store as &mut dyn Store)
                 .write(|tx| {
                     tx.execute(
@@ -630,18 +636,20 @@ mod tests {
         }
         let mut store = SqliteStore::open(&settings).unwrap();
         let version: i64 = store
-            .conn
+            .db
+            .borrow_owner()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SQLITE_SCHEMA_VERSION);
         assert_eq!(
-            page_size(&store.conn),
+            page_size(store.db.borrow_owner()),
             4096,
             "an existing file keeps its pages"
         );
         let sql = |name: &str| -> String {
             store
-                .conn
+                .db
+                .borrow_owner()
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE name = ?1",
                     [name],
@@ -691,7 +699,7 @@ mod tests {
             conn.pragma_update(None, "user_version", 10).unwrap();
         }
         let store = SqliteStore::open(&settings).unwrap();
-        let conn = &store.conn;
+        let conn = store.db.borrow_owner();
         let three = lists_of_three(conn);
         assert!(three.is_empty(), "{three:?}");
         conn.execute_batch(
