@@ -33,6 +33,49 @@ pub(crate) fn reserve(
     }
 }
 
+/// [`due::COUNTED_QUEUED`] made only while server `?5` has a request on its
+/// way to the endpoint or running at `?6` ([`slots::HAS_REQUEST`]): a task
+/// counted so needs no slot, and the slot check is no statement of its own.
+const COUNTED_ATTENDED: &str = due::counted_queued!(
+    "
+       AND EXISTS (SELECT 1 FROM slots
+           WHERE site = ?1 AND endpoint = ?2 AND server = ?5 AND deadline >= ?6)"
+);
+
+/// Queues a task due now (see [`queue::insert`]) while the locked server
+/// may send its request, and tells whether that server already has a
+/// request on its way to the task's endpoint or running (which claims it
+/// next: no slot is needed). Returns its id, whether it was created and
+/// that answer (false for a task not created). On SQLite the count and the
+/// check are one statement when both hold, the usual case under load.
+pub(crate) fn queue_due(
+    tx: &mut dyn Tx,
+    lock: &SlotLock<'_>,
+    id: &str,
+    task: &queue::NewTask<'_>,
+    max_queued: u64,
+    now: Millis,
+) -> Result<(String, bool, bool)> {
+    let (id, created) = queue::insert_uncounted(tx, id, task, now)?;
+    if !created {
+        return Ok((id, false, false));
+    }
+    let args = args![
+        task.site,
+        task.endpoint,
+        task.due_at,
+        max_queued as i64,
+        lock.server(),
+        now
+    ];
+    if tx.in_process() && tx.execute(COUNTED_ATTENDED, args)? > 0 {
+        return Ok((id, true, true));
+    }
+    queue::count_queued(tx, task, max_queued)?;
+    let attended = slots::has_request(tx, lock, task.site, task.endpoint, now)?;
+    Ok((id, true, attended))
+}
+
 /// Reserves a slot of the locked server, if one is free, for one more
 /// request to `site`'s `endpoint` while it has more due tasks than
 /// requests on the way to it: the requests of a queue that holds work fan
@@ -164,3 +207,88 @@ pub(crate) const NEXT_WAKE: &str = "SELECT min(t) FROM (
         UNION ALL SELECT min(lease_until) + 1 FROM tasks INDEXED BY tasks_state
             WHERE state = 'running' AND state <> 'queued'
      ) AS wakes";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Value;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store;
+
+    /// [`COUNTED_ATTENDED`] counts exactly when [`due::COUNTED_QUEUED`]
+    /// would and [`slots::HAS_REQUEST`] finds a request, and leaves the
+    /// endpoint's row as the former does, for every endpoint state and
+    /// slot the check must tell apart.
+    #[test]
+    fn counting_while_attended_is_the_count_and_the_slot_check_in_one() {
+        let (dir, settings) = crate::store::sqlite::scratch("attended");
+        let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&settings).unwrap());
+        let times = [None, Some(100i64), Some(300)];
+        // (site, endpoint, server, deadline) of the one slot, if any.
+        let slots = [
+            None,
+            Some(("", "/e", "s", 500i64)),
+            Some(("", "/e", "s", 150)),
+            Some(("", "/e", "other", 500)),
+            Some(("", "/f", "s", 500)),
+            Some(("b", "/e", "s", 500)),
+        ];
+        let (now, mut cases, mut attended) = (200i64, 0, 0);
+        for row in times.iter().flat_map(|n| times.map(|r| (*n, r))) {
+            for queued in [0i64, 5] {
+                for slot in slots {
+                    let mut run = |merged: bool| {
+                        store
+                            .write(|tx| {
+                                tx.execute("DELETE FROM endpoints", args![])?;
+                                tx.execute("DELETE FROM slots", args![])?;
+                                tx.execute(
+                                    "INSERT INTO endpoints (site, endpoint, next_due, queued, retry_at)
+                                     VALUES ('', '/e', ?1, ?2, ?3)",
+                                    args![row.0, queued, row.1],
+                                )?;
+                                if let Some((site, endpoint, server, deadline)) = slot {
+                                    tx.execute(
+                                        "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at)
+                                         VALUES ('x', ?1, ?2, ?3, 'sent', ?4, 0)",
+                                        args![server, site, endpoint, deadline],
+                                    )?;
+                                }
+                                let counted = if merged {
+                                    tx.execute(COUNTED_ATTENDED, args!["", "/e", now, 5i64, "s", now])? > 0
+                                } else {
+                                    tx.execute(due::COUNTED_QUEUED, args!["", "/e", now, 5i64])? > 0
+                                        && tx.int(slots::HAS_REQUEST, args!["", "/e", "s", now])?.is_some()
+                                };
+                                let after: Vec<Value> = tx
+                                    .row("SELECT next_due, queued, retry_at FROM endpoints", args![])?
+                                    .map(|r| r.0)
+                                    .unwrap_or_default();
+                                Ok((counted, after))
+                            })
+                            .unwrap()
+                    };
+                    let merged = run(true);
+                    let (counted, after) = run(false);
+                    let expected = match counted {
+                        true => (true, after),
+                        // Not counted: the merged statement changed nothing.
+                        false => {
+                            let v = |x: Option<i64>| x.map_or(Value::Null, Value::Int);
+                            (false, vec![v(row.0), Value::Int(queued), v(row.1)])
+                        }
+                    };
+                    assert_eq!(
+                        merged, expected,
+                        "endpoint {row:?}, {queued} queued, slot {slot:?}"
+                    );
+                    attended += usize::from(merged.0);
+                    cases += 1;
+                }
+            }
+        }
+        assert_eq!(cases, 9 * 2 * 6);
+        assert!(attended > 0, "no case counted");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

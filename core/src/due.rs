@@ -22,15 +22,27 @@ pub(crate) const BECAME_QUEUED: &str =
              ELSE endpoints.next_due END
      WHERE endpoints.queued < ?4";
 
+/// The text of [`COUNTED_QUEUED`] with `$and` added to its conditions
+/// (parameters from `?5` on are the caller's).
+macro_rules! counted_queued {
+    ($and:literal) => {
+        concat!(
+            "UPDATE endpoints SET queued = queued + 1
+     WHERE site = ?1 AND endpoint = ?2 AND queued < ?4
+       AND ((next_due <= ?3 AND (retry_at IS NULL OR retry_at <= next_due))
+            OR retry_at = next_due)",
+            $and
+        )
+    };
+}
+pub(crate) use counted_queued;
+
 /// [`BECAME_QUEUED`] where it would leave the due time as it is: the
 /// endpoint is already due no later than the new task and no backoff holds
 /// it past that, or a backoff holds it until its due time. Only the count
 /// changes, so SQLite does not rewrite the endpoint's entry in
 /// `endpoints_due` (a page less per `defer()`).
-const COUNTED_QUEUED: &str = "UPDATE endpoints SET queued = queued + 1
-     WHERE site = ?1 AND endpoint = ?2 AND queued < ?4
-       AND ((next_due <= ?3 AND (retry_at IS NULL OR retry_at <= next_due))
-            OR retry_at = next_due)";
+pub(crate) const COUNTED_QUEUED: &str = counted_queued!("");
 
 /// Counts a task that became queued, due at `due_at`, on its endpoint: one
 /// more queued, and the endpoint due no later than then (nor before a

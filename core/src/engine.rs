@@ -270,15 +270,15 @@ impl Engine {
             (id, true, reserved)
         } else {
             self.store.write(|tx| {
-                let lock = due.then(|| slots::lock(tx, server)).transpose()?;
-                let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
-                let reserved = match &lock {
-                    Some(lock)
-                        if created && !slots::has_request(tx, lock, site, &endpoint, now)? =>
-                    {
-                        reserve(tx, Some(lock), settings, None, now)?
-                    }
-                    _ => None,
+                let Some(lock) = due.then(|| slots::lock(tx, server)).transpose()? else {
+                    let (id, created) = queue::insert(tx, &id, &task, settings.max_queued, now)?;
+                    return Ok((id, created, None));
+                };
+                let (id, created, attended) =
+                    delivery::queue_due(tx, &lock, &id, &task, settings.max_queued, now)?;
+                let reserved = match created && !attended {
+                    true => reserve(tx, Some(&lock), settings, None, now)?,
+                    false => None,
                 };
                 Ok((id, created, reserved))
             })?

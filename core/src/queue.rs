@@ -64,6 +64,22 @@ pub(crate) fn insert(
     max_queued: u64,
     now: Millis,
 ) -> Result<(String, bool)> {
+    let (id, created) = insert_uncounted(tx, id, t, now)?;
+    if created {
+        count_queued(tx, t, max_queued)?;
+    }
+    Ok((id, created))
+}
+
+/// [`insert`] but for the count: a created task must be counted on its
+/// endpoint in the same transaction, by [`count_queued`] or a statement
+/// that ends as it does.
+pub(crate) fn insert_uncounted(
+    tx: &mut dyn Tx,
+    id: &str,
+    t: &NewTask<'_>,
+    now: Millis,
+) -> Result<(String, bool)> {
     // A live task with the same unique key makes the insert do nothing (the
     // partial unique index decides, so two processes cannot both insert);
     // that task is returned instead. Should it finish between the two
@@ -100,13 +116,17 @@ pub(crate) fn insert(
             )));
         }
     }
-    // Counted after the insert, by the same statement that lowers the due
-    // time; a full queue refuses the count, and the error rolls the whole
-    // transaction back.
-    if !became_queued(tx, t.site, t.endpoint, t.due_at, max_queued as i64)? {
-        return Err(queue_full(t.endpoint, max_queued));
-    }
     Ok((id.to_string(), true))
+}
+
+/// Counts a task just inserted on its endpoint, by the same statement that
+/// lowers the due time; a full queue refuses the count with a QueueFull
+/// error, which rolls the whole transaction back.
+pub(crate) fn count_queued(tx: &mut dyn Tx, t: &NewTask<'_>, max_queued: u64) -> Result<()> {
+    match became_queued(tx, t.site, t.endpoint, t.due_at, max_queued as i64)? {
+        true => Ok(()),
+        false => Err(queue_full(t.endpoint, max_queued)),
+    }
 }
 
 /// The error of a task refused because `endpoint`'s queue is full.

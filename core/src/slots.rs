@@ -52,6 +52,13 @@ pub(crate) const SEND_SLOT: &str =
 pub(crate) const NOT_DUE: &str =
     "UPDATE endpoints SET next_due = NULL WHERE site = ?1 AND endpoint = ?2";
 
+impl SlotLock<'_> {
+    /// The server whose slots are locked.
+    pub(crate) fn server(&self) -> &str {
+        self.server
+    }
+}
+
 /// Takes the slot lock of `server`; call it before anything else in the
 /// transaction.
 pub(crate) fn lock<'a>(tx: &mut dyn Tx, server: &'a str) -> Result<SlotLock<'a>> {
