@@ -382,7 +382,9 @@ impl Engine {
         let server = settings.server_name();
         let site = settings.site_name();
         let (task, reserved) = self.store.write(|tx| {
-            let lock = send.then(|| slots::lock(tx, server)).transpose()?;
+            let lock = (send && slots::worth_locking(tx, server, settings.max_workers, now)?)
+                .then(|| slots::lock(tx, server))
+                .transpose()?;
             delivery::accept(tx, &slot, site, &endpoint, now)?;
             match queue::claim(tx, site, &endpoint, &slot, 1, 0, now)?.pop() {
                 Some(task) => {

@@ -79,8 +79,31 @@ pub(crate) fn in_flight(tx: &mut dyn Tx, server: &str) -> Result<i64> {
 /// The slots `server` holds, and how many of them are past their deadline
 /// (when all are held, those may be what holds them), in one query.
 pub(crate) fn held(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<(i64, i64)> {
+    count_held(tx, lock.server, now)
+}
+
+/// Whether the slot lock of `server` is worth taking to add a slot: on
+/// SQLite always (the write transaction already keeps other writers out);
+/// on PostgreSQL, where the lock is held for every round trip until the
+/// commit, only while `server` holds fewer than `max_workers` slots or
+/// some past their deadline. Read without the lock, so a slot freed
+/// meanwhile is missed; the transaction that freed it hands it on.
+pub(crate) fn worth_locking(
+    tx: &mut dyn Tx,
+    server: &str,
+    max_workers: u32,
+    now: Millis,
+) -> Result<bool> {
+    if tx.in_process() {
+        return Ok(true);
+    }
+    let (held, expired) = count_held(tx, server, now)?;
+    Ok(held < i64::from(max_workers) || expired > 0)
+}
+
+fn count_held(tx: &mut dyn Tx, server: &str, now: Millis) -> Result<(i64, i64)> {
     Ok(tx
-        .row(HELD, args![lock.server, now])?
+        .row(HELD, args![server, now])?
         .map(|r| Ok::<_, Error>((r.int(0)?, r.int(1)?)))
         .transpose()?
         .unwrap_or((0, 0)))

@@ -534,3 +534,56 @@ fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_r
     pg_admin(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
     pg_admin(&admin, &format!("DROP ROLE {role}"));
 }
+
+/// The advisory lock key of `server`'s slots, as the engine computes it
+/// (FNV-1a of "async-engine slots\0" and the name).
+fn slot_lock_key(server: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"async-engine slots\0".iter().chain(server.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn a_request_accepted_while_every_slot_is_held_does_not_wait_for_the_slot_lock() {
+    admin();
+    let dir = TempDir::new("slotlock");
+    let s = Settings {
+        busy_timeout: 0.3,
+        ..server(&dir.db(), "lockless", 2)
+    };
+    let mut e = Engine::open(&s).unwrap();
+    let to_a = defer(&mut e, &s, "/a.php", "t", T0).dispatch.unwrap();
+    let to_b = defer(&mut e, &s, "/b.php", "t", T0).dispatch.unwrap();
+    defer(&mut e, &s, "/a.php", "t", T0);
+    // Another session holds the server's slot lock, as a long transaction
+    // of another worker would.
+    let mut other = postgres::Client::connect(&dir.db(), postgres::NoTls).unwrap();
+    let key = slot_lock_key("lockless");
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .unwrap();
+    // Both slots are held: the request claims without the lock, as no slot
+    // could be added.
+    let got = e.accept(&s, &received(&to_a), true, T0).unwrap();
+    let task = got.task.expect("a task of /a.php");
+    assert!(got.dispatch.is_none(), "no slot to add");
+    // With a slot free, a request may add one: it waits for the lock.
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .unwrap();
+    e.complete(&task.id, &task.lease, T0).unwrap();
+    e.end_request(&s, Some(&got.slot), &[], &[], "ended", false, T0)
+        .unwrap();
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .unwrap();
+    let waited = e.accept(&s, &received(&to_b), true, T0);
+    assert!(
+        matches!(&waited, Err(Error::Storage(m)) if m.contains("busy") || m.contains("lock")),
+        "{waited:?}"
+    );
+}
