@@ -160,6 +160,23 @@ pub trait Tx {
         Ok(())
     }
 
+    /// Reserves a slot of the locked `server` as `delivery::reserve` does,
+    /// in one round trip, where the backend can (PostgreSQL, with its
+    /// session's function): the slot and endpoint reserved, if any. `None`
+    /// when it cannot, or when expired slots must be reaped first: the
+    /// caller then runs the statements.
+    #[allow(clippy::type_complexity)]
+    fn reserve_in_one_trip(
+        &mut self,
+        _server: &str,
+        _site: &str,
+        _max_workers: u32,
+        _busy: Option<&str>,
+        _now: i64,
+    ) -> Result<Option<Option<(String, String)>>> {
+        Ok(None)
+    }
+
     /// Whether a statement runs in this process, with no round trip
     /// (SQLite): then a cheap statement that may change nothing is worth
     /// trying before a dearer one.

@@ -21,6 +21,9 @@ pub(crate) fn reserve(
     busy: Option<&str>,
     now: Millis,
 ) -> Result<Option<Reserved>> {
+    if let Some(done) = tx.reserve_in_one_trip(lock.server(), site, max_workers, busy, now)? {
+        return Ok(done.map(|(slot, endpoint)| Reserved { slot, endpoint }));
+    }
     if !slot_free(tx, lock, max_workers, now)? {
         return Ok(None);
     }

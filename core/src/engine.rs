@@ -443,8 +443,16 @@ impl Engine {
         now: Millis,
     ) -> Result<AfterTask> {
         let (server, site) = (settings.server_name(), settings.site_name());
+        let handing_on = matches!(next, Next::Release { send: true, .. });
+        // A failed task may be counted on its endpoint again, which locks
+        // the endpoint's row: then the slot lock comes first, as in every
+        // transaction that counts. Otherwise it comes after the tasks are
+        // ended, the slot freed and old tasks purged, which lock only those
+        // rows: on PostgreSQL it is then held for two round trips, not six
+        // (see docs/architecture.md, "PostgreSQL").
+        let failed = ended.iter().any(|(_, error)| error.is_some());
         let (claimed, reserved, wake) = self.store.write(|tx| {
-            let lock = matches!(next, Next::Release { send: true, .. })
+            let mut lock = (handing_on && failed)
                 .then(|| slots::lock(tx, server))
                 .transpose()?;
             end_tasks(tx, ended, now)?;
@@ -462,6 +470,9 @@ impl Engine {
                 Next::Release { slot, wake, .. } => {
                     let served = slots::release(tx, slot)?;
                     purge_expired(tx, settings, now, PURGE_PER_REQUEST)?;
+                    if handing_on && lock.is_none() {
+                        lock = Some(slots::lock(tx, server)?);
+                    }
                     let reserved = reserve(tx, lock.as_ref(), settings, served.as_deref(), now)?;
                     let wake = match wake {
                         true => delivery::next_wake(tx, site, server, settings.max_workers, now)?,

@@ -166,14 +166,16 @@ pub(crate) fn due_count(
     now: Millis,
 ) -> Result<i64> {
     Ok(tx
-        .int(
-            "SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_claim
-                WHERE state = 'queued' AND site = ?1 AND endpoint = ?2 AND due_at <= ?3
-                LIMIT ?4) AS due",
-            args![site, endpoint, now, limit],
-        )?
+        .int(DUE_COUNT, args![site, endpoint, now, limit])?
         .unwrap_or(0))
 }
+
+/// How many of site `?1`'s endpoint `?2`'s tasks are due at `?3`, counted
+/// no further than `?4`.
+pub(crate) const DUE_COUNT: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_claim
+                WHERE state = 'queued' AND site = ?1 AND endpoint = ?2 AND due_at <= ?3
+                LIMIT ?4) AS due";
 
 /// Claims the endpoint's next due tasks (priority first, then due time),
 /// up to `max`, for the request holding `slot`, each under a lease. A

@@ -152,13 +152,12 @@ pub(crate) fn reserve_for(
 /// How many requests to `site`'s `endpoint` are on the way (sent, not yet
 /// accepted), any server's.
 pub(crate) fn on_the_way(tx: &mut dyn Tx, site: &str, endpoint: &str) -> Result<i64> {
-    Ok(tx
-        .int(
-            "SELECT count(*) FROM slots WHERE site = ?1 AND endpoint = ?2 AND state = 'sent'",
-            args![site, endpoint],
-        )?
-        .unwrap_or(0))
+    Ok(tx.int(ON_THE_WAY, args![site, endpoint])?.unwrap_or(0))
 }
+
+/// How many requests to site `?1`'s endpoint `?2` are on the way.
+pub(crate) const ON_THE_WAY: &str =
+    "SELECT count(*) FROM slots WHERE site = ?1 AND endpoint = ?2 AND state = 'sent'";
 
 /// Server `?3` has a request to site `?1`'s endpoint `?2` on its way (a
 /// sent slot) or running (an accepted one), not past its deadline `?4`: it

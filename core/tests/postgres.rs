@@ -478,6 +478,134 @@ fn defer_reserves_reaps_and_refuses(s: &Settings) {
     );
 }
 
+/// Where each request of a run of defers, accepts and request ends goes,
+/// on two slots: the earliest due endpoint with no request first, a request
+/// that fans out, a full server, an endpoint served again while a request
+/// to it is on its way (`delivery::reserve`'s busy endpoint), expired slots
+/// reaped. The same on every backend and either way of reaching
+/// PostgreSQL (one-trip functions or statements).
+fn hand_over_trace(s: &Settings) -> Vec<String> {
+    let mut e = Engine::open(s).unwrap();
+    let mut trace = vec![];
+    let to = |d: &Option<async_engine_core::Dispatch>| {
+        d.as_ref().map_or("-".to_string(), |d| d.endpoint.clone())
+    };
+    let t = T0;
+    let deferred = |e: &mut Engine, endpoint: &str, now: i64, trace: &mut Vec<String>| {
+        let d = defer(e, s, endpoint, "t", now).dispatch;
+        trace.push(format!("defer {endpoint}: {}", to(&d)));
+        d
+    };
+    // Runs the request `d` carries: accepts it (its fan-out noted), ends
+    // its task and the request; returns the fan-out and the hand-over.
+    let run =
+        |e: &mut Engine, d: async_engine_core::Dispatch, now: i64, trace: &mut Vec<String>| {
+            let got = e.accept(s, &received(&d), true, now).unwrap();
+            let task = got.task.expect("a task for the request");
+            let more = got.dispatch;
+            e.complete(&task.id, &task.lease, now).unwrap();
+            let next = e
+                .end_request(s, Some(&got.slot), &[], &[], "ended", true, now)
+                .unwrap();
+            trace.push(format!(
+                "run {}: more {}, next {}",
+                d.endpoint,
+                to(&more),
+                to(&next)
+            ));
+            (more, next)
+        };
+    let a1 = deferred(&mut e, "/a.php", t, &mut trace).unwrap();
+    deferred(&mut e, "/a.php", t, &mut trace);
+    deferred(&mut e, "/a.php", t, &mut trace);
+    let b1 = deferred(&mut e, "/b.php", t, &mut trace).unwrap();
+    deferred(&mut e, "/c.php", t - 5, &mut trace);
+    let (_, c1) = run(&mut e, a1, t, &mut trace);
+    let (_, a2) = run(&mut e, b1, t, &mut trace);
+    run(&mut e, c1.unwrap(), t, &mut trace);
+    deferred(&mut e, "/a.php", t, &mut trace);
+    deferred(&mut e, "/a.php", t, &mut trace);
+    // A request to /a fans out, then ends while the one it sent is on its
+    // way: /a is not due, but holds more due tasks than requests coming.
+    let a2 = a2.unwrap();
+    let got = e.accept(s, &received(&a2), true, t).unwrap();
+    let task = got.task.unwrap();
+    trace.push(format!("accept /a.php: more {}", to(&got.dispatch)));
+    e.complete(&task.id, &task.lease, t).unwrap();
+    let next = e
+        .end_request(s, Some(&got.slot), &[], &[], "ended", true, t)
+        .unwrap();
+    trace.push(format!("end /a.php: next {}", to(&next)));
+    // Both slots' requests never arrive; past their deadline, a defer
+    // reaps them (/a backs off) and sends its own.
+    let later = t + async_engine_core::SENT_TTL_MS + 1_000;
+    deferred(&mut e, "/d.php", later, &mut trace);
+    trace
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn hand_overs_go_where_the_statements_send_them_with_or_without_the_one_trip_functions() {
+    let admin = admin();
+    let login = login(&admin);
+    let dir = TempDir::new("handover");
+    let two = |db: &str| Settings {
+        max_workers: 2,
+        ..settings(db)
+    };
+    let reference = hand_over_trace(&two(&dir.sqlite_db()));
+    assert_eq!(
+        reference[5..],
+        [
+            "run /a.php: more -, next /c.php",
+            "run /b.php: more -, next /a.php",
+            "run /c.php: more -, next -",
+            "defer /a.php: -",
+            "defer /a.php: -",
+            "accept /a.php: more /a.php",
+            "end /a.php: next /a.php",
+            "defer /d.php: /d.php",
+        ],
+        "{reference:?}"
+    );
+    let own = format!("handover_{}", async_engine_core::id::random_hex(4));
+    pg_admin(&admin, &format!("CREATE DATABASE {own}"));
+    let own_url = url_as(&admin, login, &own);
+    assert_eq!(
+        hand_over_trace(&two(&own_url)),
+        reference,
+        "one-trip functions"
+    );
+    pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
+    let (limited, drop) = without_temp_right(&admin);
+    assert_eq!(hand_over_trace(&two(&limited)), reference, "statements");
+    drop();
+}
+
+/// A fresh database of the cluster `admin` names, and a user who may not
+/// create temporary objects in it: its URL, and what removes both.
+fn without_temp_right(admin: &str) -> (String, impl FnOnce() + '_) {
+    let db = format!("notemp_{}", async_engine_core::id::random_hex(4));
+    let role = format!("notemp_{}", async_engine_core::id::random_hex(4));
+    pg_admin(admin, &format!("CREATE DATABASE {db}"));
+    pg_admin(
+        admin,
+        &format!(
+            "REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;
+             CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}';"
+        ),
+    );
+    pg_admin(
+        &url_as(admin, login(admin), &db),
+        &format!("GRANT ALL ON SCHEMA public TO {role};"),
+    );
+    let url = url_as(admin, &format!("{role}:pw-{role}"), &db);
+    (url, move || {
+        pg_admin(admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
+        pg_admin(admin, &format!("DROP ROLE {role}"));
+    })
+}
+
 #[test]
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_right() {
@@ -511,28 +639,14 @@ fn defer_takes_one_round_trip_and_falls_back_to_a_transaction_without_the_temp_r
     pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
 
     // A database where the engine's user may not create temporary objects.
-    let db = format!("notemp_{}", async_engine_core::id::random_hex(4));
-    let role = format!("notemp_{}", async_engine_core::id::random_hex(4));
-    pg_admin(&admin, &format!("CREATE DATABASE {db}"));
-    pg_admin(
-        &admin,
-        &format!(
-            "REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;
-             CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}';"
-        ),
-    );
-    pg_admin(
-        &url_as(&admin, login, &db),
-        &format!("GRANT ALL ON SCHEMA public TO {role};"),
-    );
+    let (limited, drop) = without_temp_right(&admin);
     let limited = Settings {
         max_workers: 1,
         max_queued: 3,
-        ..settings(&url_as(&admin, &format!("{role}:pw-{role}"), &db))
+        ..settings(&limited)
     };
     defer_reserves_reaps_and_refuses(&limited);
-    pg_admin(&admin, &format!("DROP DATABASE {db} WITH (FORCE)"));
-    pg_admin(&admin, &format!("DROP ROLE {role}"));
+    drop();
 }
 
 /// The advisory lock key of `server`'s slots, as the engine computes it

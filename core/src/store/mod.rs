@@ -11,7 +11,7 @@ use crate::slots::Reserved;
 pub(crate) mod checkpoint;
 mod log_writes;
 pub mod pg;
-mod pg_defer;
+mod pg_one_trip;
 pub(crate) mod schema;
 pub mod sqlite;
 mod statements;

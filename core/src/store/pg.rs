@@ -12,8 +12,8 @@ use crate::db::{Param, Row, Tx, Value};
 use crate::error::{Error, Result};
 use crate::queue::queue_full;
 use crate::settings::Settings;
-use crate::slots::Reserved;
-use crate::store::pg_defer;
+use crate::slots::{Reserved, SENT_TTL_MS};
+use crate::store::pg_one_trip;
 use crate::store::schema::{PG_MIGRATIONS, PG_SCHEMA_VERSION};
 use crate::store::{OneTripDefer, Store};
 use postgres::error::SqlState;
@@ -40,8 +40,8 @@ pub struct PgStore {
     busy_timeout: f64,
     /// Statements prepared on this connection, by their SQLite-dialect text.
     statements: HashMap<String, Statement>,
-    /// Whether this session has the one-trip defer function (see
-    /// `pg_defer.rs`): None until first tried.
+    /// Whether this session has the one-trip functions (see
+    /// `pg_one_trip.rs`): None until first tried.
     one_trip: Option<bool>,
 }
 
@@ -128,6 +128,21 @@ impl PgStore {
     }
 
     /// Connects again after the connection was lost (the server restarted).
+    /// Whether this session has the one-trip functions, created at the
+    /// first call, outside any transaction. Creating them fails without
+    /// the TEMP right on the database: the statements then serve every
+    /// call of this connection.
+    fn has_one_trip_functions(&mut self) -> bool {
+        if self.one_trip.is_none() {
+            let created = self
+                .client
+                .batch_execute(&pg_one_trip::create_functions())
+                .is_ok();
+            self.one_trip = Some(created);
+        }
+        self.one_trip == Some(true)
+    }
+
     fn reconnect(&mut self) -> Result<()> {
         self.client = connect(&self.config)?;
         self.statements.clear();
@@ -148,6 +163,7 @@ impl PgStore {
         if self.client.is_closed() {
             self.reconnect().map_err(|e| (e, None))?;
         }
+        let one_trip = write && self.has_one_trip_functions();
         if self.client.batch_execute(begin).is_err() {
             // A connection the server closed (restarted, terminated it) shows
             // only now; nothing ran yet, so connecting again and starting
@@ -161,6 +177,7 @@ impl PgStore {
             client: &mut self.client,
             statements: &mut self.statements,
             failed: None,
+            one_trip,
         };
         let result = f(&mut tx);
         let failed = tx.failed.take();
@@ -216,30 +233,19 @@ impl Store for PgStore {
     }
 
     fn defer_in_one_trip(&mut self, d: &OneTripDefer<'_>) -> Result<Option<Option<Reserved>>> {
-        if self.client.is_closed() {
-            return Ok(None);
-        }
-        if self.one_trip.is_none() {
-            // Fails without the TEMP right on the database: the
-            // transaction then serves every defer() of this connection.
-            self.one_trip = Some(
-                self.client
-                    .batch_execute(&pg_defer::create_function())
-                    .is_ok(),
-            );
-        }
-        if self.one_trip != Some(true) {
+        if self.client.is_closed() || !self.has_one_trip_functions() {
             return Ok(None);
         }
         let slot = d.reserve.map(|_| crate::id::random_hex(16));
         let lock = d.reserve.map(|(server, _)| lock_key("slots", server));
-        let params = pg_defer::params(d, lock, slot.as_deref());
+        let params = pg_one_trip::params(d, lock, slot.as_deref());
         let mut tx = PgTx {
             client: &mut self.client,
             statements: &mut self.statements,
             failed: None,
+            one_trip: true,
         };
-        let result = tx.query(pg_defer::CALL, &params);
+        let result = tx.query(pg_one_trip::CALL, &params);
         let failed = tx.failed.take();
         match result {
             Ok(rows) => {
@@ -253,13 +259,13 @@ impl Store for PgStore {
                 })))
             }
             Err(e) => match failed {
-                Some(code) if code.code() == pg_defer::QUEUE_FULL => {
+                Some(code) if code.code() == pg_one_trip::QUEUE_FULL => {
                     Err(queue_full(d.task.endpoint, d.max_queued))
                 }
                 // Expired slots to reap, a conflict to retry, a server going
                 // away: the transaction handles each, and nothing was stored.
                 Some(code)
-                    if code.code() == pg_defer::REAP_FIRST
+                    if code.code() == pg_one_trip::REAP_FIRST
                         || code.code().starts_with("57")
                         || code == SqlState::T_R_DEADLOCK_DETECTED
                         || code == SqlState::T_R_SERIALIZATION_FAILURE =>
@@ -288,6 +294,8 @@ struct PgTx<'a> {
     statements: &'a mut HashMap<String, Statement>,
     /// The SQLSTATE of the statement that failed, if one did.
     failed: Option<SqlState>,
+    /// Whether the session has the one-trip functions.
+    one_trip: bool,
 }
 
 impl PgTx<'_> {
@@ -330,6 +338,40 @@ impl Tx for PgTx<'_> {
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         self.rows(sql, params)?.iter().map(read_row).collect()
+    }
+
+    fn reserve_in_one_trip(
+        &mut self,
+        server: &str,
+        site: &str,
+        max_workers: u32,
+        busy: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Option<(String, String)>>> {
+        if !self.one_trip {
+            return Ok(None);
+        }
+        let slot = crate::id::random_hex(16);
+        let params = [
+            Param::Text(site),
+            Param::Text(server),
+            Param::Int(i64::from(max_workers)),
+            busy.map_or(Param::Null, Param::Text),
+            Param::Text(&slot),
+            Param::Int(now + SENT_TTL_MS),
+            Param::Int(now),
+        ];
+        let Some(mut row) = self
+            .query(pg_one_trip::RESERVE, &params)?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        if row.int(0)? != 0 {
+            return Ok(None);
+        }
+        Ok(Some(row.opt_text(1)?.map(|endpoint| (slot, endpoint))))
     }
 
     fn lock_slots(&mut self, server: &str) -> Result<()> {
