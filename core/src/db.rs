@@ -141,7 +141,9 @@ pub trait Tx {
     /// Takes this server's slot lock until the transaction ends, so that
     /// counting its slots and adding one is atomic. SQLite's write
     /// transactions already exclude each other; PostgreSQL takes an
-    /// advisory lock. Call it first, before any row lock.
+    /// advisory lock. Call it before the transaction locks any endpoint's
+    /// row (by counting, claiming or reserving), so that no two
+    /// transactions wait for each other in a circle.
     fn lock_slots(&mut self, _server: &str) -> Result<()> {
         Ok(())
     }
@@ -165,7 +167,6 @@ pub trait Tx {
     /// session's function): the slot and endpoint reserved, if any. `None`
     /// when it cannot, or when expired slots must be reaped first: the
     /// caller then runs the statements.
-    #[allow(clippy::type_complexity)]
     fn reserve_in_one_trip(
         &mut self,
         _server: &str,

@@ -448,8 +448,9 @@ impl Engine {
         // the endpoint's row: then the slot lock comes first, as in every
         // transaction that counts. Otherwise it comes after the tasks are
         // ended, the slot freed and old tasks purged, which lock only those
-        // rows: on PostgreSQL it is then held for two round trips, not six
-        // (see docs/architecture.md, "PostgreSQL").
+        // rows: on PostgreSQL it is then held for the reservation's one
+        // call, the wake-up read and the commit (see docs/architecture.md,
+        // "PostgreSQL").
         let failed = ended.iter().any(|(_, error)| error.is_some());
         let (claimed, reserved, wake) = self.store.write(|tx| {
             let mut lock = (handing_on && failed)

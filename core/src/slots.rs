@@ -59,8 +59,8 @@ impl SlotLock<'_> {
     }
 }
 
-/// Takes the slot lock of `server`; call it before anything else in the
-/// transaction.
+/// Takes the slot lock of `server`; call it before the transaction locks
+/// any endpoint's row (see [`Tx::lock_slots`]).
 pub(crate) fn lock<'a>(tx: &mut dyn Tx, server: &'a str) -> Result<SlotLock<'a>> {
     tx.lock_slots(server)?;
     Ok(SlotLock { server })
@@ -101,6 +101,7 @@ pub(crate) fn worth_locking(
     Ok(held < i64::from(max_workers) || expired > 0)
 }
 
+/// [`HELD`] for `server`, with or without its slot lock.
 fn count_held(tx: &mut dyn Tx, server: &str, now: Millis) -> Result<(i64, i64)> {
     Ok(tx
         .row(HELD, args![server, now])?
