@@ -88,16 +88,39 @@ final class Chromium
     /** The visible text of the first element a CSS selector matches, null if none. */
     public function text(string $css): ?string
     {
+        return $this->onElement($css, fn (string $id) => $this->command('GET', "/element/$id/text"), false);
+    }
+
+    /** Clicks the first element a CSS selector matches. */
+    public function click(string $css): void
+    {
+        $this->onElement($css, fn (string $id) => $this->command('POST', "/element/$id/click", new \stdClass()), true);
+    }
+
+    /** Types text into the first element a CSS selector matches. */
+    public function type(string $css, string $text): void
+    {
+        $typing = fn (string $id) => $this->command('POST', "/element/$id/value", ['text' => $text]);
+        $this->onElement($css, $typing, true);
+    }
+
+    /**
+     * Runs $act on the first element a CSS selector matches and returns
+     * what it returns. When the page replaced the element, or went to
+     * another page, between finding it and acting on it, finds it again (a
+     * few times at most). With nothing matching: null, or an exception if
+     * $required.
+     */
+    private function onElement(string $css, callable $act, bool $required): mixed
+    {
         for ($try = 1;; $try++) {
             $id = $this->find($css);
             if ($id === null) {
-                return null;
+                return $required ? throw new \RuntimeException("nothing matches $css") : null;
             }
             try {
-                return $this->command('GET', "/element/$id/text");
+                return $act($id);
             } catch (\RuntimeException $e) {
-                // The page replaced the element, or went to another page,
-                // between find and read: find it again (a few times at most).
                 if ($try === 5 || !self::gone($e)) {
                     throw $e;
                 }
@@ -110,19 +133,6 @@ final class Chromium
     {
         return str_contains($e->getMessage(), 'stale element')
             || str_contains($e->getMessage(), 'does not belong to the document');
-    }
-
-    public function click(string $css): void
-    {
-        $id = $this->find($css) ?? throw new \RuntimeException("nothing matches $css");
-        $this->command('POST', "/element/$id/click", new \stdClass());
-    }
-
-    /** Types text into the first element a CSS selector matches. */
-    public function type(string $css, string $text): void
-    {
-        $id = $this->find($css) ?? throw new \RuntimeException("nothing matches $css");
-        $this->command('POST', "/element/$id/value", ['text' => $text]);
     }
 
     /** Waits until $ready returns a value other than null/false, and returns it. */
