@@ -127,7 +127,6 @@ impl PgStore {
         finish(tx, result)
     }
 
-    /// Connects again after the connection was lost (the server restarted).
     /// Whether this session has the one-trip functions, created at the
     /// first call, outside any transaction. Creating them fails without
     /// the TEMP right on the database: the statements then serve every
@@ -143,6 +142,7 @@ impl PgStore {
         self.one_trip == Some(true)
     }
 
+    /// Connects again after the connection was lost (the server restarted).
     fn reconnect(&mut self) -> Result<()> {
         self.client = connect(&self.config)?;
         self.statements.clear();
