@@ -194,10 +194,11 @@ function whyMissed(array $r): string
             . 'on the same SQLite file and sharing 2 cores with nginx and 4 workers, and, while the queue is short, '
             . 'a request of its own for each task. From a backlog the same server runs them faster than hello.php.',
         'one per request' => 'Each task is a full request through nginx and php-fpm, like `hello.php`, plus '
-            . 'two writes on the shared database (claim; end of the task with the slot handed to the next request), '
-            . 'each a WAL commit of several pages, and the signed request the engine sends for the next one. A '
-            . 'backlog keeps all 4 slots busy (its requests fan out), but most of a slot\'s time is its request on '
-            . 'the way, and four workers writing one SQLite file take turns: about one busy nap per task.',
+            . 'two write transactions on the shared database (claim; end of the task with the slot handed to the '
+            . 'next request). The requests alone pass at about 0.9× `hello.php` (a probe with no database work); '
+            . 'the transactions are what costs. Each starts after another process\'s commit, so SQLite reads every '
+            . 'page it touches again (about 35 per task, over eight b-trees), and together they hold the one write '
+            . 'lock about 270 µs per task (docs/architecture.md, "What one task per request costs").',
         'RSS' => 'The extension\'s code (2.6 MB, size-optimised, mapped in every worker), libsqlite3, its background '
             . 'thread and runtime, and two SQLite connections per worker (the pages\' and the background thread\'s, '
             . '512 KiB of page cache each) make up the difference.',
