@@ -260,6 +260,38 @@ fn the_connection_is_made_again_after_the_server_closed_it() {
     );
 }
 
+/// A session's one-trip functions are temporary: once the server closed the
+/// connection, the write transaction that connects again must not call them
+/// in the new session (which has none until it creates them).
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn a_reservation_after_the_server_closed_the_connection_runs_in_the_new_session() {
+    let admin = admin();
+    let dir = TempDir::new("reconnect_reserve");
+    let (name, url) = named_session(&dir, "reconnect_reserve");
+    let s = settings(&url);
+    let mut e = Engine::open(&s).unwrap();
+    let later = DeferOptions {
+        delay: Some(10.0),
+        ..DeferOptions::default()
+    };
+    let task = try_defer(&mut e, &s, "/w.php", "a", &later, T0).unwrap();
+    assert!(task.dispatch.is_none(), "not due yet");
+    pg_admin(
+        &admin,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"
+        ),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let sent = e.kick(&s, T0 + 11_000).unwrap();
+    assert_eq!(
+        sent.iter().map(|d| d.endpoint.as_str()).collect::<Vec<_>>(),
+        ["/w.php"],
+        "the kick reserves a slot for the task now due"
+    );
+}
+
 /// `url` with its host replaced by the directory of the server's Unix
 /// socket, percent-encoded as a URL's host must be.
 fn over_unix_socket(url: &str, admin: &str) -> String {

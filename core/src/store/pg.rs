@@ -150,29 +150,38 @@ impl PgStore {
         set_lock_timeout(&mut self.client, self.busy_timeout)
     }
 
+    /// Begins a transaction, a write one after making sure of the session's
+    /// one-trip functions (created outside any transaction): whether the
+    /// transaction may call them.
+    fn begin(&mut self, write: bool) -> std::result::Result<bool, postgres::Error> {
+        let one_trip = write && self.has_one_trip_functions();
+        self.client.batch_execute(if write {
+            "BEGIN"
+        } else {
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        })?;
+        Ok(one_trip)
+    }
+
     fn attempt(
         &mut self,
         write: bool,
         f: &mut dyn FnMut(&mut dyn Tx) -> Result<()>,
     ) -> std::result::Result<(), (Error, Option<SqlState>)> {
-        let begin = if write {
-            "BEGIN"
-        } else {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        };
         if self.client.is_closed() {
             self.reconnect().map_err(|e| (e, None))?;
         }
-        let one_trip = write && self.has_one_trip_functions();
-        if self.client.batch_execute(begin).is_err() {
+        let one_trip = match self.begin(write) {
+            Ok(one_trip) => one_trip,
             // A connection the server closed (restarted, terminated it) shows
             // only now; nothing ran yet, so connecting again and starting
-            // over is safe.
-            self.reconnect().map_err(|e| (e, None))?;
-            self.client
-                .batch_execute(begin)
-                .map_err(|e| (e.into(), None))?;
-        }
+            // over is safe. The new session has none of the old one's
+            // functions until it creates them.
+            Err(_) => {
+                self.reconnect().map_err(|e| (e, None))?;
+                self.begin(write).map_err(|e| (e.into(), None))?
+            }
+        };
         let mut tx = PgTx {
             client: &mut self.client,
             statements: &mut self.statements,
