@@ -15,6 +15,7 @@ namespace AsyncEngine\Chaos;
 $root = dirname(__DIR__, 2);
 require "$root/tests/php/autoload.php";
 require __DIR__ . '/lib/Workload.php';
+require __DIR__ . '/lib/Pg.php';
 require __DIR__ . '/lib/Lab.php';
 require __DIR__ . '/lib/Faults.php';
 require __DIR__ . '/lib/Scenario.php';

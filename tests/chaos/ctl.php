@@ -15,6 +15,7 @@ use AsyncEngine\Engine;
 use AsyncEngine\Chaos\Workload;
 
 require __DIR__ . '/lib/Workload.php';
+require __DIR__ . '/lib/Pg.php';
 
 $database = (string) ini_get('async_engine.database');
 switch ($argv[1] ?? '') {
@@ -25,10 +26,9 @@ switch ($argv[1] ?? '') {
         echo json_encode(Engine::stats()), "\n";
         break;
     case 'jump':
-        $db = new SQLite3($database);
-        $db->busyTimeout(10000);
-        $db->exec("UPDATE tasks SET lease_until = 0 WHERE state = 'running' AND id = '" . SQLite3::escapeString($argv[2]) . "'");
-        echo $db->changes(), "\n";
+        $jump = database($database)->prepare("UPDATE tasks SET lease_until = 0 WHERE state = 'running' AND id = ?");
+        $jump->execute([$argv[2]]);
+        echo $jump->rowCount(), "\n";
         break;
     case 'hold':
         $db = new SQLite3($database);
@@ -72,18 +72,16 @@ function account(string $dir, string $database): array
         $id = strtok($line, ' ');
         $runs[$id] = ($runs[$id] ?? 0) + 1;
     }
-    // Read straight from the file, and closed before the engine opens it: two
-    // SQLite libraries in one process must not hold the same file at once.
-    $db = new SQLite3($database, SQLITE3_OPEN_READONLY);
-    $db->busyTimeout(10000);
+    // Read straight from the database, and closed before the engine opens it:
+    // two SQLite libraries in one process must not hold the same file at once.
+    $db = database($database);
     $inDb = [];
     $counted = [];
-    $rows = $db->query('SELECT id, name, state FROM tasks') ?: throw new RuntimeException($db->lastErrorMsg());
-    while ($row = $rows->fetchArray(SQLITE3_ASSOC)) {
+    foreach ($db->query('SELECT id, name, state FROM tasks') as $row) {
         $inDb[$row['id']] = $row['name'];
         $counted[$row['state']] = ($counted[$row['state']] ?? 0) + 1;
     }
-    $db->close();
+    $db = null;
     $report = ['recorded' => count($recorded), 'unrecorded' => 0, 'states' => [], 'runs' => array_sum($runs),
         'duplicates' => 0, 'lost' => [], 'stuck' => [], 'unfinished' => [], 'other_reason' => 0, 'reasons' => [],
         'miscounted' => []];
@@ -126,4 +124,14 @@ function account(string $dir, string $database): array
         }
     }
     return $report;
+}
+
+/** A PDO connection to the engine's database, SQLite file or postgres:// URL, that waits for locks. */
+function database(string $database): PDO
+{
+    if (str_starts_with($database, 'postgres://')) {
+        return AsyncEngine\Chaos\Pg::pdo($database);
+    }
+    $pdo = new PDO("sqlite:$database", null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 10]);
+    return $pdo;
 }

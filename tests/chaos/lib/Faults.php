@@ -307,3 +307,46 @@ final class ClockJump extends Fault
         }
     }
 }
+
+/**
+ * PostgreSQL restarted (fast shutdown: every session cut off mid-statement,
+ * the server away for the restart) every $min to $max s.
+ */
+final class RestartPostgres extends Fault
+{
+    public function __construct(private float $min, private float $max)
+    {
+    }
+
+    public function name(): string
+    {
+        return 'PostgreSQL restart';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->every($t, $this->min, $this->max)) {
+            Pg::restart();
+            $this->injected++;
+        }
+    }
+}
+
+/** Every session on the run's PostgreSQL database terminated (pg_terminate_backend) every 0.5–1.5 s. */
+final class TerminateSessions extends Fault
+{
+    public function name(): string
+    {
+        return 'PostgreSQL sessions terminated';
+    }
+
+    public function tick(Lab $lab, float $t): void
+    {
+        if ($this->every($t, 0.5, 1.5)) {
+            $cut = Pg::pdo()->prepare('SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE datname = ? AND pid <> pg_backend_pid()');
+            $cut->execute([$lab->pgDatabase]);
+            $this->injected += (int) $cut->fetchColumn();
+        }
+    }
+}

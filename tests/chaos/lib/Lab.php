@@ -26,12 +26,20 @@ final class Lab
     /** Microseconds each deferrer waits between tasks. */
     private int $pause = 0;
 
+    /** The run's own database on the PostgreSQL cluster (Pg), when it runs there. */
+    public readonly ?string $pgDatabase;
+
     /**
      * @param string $kind "fpm" (nginx + php-fpm, 6 workers) or "php" (php -S, 4 workers)
      * @param ?string $tmpfs a size ("64m") to keep the database on a tmpfs of its own
+     * @param bool $postgres a fresh database on the cluster Pg::admin() names instead of a SQLite file
      */
-    public function __construct(public readonly string $kind, ?string $tmpfs = null, public readonly ?string $secret = null)
-    {
+    public function __construct(
+        public readonly string $kind,
+        ?string $tmpfs = null,
+        public readonly ?string $secret = null,
+        bool $postgres = false,
+    ) {
         $this->dir = sys_get_temp_dir() . '/async-chaos-' . bin2hex(random_bytes(4));
         $this->dbDir = "$this->dir/db";
         mkdir($this->dbDir, 0755, true);
@@ -39,7 +47,11 @@ final class Lab
             self::run(['mount', '-t', 'tmpfs', '-o', "size=$tmpfs,mode=0755", 'tmpfs', $this->dbDir]);
             $this->mount = $this->dbDir;
         }
-        $this->database = "$this->dbDir/engine.sqlite";
+        $this->pgDatabase = $postgres ? 'chaos_' . bin2hex(random_bytes(4)) : null;
+        if ($this->pgDatabase !== null) {
+            Pg::pdo()->exec("CREATE DATABASE $this->pgDatabase");
+        }
+        $this->database = $this->pgDatabase !== null ? Pg::url($this->pgDatabase) : "$this->dbDir/engine.sqlite";
         if (posix_getuid() === 0) {
             self::run(['chown', '-R', 'nobody:nogroup', $this->dir]);
         }
@@ -58,7 +70,7 @@ final class Lab
     /** The server's name, for reports. */
     public function serverName(): string
     {
-        return $this->kind === 'fpm' ? 'nginx + php-fpm' : 'php -S';
+        return ($this->kind === 'fpm' ? 'nginx + php-fpm' : 'php -S') . ($this->pgDatabase ? ', PostgreSQL' : '');
     }
 
     /** The engine's settings for every PHP process of the run. */
@@ -217,6 +229,9 @@ final class Lab
         }
         if (!$keep) {
             self::run(['rm', '-rf', $this->dir]);
+            if ($this->pgDatabase !== null) {
+                Pg::pdo()->exec("DROP DATABASE $this->pgDatabase WITH (FORCE)");
+            }
         }
     }
 }

@@ -18,15 +18,25 @@ final class Scenario
         private int $tasks,
         private float $seconds,
         private ?string $tmpfs = null,
+        private bool $postgres = false,
     ) {
     }
 
-    /** The scenarios, by name; --long runs more tasks for longer. */
+    /**
+     * The scenarios, by name; --long runs more tasks for longer. Those on
+     * PostgreSQL run when the run has a cluster (Pg::admin()).
+     */
     public static function all(bool $long): array
     {
         $n = $long ? 3000 : 500;
         $s = $long ? 40.0 : 6.0;
         $fpm = fn (\Closure $faults, ?string $tmpfs = null) => new self('fpm', $faults, $n, $s, $tmpfs);
+        $pg = fn (\Closure $faults) => new self('fpm', $faults, $n, $s, null, true);
+        $postgres = Pg::admin() === null ? [] : [
+            'pg-kill' => $pg(fn () => [new KillWorkers(), new KillDeferrers(), new ClockJump($long ? 10 : 3)]),
+            'pg-sessions-cut' => $pg(fn () => [new TerminateSessions(), new KillWorkers()]),
+            'pg-restart' => $pg(fn () => [new RestartPostgres($s / 4, $s / 2), new RestartServer($s / 2)]),
+        ];
         return [
             'kill-workers' => $fpm(fn () => [new KillWorkers()]),
             'kill-deferrers' => $fpm(fn () => [new KillDeferrers()]),
@@ -41,7 +51,7 @@ final class Scenario
             'php-server' => new self('php', fn () => [new KillDeferrers(), new RestartServer($s / 2), new LockHolder(),
                 new ClockJump($long ? 10 : 3)], $n, $s),
             'php-server-down' => new self('php', fn () => [new ServerDown(1.0, 10.0)], intdiv($n, 2), $s),
-        ];
+        ] + $postgres;
     }
 
     /** Runs the scenario; its report row. */
@@ -49,7 +59,7 @@ final class Scenario
     {
         $started = microtime(true);
         $faults = ($this->faults)();
-        $lab = new Lab($this->server, $this->tmpfs);
+        $lab = new Lab($this->server, $this->tmpfs, null, $this->postgres);
         $row = ['name' => $name, 'server' => $lab->serverName(),
             'faults' => [], 'ok' => false, 'errors' => []];
         try {
