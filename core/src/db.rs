@@ -162,6 +162,15 @@ pub trait Tx {
         Ok(())
     }
 
+    /// Recomputes an endpoint's next due time and adds `delta` to its queued
+    /// count as `due::recompute_next_due` does, in one round trip, where the
+    /// backend can (PostgreSQL, with its session's function): the endpoint's
+    /// row is then locked for that call and the commit only. False when it
+    /// cannot: the caller then runs the statements.
+    fn recompute_in_one_trip(&mut self, _site: &str, _endpoint: &str, _delta: i64) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Reserves a slot of the locked `server` as `delivery::reserve` does,
     /// in one round trip, where the backend can (PostgreSQL, with its
     /// session's function): the slot and endpoint reserved, if any. `None`

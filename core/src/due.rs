@@ -73,19 +73,24 @@ pub(crate) fn recompute_next_due(
     endpoint: &str,
     delta: i64,
 ) -> Result<()> {
+    if tx.recompute_in_one_trip(site, endpoint, delta)? {
+        return Ok(());
+    }
     tx.lock_endpoint(site, endpoint)?;
     let due = earliest_due(tx, site, endpoint)?;
-    tx.execute(
-        "UPDATE endpoints SET
-             next_due = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN NULL
-                             WHEN retry_at > ?3 THEN retry_at ELSE ?3 END,
-             queued = CASE WHEN CAST(?3 AS BIGINT) IS NULL OR queued + ?4 < 0 THEN 0
-                           ELSE queued + ?4 END
-         WHERE site = ?1 AND endpoint = ?2",
-        args![site, endpoint, due, delta],
-    )?;
+    tx.execute(SET_NEXT_DUE, args![site, endpoint, due, delta])?;
     Ok(())
 }
+
+/// SQL of [`recompute_next_due`]'s write: endpoint `?2` (site `?1`) next due
+/// at `?3` (NULL: nothing queued), not before its backoff ends, with `?4`
+/// added to its queued count.
+pub(crate) const SET_NEXT_DUE: &str = "UPDATE endpoints SET
+     next_due = CASE WHEN CAST(?3 AS BIGINT) IS NULL THEN NULL
+                     WHEN retry_at > ?3 THEN retry_at ELSE ?3 END,
+     queued = CASE WHEN CAST(?3 AS BIGINT) IS NULL OR queued + ?4 < 0 THEN 0
+                   ELSE queued + ?4 END
+ WHERE site = ?1 AND endpoint = ?2";
 
 /// The earliest due time of an endpoint's queued tasks, None when it has
 /// none. The claim index orders them by priority, then due time, so the

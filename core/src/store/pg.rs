@@ -383,6 +383,15 @@ impl Tx for PgTx<'_> {
         Ok(Some(row.opt_text(1)?.map(|endpoint| (slot, endpoint))))
     }
 
+    fn recompute_in_one_trip(&mut self, site: &str, endpoint: &str, delta: i64) -> Result<bool> {
+        if !self.one_trip {
+            return Ok(false);
+        }
+        let params = [Param::Text(site), Param::Text(endpoint), Param::Int(delta)];
+        self.rows(pg_one_trip::RECOMPUTE, &params)?;
+        Ok(true)
+    }
+
     fn lock_slots(&mut self, server: &str) -> Result<()> {
         let key = lock_key("slots", server);
         self.rows("SELECT pg_advisory_xact_lock(?1)", &[Param::Int(key)])?;
@@ -396,13 +405,14 @@ impl Tx for PgTx<'_> {
     }
 
     fn lock_endpoint(&mut self, site: &str, endpoint: &str) -> Result<()> {
-        self.rows(
-            "SELECT 1 FROM endpoints WHERE site = ?1 AND endpoint = ?2 FOR UPDATE",
-            &[Param::Text(site), Param::Text(endpoint)],
-        )?;
+        self.rows(LOCK_ENDPOINT, &[Param::Text(site), Param::Text(endpoint)])?;
         Ok(())
     }
 }
+
+/// Locks endpoint `?2`'s row (site `?1`) until the transaction ends.
+pub(super) const LOCK_ENDPOINT: &str =
+    "SELECT 1 FROM endpoints WHERE site = ?1 AND endpoint = ?2 FOR UPDATE";
 
 /// The advisory lock key of `name` in a kind of locks (FNV-1a of both):
 /// `slots` of a server, or a `named` lock.
