@@ -614,6 +614,94 @@ fn hand_overs_go_where_the_statements_send_them_with_or_without_the_one_trip_fun
     drop();
 }
 
+/// An endpoint's next due time and queued count after each step that
+/// recomputes them: tasks of several priorities deferred, cancelled one by
+/// one, claimed by a request.
+fn next_due_trace(s: &Settings) -> Vec<(Option<i64>, i64)> {
+    let mut e = Engine::open(s).unwrap();
+    let mut trace = Vec::new();
+    let mut ids = Vec::new();
+    for (priority, delay) in [(5, 30), (0, 10), (-3, 20), (5, 40), (0, 0), (-3, 0)] {
+        let mut o = DeferOptions::default();
+        o.set("priority", &Scalar::Int(priority)).unwrap();
+        o.set("delay", &Scalar::Int(delay)).unwrap();
+        let d = e
+            .defer(s, None, &TaskSpec::new("/n.php", "t", "[]"), &o, false, T0)
+            .unwrap();
+        ids.push(d.id);
+    }
+    let db = s.database.clone().unwrap();
+    let mut look = || trace.push(endpoint_row(&db, "/n.php"));
+    look();
+    for id in &ids[1..3] {
+        assert!(e.cancel(s, id, T0).unwrap());
+        look();
+    }
+    let request = e.kick(s, T0).unwrap().pop().expect("a request for /n.php");
+    let got = e.accept(s, &received(&request), false, T0).unwrap();
+    assert_eq!(
+        got.task.unwrap().id,
+        ids[4],
+        "the due task of the highest priority"
+    );
+    look();
+    let next = e.claim_next(s, &got.slot, "/n.php", T0).unwrap().unwrap();
+    assert_eq!(next.id, ids[5]);
+    look();
+    assert!(e.claim_next(s, &got.slot, "/n.php", T0).unwrap().is_none());
+    look();
+    trace
+}
+
+/// An endpoint's row as the engine keeps it: next due time, queued count.
+fn endpoint_row(db: &str, endpoint: &str) -> (Option<i64>, i64) {
+    const SQL: &str = "SELECT next_due, queued FROM endpoints WHERE site = '' AND endpoint = ";
+    if db.starts_with("postgres://") {
+        let mut c = postgres::Client::connect(db, postgres::NoTls).unwrap();
+        let row = c.query_one(&format!("{SQL}$1"), &[&endpoint]).unwrap();
+        (row.get(0), row.get(1))
+    } else {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row(&format!("{SQL}?1"), [endpoint], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    }
+}
+
+#[test]
+#[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
+fn next_due_times_are_recomputed_alike_with_or_without_the_one_trip_functions() {
+    let admin = admin();
+    let dir = TempDir::new("nextdue");
+    let reference = next_due_trace(&settings(&dir.sqlite_db()));
+    let s = |ms: i64| Some(T0 + ms);
+    assert_eq!(
+        reference,
+        [
+            (s(0), 6),
+            (s(0), 5),
+            (s(0), 4),
+            (s(0), 3),
+            (s(30_000), 2),
+            (s(30_000), 2)
+        ],
+        "{reference:?}"
+    );
+    let own = format!("nextdue_{}", async_engine_core::id::random_hex(4));
+    pg_admin(&admin, &format!("CREATE DATABASE {own}"));
+    let own_url = url_as(&admin, login(&admin), &own);
+    assert_eq!(
+        next_due_trace(&settings(&own_url)),
+        reference,
+        "one-trip functions"
+    );
+    pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
+    let (limited, drop) = without_temp_right(&admin);
+    assert_eq!(next_due_trace(&settings(&limited)), reference, "statements");
+    drop();
+}
+
 /// A fresh database of the cluster `admin` names, and a user who may not
 /// create temporary objects in it: its URL, and what removes both.
 fn without_temp_right(admin: &str) -> (String, impl FnOnce() + '_) {
