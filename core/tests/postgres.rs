@@ -579,7 +579,6 @@ fn hand_over_trace(s: &Settings) -> Vec<String> {
 #[ignore = "needs the test PostgreSQL cluster: bin/test runs it"]
 fn hand_overs_go_where_the_statements_send_them_with_or_without_the_one_trip_functions() {
     let admin = admin();
-    let login = login(&admin);
     let dir = TempDir::new("handover");
     let two = |db: &str| Settings {
         max_workers: 2,
@@ -600,17 +599,27 @@ fn hand_overs_go_where_the_statements_send_them_with_or_without_the_one_trip_fun
         ],
         "{reference:?}"
     );
-    let own = format!("handover_{}", async_engine_core::id::random_hex(4));
-    pg_admin(&admin, &format!("CREATE DATABASE {own}"));
-    let own_url = url_as(&admin, login, &own);
-    assert_eq!(
-        hand_over_trace(&two(&own_url)),
-        reference,
-        "one-trip functions"
-    );
-    pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
-    let (limited, drop) = without_temp_right(&admin);
-    assert_eq!(hand_over_trace(&two(&limited)), reference, "statements");
+    alike_with_or_without_the_one_trip_functions(&admin, &reference, |db| {
+        hand_over_trace(&two(db))
+    });
+}
+
+/// Runs `trace` on a fresh database of the cluster `admin` names, where the
+/// engine's session creates its one-trip functions, and on one whose user
+/// may not create them (the statements serve), and finds `reference` both
+/// times.
+fn alike_with_or_without_the_one_trip_functions<T: PartialEq + std::fmt::Debug>(
+    admin: &str,
+    reference: &T,
+    trace: impl Fn(&str) -> T,
+) {
+    let own = format!("onetrip_{}", async_engine_core::id::random_hex(4));
+    pg_admin(admin, &format!("CREATE DATABASE {own}"));
+    let own_url = url_as(admin, login(admin), &own);
+    assert_eq!(&trace(&own_url), reference, "one-trip functions");
+    pg_admin(admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
+    let (limited, drop) = without_temp_right(admin);
+    assert_eq!(&trace(&limited), reference, "statements");
     drop();
 }
 
@@ -688,18 +697,9 @@ fn next_due_times_are_recomputed_alike_with_or_without_the_one_trip_functions() 
         ],
         "{reference:?}"
     );
-    let own = format!("nextdue_{}", async_engine_core::id::random_hex(4));
-    pg_admin(&admin, &format!("CREATE DATABASE {own}"));
-    let own_url = url_as(&admin, login(&admin), &own);
-    assert_eq!(
-        next_due_trace(&settings(&own_url)),
-        reference,
-        "one-trip functions"
-    );
-    pg_admin(&admin, &format!("DROP DATABASE {own} WITH (FORCE)"));
-    let (limited, drop) = without_temp_right(&admin);
-    assert_eq!(next_due_trace(&settings(&limited)), reference, "statements");
-    drop();
+    alike_with_or_without_the_one_trip_functions(&admin, &reference, |db| {
+        next_due_trace(&settings(db))
+    });
 }
 
 /// A fresh database of the cluster `admin` names, and a user who may not
