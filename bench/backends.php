@@ -13,8 +13,8 @@ declare(strict_types=1);
 namespace AsyncEngine\Bench;
 
 use AsyncEngine\Engine;
+use AsyncEngine\Tests\Support\Database;
 use AsyncEngine\Tests\Support\Servers\NginxFpm;
-use PDO;
 
 require dirname(__DIR__) . '/tests/php/autoload.php';
 require __DIR__ . '/lib/noops.php';
@@ -43,17 +43,8 @@ $started = microtime(true);
 /** A fresh database on the test cluster; returns its URL. */
 function pgDatabase(string $admin, string $name): string
 {
-    adminPdo($admin)->exec("CREATE DATABASE $name");
-    return preg_replace('~/[^/]*$~', "/$name", $admin);
-}
-
-function adminPdo(string $url): PDO
-{
-    $u = parse_url($url);
-    $pdo = new PDO('pgsql:host=' . rawurldecode($u['host']) . ";port={$u['port']};dbname=" . ltrim($u['path'], '/'),
-        $u['user'], $u['pass']);
-    $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
-    return $pdo;
+    Database::open($admin)->exec("CREATE DATABASE $name");
+    return Database::named($admin, $name);
 }
 
 /**
@@ -63,7 +54,7 @@ function adminPdo(string $url): PDO
  */
 function overUnixSocket(string $url, string $admin): string
 {
-    $dirs = (string) adminPdo($admin)->query('SHOW unix_socket_directories')->fetchColumn();
+    $dirs = (string) Database::open($admin)->query('SHOW unix_socket_directories')->fetchColumn();
     $dir = trim(explode(',', $dirs)[0]);
     if (!str_starts_with($dir, '/')) {
         throw new \RuntimeException("the cluster has no Unix socket ($dirs)");
@@ -71,13 +62,6 @@ function overUnixSocket(string $url, string $admin): string
     return preg_replace('~@[^:/]+~', '@' . rawurlencode($dir), $url, 1);
 }
 
-/** A PDO connection to the engine's database, SQLite path or PostgreSQL URL. */
-function open(string $database): PDO
-{
-    $pdo = str_starts_with($database, 'postgres://') ? adminPdo($database) : new PDO("sqlite:$database");
-    $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
-    return $pdo;
-}
 
 /** Nanosecond samples of defer() in a child process with the extension $so. */
 function deferCost(string $database, string $blackHole, int $calls, ?string $so = null): array
@@ -102,7 +86,7 @@ function deferCost(string $database, string $blackHole, int $calls, ?string $so 
 /** Nanosecond samples of a bare round trip to PostgreSQL: PDO `SELECT 1`, prepared once. */
 function roundTrips(string $database, int $calls): array
 {
-    $select = open($database)->prepare('SELECT 1');
+    $select = Database::open($database)->prepare('SELECT 1');
     $ns = [];
     for ($i = 0; $i < $calls + 200; $i++) {
         $t = hrtime(true);
@@ -141,7 +125,7 @@ function summary(array $ns): array
 function throughput(string $database, int $n, string $endpoint, bool $backlog = false): float
 {
     return noopsPerSecond($n, $endpoint, $backlog ? 0.001 : null,
-        fn () => waitIdle(open($database)->prepare(PENDING_SQL), 300, 0.002));
+        fn () => waitIdle(Database::open($database)->prepare(PENDING_SQL), 300, 0.002));
 }
 
 $backends = [
@@ -258,7 +242,7 @@ foreach ($clients as $n) {
 $md = "# SQLite and PostgreSQL, one run\n\n"
     . "Measured by `bench/backends" . ($results['before'] ? " --before={$results['before']}" : '') . "` on "
     . php_uname('n') . ' (' . trim((string) shell_exec('nproc')) . " cores), " . date('Y-m-d') . ", in "
-    . sprintf('%.0f', $results['seconds']) . " s. PostgreSQL " . trim((string) adminPdo($admin)->query('SHOW server_version')->fetchColumn())
+    . sprintf('%.0f', $results['seconds']) . " s. PostgreSQL " . trim((string) Database::open($admin)->query('SHOW server_version')->fetchColumn())
     . " in a throwaway cluster on 127.0.0.1 (fsync off, as in the tests), SQLite in WAL mode on the local disk. "
     . "defer(): {$p['calls']} calls × {$p['rounds']} rounds per variant from the CLI, interleaved, task requests "
     . "sent to a port that never answers; each round also timed with one core kept busy by a spinning process "

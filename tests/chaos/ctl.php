@@ -13,9 +13,10 @@ declare(strict_types=1);
 
 use AsyncEngine\Engine;
 use AsyncEngine\Chaos\Workload;
+use AsyncEngine\Tests\Support\Database;
 
+require dirname(__DIR__) . '/php/autoload.php';
 require __DIR__ . '/lib/Workload.php';
-require __DIR__ . '/lib/Pg.php';
 
 $database = (string) ini_get('async_engine.database');
 switch ($argv[1] ?? '') {
@@ -26,7 +27,7 @@ switch ($argv[1] ?? '') {
         echo json_encode(Engine::stats()), "\n";
         break;
     case 'jump':
-        $jump = database($database)->prepare("UPDATE tasks SET lease_until = 0 WHERE state = 'running' AND id = ?");
+        $jump = Database::open($database)->prepare("UPDATE tasks SET lease_until = 0 WHERE state = 'running' AND id = ?");
         $jump->execute([$argv[2]]);
         echo $jump->rowCount(), "\n";
         break;
@@ -74,7 +75,7 @@ function account(string $dir, string $database): array
     }
     // Read straight from the database, and closed before the engine opens it:
     // two SQLite libraries in one process must not hold the same file at once.
-    $db = database($database);
+    $db = Database::open($database);
     $inDb = [];
     $counted = [];
     foreach ($db->query('SELECT id, name, state FROM tasks') as $row) {
@@ -124,14 +125,4 @@ function account(string $dir, string $database): array
         }
     }
     return $report;
-}
-
-/** A PDO connection to the engine's database, SQLite file or postgres:// URL, that waits for locks. */
-function database(string $database): PDO
-{
-    if (str_starts_with($database, 'postgres://')) {
-        return AsyncEngine\Chaos\Pg::pdo($database);
-    }
-    $pdo = new PDO("sqlite:$database", null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 10]);
-    return $pdo;
 }

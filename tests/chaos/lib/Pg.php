@@ -4,6 +4,8 @@ declare(strict_types=1);
 
 namespace AsyncEngine\Chaos;
 
+use AsyncEngine\Tests\Support\Database;
+
 /**
  * The PostgreSQL cluster the run's PostgreSQL scenarios use: tests/chaos/run
  * starts a throwaway one (tests/pg/cluster) and names it in
@@ -21,17 +23,13 @@ final class Pg
     /** The URL of $database on the cluster. */
     public static function url(string $database): string
     {
-        return (string) preg_replace('~/[^/]*$~', "/$database", (string) self::admin());
+        return Database::named((string) self::admin(), $database);
     }
 
-    /** A PDO connection to a postgres:// URL (the cluster's admin database by default). */
-    public static function pdo(?string $url = null): \PDO
+    /** A PDO connection to the cluster's admin database. */
+    public static function pdo(): \PDO
     {
-        $u = parse_url($url ?? (string) self::admin());
-        $pdo = new \PDO(sprintf('pgsql:host=%s;port=%d;dbname=%s', $u['host'], $u['port'], ltrim($u['path'], '/')),
-            urldecode($u['user']), urldecode($u['pass']));
-        $pdo->setAttribute(\PDO::ATTR_ERRMODE, \PDO::ERRMODE_EXCEPTION);
-        return $pdo;
+        return Database::open((string) self::admin());
     }
 
     /** Restarts the cluster (fast shutdown: every session is cut off). */

@@ -38,7 +38,7 @@ abstract class EngineTestCase extends TestCase
         if (self::pgAdmin() !== null) {
             $this->pgDatabase = 't_' . bin2hex(random_bytes(6));
             self::adminPdo()->exec("CREATE DATABASE {$this->pgDatabase}");
-            $this->db = preg_replace('~/[^/]*$~', '/' . $this->pgDatabase, (string) self::pgAdmin());
+            $this->db = Database::named((string) self::pgAdmin(), $this->pgDatabase);
         }
         // Requests sent there wait unanswered, so their slots stay "sent" until
         // a test makes the request arrive (or the port closes in tearDown).
@@ -90,11 +90,8 @@ abstract class EngineTestCase extends TestCase
     /** A PDO connection to the test cluster as its administrator (to $database, else its own). */
     protected static function adminPdo(?string $database = null): PDO
     {
-        $u = parse_url((string) self::pgAdmin());
-        $database ??= ltrim($u['path'], '/');
-        $pdo = new PDO("pgsql:host={$u['host']};port={$u['port']};dbname=$database", $u['user'], $u['pass']);
-        $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
-        return $pdo;
+        $admin = (string) self::pgAdmin();
+        return Database::open($database === null ? $admin : Database::named($admin, $database));
     }
 
     /** Skips a test of SQLite's own behaviour (files, locks) in the PostgreSQL run. */
@@ -116,12 +113,7 @@ abstract class EngineTestCase extends TestCase
     /** Reads the database directly, as another process would. */
     protected function pdo(): PDO
     {
-        if ($this->pgDatabase !== null) {
-            return self::adminPdo($this->pgDatabase);
-        }
-        $pdo = new PDO('sqlite:' . $this->db);
-        $pdo->setAttribute(PDO::ATTR_ERRMODE, PDO::ERRMODE_EXCEPTION);
-        return $pdo;
+        return Database::open($this->db);
     }
 
     /** The slots whose requests are on their way: [slot id, endpoint]. */
