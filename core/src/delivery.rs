@@ -164,6 +164,35 @@ pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) ->
     Ok(true)
 }
 
+/// Frees the locked server's slots whose holding process died on this
+/// machine (see `holder.rs`): a sent one's endpoint is due again at once,
+/// with no backoff (the endpoint did nothing wrong); an accepted one's
+/// tasks fail as if their lease had ended, and retry. Each with a line in
+/// the error log. Returns how many slots were freed.
+pub(crate) fn reap_dead(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<usize> {
+    let dead = slots::held_by_dead(tx, lock.server(), now)?;
+    for d in &dead {
+        let pid = d.holder.rsplit('/').next().unwrap_or_default();
+        if d.accepted {
+            let error = format!(
+                "the worker running it (process {pid}) died: killed, crashed or out of memory"
+            );
+            let failed = queue::fail_running_under(tx, &d.slot, &error, now)?;
+            slots::release(tx, &d.slot)?;
+            crate::log::emit(format!(
+                "the worker (process {pid}) running a request to {} died; {failed} task(s) it                  held failed and will retry",
+                d.endpoint
+            ));
+        } else if let Some((site, endpoint)) = slots::take_sent(tx, &d.slot)? {
+            due::recompute_next_due(tx, &site, &endpoint, 0)?;
+            crate::log::emit(format!(
+                "the process ({pid}) sending a request to {endpoint} died before it arrived;                  its slot is free and the endpoint's tasks are sent again"
+            ));
+        }
+    }
+    Ok(dead.len())
+}
+
 /// Frees slots past their deadline, any server's (a sent request that never
 /// arrived counts as a failed delivery of its endpoint), and fails tasks
 /// whose lease expired: a server that died leaves its work to the others.

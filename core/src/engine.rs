@@ -565,6 +565,7 @@ impl Engine {
         let reserved = self.store.write(|tx| {
             let lock = slots::lock(tx, server)?;
             delivery::reap(tx, now)?;
+            delivery::reap_dead(tx, &lock, now)?;
             purge_expired(tx, settings, now, PURGE_PER_KICK)?;
             let mut out = vec![];
             while let Some(r) = delivery::reserve(tx, &lock, site, settings.max_workers, None, now)?
@@ -618,13 +619,19 @@ impl Engine {
 
     /// When `kick()` next has work: now when an endpoint is due and this
     /// server has a free slot (work that became due between two polls with
-    /// no request to send it); else the earliest future due time of an
-    /// endpoint, or the first slot deadline or lease to expire (so that a
-    /// killed worker's task is retried without waiting for traffic).
+    /// no request to send it), or when a process holding one of this
+    /// server's slots died (see docs/architecture.md, "Dead workers"); else
+    /// the earliest future due time of an endpoint, or the first slot
+    /// deadline or lease to expire (so that a killed worker's task is
+    /// retried without waiting for traffic).
     pub fn next_wake(&mut self, settings: &Settings, now: Millis) -> Result<Option<Millis>> {
         let (site, server) = (settings.site_name(), settings.server_name());
-        self.store
-            .read(|tx| delivery::next_wake(tx, site, server, settings.max_workers, now))
+        self.store.read(|tx| {
+            if !slots::held_by_dead(tx, server, now)?.is_empty() {
+                return Ok(Some(now));
+            }
+            delivery::next_wake(tx, site, server, settings.max_workers, now)
+        })
     }
 
     /// A value kept in the database's `meta` table (such as the base URL

@@ -13,6 +13,7 @@ mod due;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+mod holder;
 pub mod hub;
 pub mod id;
 pub mod log;

@@ -474,6 +474,26 @@ const REAP: &str = "SELECT id, timeout FROM tasks INDEXED BY tasks_state
      WHERE state = 'running' AND state <> 'queued' AND lease_until < ?1
      LIMIT 1000 /*skip locked*/";
 
+/// Fails every task running under `slot` (a request whose worker died)
+/// with `error`, as if its lease had ended; returns how many.
+pub(crate) fn fail_running_under(
+    tx: &mut dyn Tx,
+    slot: &str,
+    error: &str,
+    now: Millis,
+) -> Result<usize> {
+    let running = tx.query(
+        "SELECT id FROM tasks INDEXED BY tasks_state
+         WHERE state = 'running' AND state <> 'queued' AND slot_id = ?1",
+        args![slot],
+    )?;
+    let n = running.len();
+    for mut row in running {
+        fail(tx, &row.text(0)?, None, error, None, now)?;
+    }
+    Ok(n)
+}
+
 /// Fails every running task whose lease ended before `now`; returns how many.
 pub(crate) fn reap_leases(tx: &mut dyn Tx, now: Millis) -> Result<usize> {
     let expired = tx.query(REAP, args![now])?;

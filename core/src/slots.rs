@@ -4,12 +4,31 @@
 use crate::clock::Millis;
 use crate::db::{args, Tx};
 use crate::error::{Error, Result};
+use crate::holder;
 
 /// How long a sent request may take to reach its endpoint before its slot
 /// is reaped and the endpoint made due again.
 pub const SENT_TTL_MS: Millis = 60_000;
 /// How long an accepted slot outlives the lease of the task it runs.
 pub const GRACE_MS: Millis = 5_000;
+/// How long a sent slot whose sending process died is left to its request,
+/// which may still arrive (it was written before the process died), before
+/// it is freed.
+pub(crate) const DEAD_SENDER_GRACE_MS: Millis = 5_000;
+
+/// A slot of this machine whose holding process died (see [`held_by_dead`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeadSlot {
+    /// The slot id.
+    pub slot: String,
+    /// True: its request was accepted (its worker died running it); false:
+    /// its sender died before the request arrived.
+    pub accepted: bool,
+    /// The endpoint it was for.
+    pub endpoint: String,
+    /// The holder that died (`holder.rs`).
+    pub holder: String,
+}
 
 /// A slot reserved for a request to an endpoint, not yet signed or sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +63,10 @@ pub(crate) const DUE_FIRST_UNATTENDED: &str =
      ORDER BY next_due LIMIT 1 /*skip locked*/";
 
 /// A slot `?1` of server `?2` sent to site `?6`'s endpoint `?3`, deadline
-/// `?4`, created `?5`.
+/// `?4`, created `?5`, by process `?7` (see `holder.rs`).
 pub(crate) const SEND_SLOT: &str =
-    "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at)
-     VALUES (?1, ?2, ?6, ?3, 'sent', ?4, ?5)";
+    "INSERT INTO slots (id, server, site, endpoint, state, deadline, created_at, holder)
+     VALUES (?1, ?2, ?6, ?3, 'sent', ?4, ?5, ?7)";
 /// Site `?1`'s endpoint `?2` stops being due (its request is on the way).
 pub(crate) const NOT_DUE: &str =
     "UPDATE endpoints SET next_due = NULL WHERE site = ?1 AND endpoint = ?2";
@@ -142,9 +161,18 @@ pub(crate) fn reserve_for(
     now: Millis,
 ) -> Result<Reserved> {
     let slot = crate::id::random_hex(16);
+    let holder = holder::this_process();
     tx.execute(
         SEND_SLOT,
-        args![&slot, lock.server, &endpoint, now + SENT_TTL_MS, now, site],
+        args![
+            &slot,
+            lock.server,
+            &endpoint,
+            now + SENT_TTL_MS,
+            now,
+            site,
+            holder.as_deref()
+        ],
     )?;
     tx.execute(NOT_DUE, args![site, &endpoint])?;
     Ok(Reserved { slot, endpoint })
@@ -189,10 +217,11 @@ pub(crate) fn accept(
     endpoint: &str,
     now: Millis,
 ) -> Result<()> {
+    let holder = holder::this_process();
     let n = tx.execute(
-        "UPDATE slots SET state = 'accepted', deadline = ?3
+        "UPDATE slots SET state = 'accepted', deadline = ?3, holder = ?6
          WHERE id = ?1 AND endpoint = ?2 AND state = 'sent' AND deadline >= ?4 AND site = ?5",
-        args![slot, endpoint, now + GRACE_MS, now, site],
+        args![slot, endpoint, now + GRACE_MS, now, site, holder.as_deref()],
     )?;
     if n == 0 {
         return Err(Error::Rejected(format!(
@@ -251,6 +280,30 @@ pub(crate) fn take_sent(tx: &mut dyn Tx, slot: &str) -> Result<Option<(String, S
     )?
     .map(|mut row| Ok((row.text(0)?, row.text(1)?)))
     .transpose()
+}
+
+/// `server`'s slots whose holder died on this machine: accepted ones, and
+/// sent ones created [`DEAD_SENDER_GRACE_MS`] or more before `now`. One
+/// read of at most `max_workers` rows and a `kill(pid, 0)` per holder.
+pub(crate) fn held_by_dead(tx: &mut dyn Tx, server: &str, now: Millis) -> Result<Vec<DeadSlot>> {
+    let mut dead = vec![];
+    for mut row in tx.query(
+        "SELECT id, state, endpoint, holder, created_at FROM slots
+         WHERE server = ?1 AND holder IS NOT NULL",
+        args![server],
+    )? {
+        let holder = row.text(3)?;
+        let accepted = row.text(1)? == "accepted";
+        if (accepted || row.int(4)? <= now - DEAD_SENDER_GRACE_MS) && holder::is_dead(&holder) {
+            dead.push(DeadSlot {
+                slot: row.text(0)?,
+                accepted,
+                endpoint: row.text(2)?,
+                holder,
+            });
+        }
+    }
+    Ok(dead)
 }
 
 /// Up to 1000 slots past their deadline, any server's: (slot, endpoint).

@@ -127,3 +127,33 @@ pub fn try_defer(
         now,
     )
 }
+
+/// Runs `sql` (no parameters) on the test's database, either backend.
+pub fn execute(db: &str, sql: &str) {
+    if db.starts_with("postgres://") {
+        let mut c = postgres::Client::connect(db, postgres::NoTls).unwrap();
+        c.batch_execute(sql).unwrap();
+    } else {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .execute_batch(sql)
+            .unwrap();
+    }
+}
+
+/// The first column, as text, of each row `sql` returns, either backend.
+pub fn texts(db: &str, sql: &str) -> Vec<String> {
+    if db.starts_with("postgres://") {
+        let mut c = postgres::Client::connect(db, postgres::NoTls).unwrap();
+        c.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        let c = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = c.prepare(sql).unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+}

@@ -553,6 +553,101 @@ fn expired_leases_are_reaped_and_retried() {
     ));
 }
 
+/// A process id no process has: one that ran and exited.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// Makes every slot look held by process `pid` of this machine: the holder
+/// this process wrote, with its process id swapped.
+fn hold_slots_by(db: &str, pid: u32) {
+    for holder in texts(db, "SELECT holder FROM slots") {
+        let machine = holder.rsplit_once('/').unwrap().0;
+        execute(
+            db,
+            &format!("UPDATE slots SET holder = '{machine}/{pid}' WHERE holder = '{holder}'"),
+        );
+    }
+}
+
+#[test]
+fn a_slot_whose_process_died_is_freed_at_once_not_at_its_deadline() {
+    let dir = TempDir::new("deadholder");
+    let s = settings(&dir.db());
+    let mut e = Engine::open(&s).unwrap();
+    // A worker accepted a request and runs a task with a five-minute lease.
+    let d = e
+        .defer(
+            &s,
+            None,
+            &TaskSpec::new("/w.php", "slow", "[]"),
+            &opts(&[("timeout", Scalar::Int(300))]),
+            true,
+            T0,
+        )
+        .unwrap();
+    let task = e
+        .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
+        .unwrap()
+        .task
+        .unwrap();
+    // Another request is on its way to another endpoint.
+    let sent = defer(&mut e, &s, "/v.php", "x", T0 + 10);
+    assert!(sent.dispatch.is_some());
+    let holders = texts(&dir.db(), "SELECT holder FROM slots");
+    assert_eq!(holders.len(), 2);
+    assert!(holders
+        .iter()
+        .all(|h| h.ends_with(&format!("/{}", std::process::id()))));
+    // Held by this (live) process: nothing to do before the deadlines.
+    assert!(e.next_wake(&s, T0 + 1_000).unwrap() > Some(T0 + 1_000));
+    assert!(e.kick(&s, T0 + 1_000).unwrap().is_empty());
+
+    // Both processes die (kill -9): the worker's slot is freed at the next
+    // look, its task failed and retried; the sender's after a grace its
+    // request may still arrive in.
+    hold_slots_by(&dir.db(), dead_pid());
+    assert_eq!(e.next_wake(&s, T0 + 1_000).unwrap(), Some(T0 + 1_000));
+    assert!(
+        e.kick(&s, T0 + 1_000).unwrap().is_empty(),
+        "nothing due yet"
+    );
+    let info = e.status(&Settings::default(), &task.id).unwrap().unwrap();
+    assert_eq!((info.state, info.attempt), (State::Queued, 1));
+    assert!(
+        info.last_error.as_deref().unwrap().contains("died"),
+        "{info:?}"
+    );
+    assert_eq!(
+        e.stats(&s, T0 + 1_000).unwrap().in_flight,
+        1,
+        "the sent slot waits"
+    );
+    assert!(e.next_wake(&s, T0 + 1_000).unwrap() > Some(T0 + 1_000));
+
+    let at = T0 + 10 + 5_000;
+    assert_eq!(e.next_wake(&s, at).unwrap(), Some(at));
+    let resent = e.kick(&s, at).unwrap();
+    // /v.php is due again with no delivery backoff, and sent at once (with
+    // the retry of /w.php's task, whose backoff has passed).
+    assert!(resent.iter().any(|d| d.endpoint == "/v.php"), "{resent:?}");
+    let stats = e.stats(&s, at).unwrap();
+    assert!(stats.failing.is_empty(), "{:?}", stats.failing);
+    assert_eq!(
+        stats.in_flight as usize,
+        resent.len(),
+        "the new requests' slots"
+    );
+    // The dead worker's lease no longer holds the task.
+    assert!(matches!(
+        e.complete(&task.id, &task.lease, at),
+        Err(Error::NotHeld(_))
+    ));
+}
+
 #[test]
 fn a_request_ending_without_complete_fails_its_tasks_and_passes_its_slot_on() {
     let dir = TempDir::new("end");

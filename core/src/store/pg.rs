@@ -247,7 +247,8 @@ impl Store for PgStore {
         }
         let slot = d.reserve.map(|_| crate::id::random_hex(16));
         let lock = d.reserve.map(|(server, _)| lock_key("slots", server));
-        let params = pg_one_trip::params(d, lock, slot.as_deref());
+        let holder = d.reserve.and_then(|_| crate::holder::this_process());
+        let params = pg_one_trip::params(d, lock, slot.as_deref(), holder.as_deref());
         let mut tx = PgTx {
             client: &mut self.client,
             statements: &mut self.statements,
@@ -361,6 +362,7 @@ impl Tx for PgTx<'_> {
             return Ok(None);
         }
         let slot = crate::id::random_hex(16);
+        let holder = crate::holder::this_process();
         let params = [
             Param::Text(site),
             Param::Text(server),
@@ -369,6 +371,7 @@ impl Tx for PgTx<'_> {
             Param::Text(&slot),
             Param::Int(now + SENT_TTL_MS),
             Param::Int(now),
+            holder.as_deref().map_or(Param::Null, Param::Text),
         ];
         let Some(mut row) = self
             .query(pg_one_trip::RESERVE, &params)?

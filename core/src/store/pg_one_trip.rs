@@ -37,19 +37,20 @@ pub(super) const REAP_FIRST: &str = "AE002";
 
 /// The defer call, in the shared dialect; its parameters come from [`params`].
 pub(super) const CALL: &str = "SELECT pg_temp.async_engine_defer(?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-                               ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+                               ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// The reserve call: site, server, max_workers, the endpoint whose request
-/// just ended (or NULL), the new slot's id, its deadline, now. Its row: whether
-/// expired slots must be reaped first, and the endpoint reserved (or NULL).
+/// just ended (or NULL), the new slot's id, its deadline, now, its holder
+/// (`holder.rs`). Its row: whether expired slots must be reaped first, and
+/// the endpoint reserved (or NULL).
 pub(super) const RESERVE: &str =
-    "SELECT o_reap, o_endpoint FROM pg_temp.async_engine_reserve(?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    "SELECT o_reap, o_endpoint FROM pg_temp.async_engine_reserve(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// The recompute call: site, endpoint, the change to its queued count.
 pub(super) const RECOMPUTE: &str = "SELECT pg_temp.async_engine_recompute(?1, ?2, ?3)";
 
 /// The defer function's parameters, in order, with their types.
-const PARAMS: [(&str, &str); 16] = [
+const PARAMS: [(&str, &str); 17] = [
     ("p_id", "text"),
     ("p_site", "text"),
     ("p_endpoint", "text"),
@@ -66,15 +67,18 @@ const PARAMS: [(&str, &str); 16] = [
     ("p_max_workers", "bigint"),
     ("p_slot", "text"),
     ("p_deadline", "bigint"),
+    ("p_holder", "text"),
 ];
 
 /// The parameters of [`CALL`]: `lock` is the server's slot lock key and
-/// `slot` the new slot's id, both given when a slot is to be reserved.
+/// `slot` the new slot's id, both given when a slot is to be reserved;
+/// `holder` this process (`holder.rs`).
 pub(super) fn params<'a>(
     d: &'a OneTripDefer<'a>,
     lock: Option<i64>,
     slot: Option<&'a str>,
-) -> [Param<'a>; 16] {
+    holder: Option<&'a str>,
+) -> [Param<'a>; 17] {
     let t = d.task;
     [
         Param::Text(d.id),
@@ -95,6 +99,7 @@ pub(super) fn params<'a>(
             .map_or(Param::Null, |(_, max)| Param::Int(i64::from(max))),
         slot.map_or(Param::Null, Param::Text),
         Param::Int(d.now + SENT_TTL_MS),
+        holder.map_or(Param::Null, Param::Text),
     ]
 }
 
@@ -145,7 +150,7 @@ fn create_reserve() -> String {
     format!(
         "CREATE OR REPLACE FUNCTION pg_temp.async_engine_reserve(p_site text, p_server text,
              p_max_workers bigint, p_busy text, p_slot text, p_deadline bigint, p_now bigint,
-             OUT o_reap boolean, OUT o_endpoint text)
+             p_holder text, OUT o_reap boolean, OUT o_endpoint text)
          LANGUAGE plpgsql AS $body$
          DECLARE v_held bigint; v_expired bigint; v_on_the_way bigint; v_due bigint;
          BEGIN
@@ -184,7 +189,8 @@ fn create_reserve() -> String {
                 "o_endpoint",
                 "p_deadline",
                 "p_now",
-                "p_site"
+                "p_site",
+                "p_holder"
             ]
         ),
         not_due = bind(NOT_DUE, &["p_site", "o_endpoint"]),
@@ -211,7 +217,7 @@ fn create_defer() -> String {
              IF p_lock IS NULL OR EXISTS ({has_request}) THEN RETURN NULL; END IF;
              SELECT r.o_reap, r.o_endpoint INTO v_reap, v_endpoint
                  FROM pg_temp.async_engine_reserve(p_site, p_server, p_max_workers, NULL,
-                     p_slot, p_deadline, p_now) r;
+                     p_slot, p_deadline, p_now, p_holder) r;
              IF v_reap THEN
                  RAISE EXCEPTION 'slots to reap' USING ERRCODE = '{REAP_FIRST}';
              END IF;

@@ -4,7 +4,7 @@
 //! the same tables, columns and indexes.
 
 /// The SQLite schema version this build writes; newer databases are refused.
-pub const SQLITE_SCHEMA_VERSION: i64 = 11;
+pub const SQLITE_SCHEMA_VERSION: i64 = 12;
 
 /// The indexes of schema 4 (SQLite) and 2 (PostgreSQL): queues, due
 /// endpoints and unique keys per site. The old per-endpoint ones go first.
@@ -137,9 +137,18 @@ CREATE INDEX tasks_state ON tasks(state, site, id) WHERE state <> 'queued';
     };
 }
 
+/// Schema 12 (SQLite) and 7 (PostgreSQL): the process holding each slot
+/// (`holder.rs`), so a slot whose process died is freed at once rather than
+/// at its deadline (see docs/architecture.md, "Dead workers").
+macro_rules! slot_holder {
+    () => {
+        "\nALTER TABLE slots ADD COLUMN holder TEXT;\n"
+    };
+}
+
 /// SQLite schema migrations; entry `i` takes the database from version `i`
 /// to `i + 1`.
-pub(crate) const SQLITE_MIGRATIONS: [&str; 11] = [
+pub(crate) const SQLITE_MIGRATIONS: [&str; 12] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -351,15 +360,16 @@ UPDATE sqlite_schema SET sql = replace(sql,
     WHERE type = 'table' AND name = 'tasks';
 PRAGMA writable_schema = RESET;
 "#,
+    concat!("-- 12: the process holding each slot.", slot_holder!()),
 ];
 
 /// The PostgreSQL schema version this build writes; newer databases are
 /// refused.
-pub const PG_SCHEMA_VERSION: i64 = 6;
+pub const PG_SCHEMA_VERSION: i64 = 7;
 
 /// PostgreSQL schema migrations; entry `i` takes the database from version
 /// `i` to `i + 1`.
-pub(crate) const PG_MIGRATIONS: [&str; 6] = [
+pub(crate) const PG_MIGRATIONS: [&str; 7] = [
     r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -435,4 +445,5 @@ UPDATE endpoints SET queued = (SELECT count(*) FROM tasks
     ),
     concat!("-- 5: fewer indexes on tasks.", lean_indexes!()),
     concat!("-- 6: running tasks found by state.", state_first!()),
+    concat!("-- 7: the process holding each slot.", slot_holder!()),
 ];

@@ -22,10 +22,10 @@ class NginxFpmDispatchTest extends DispatchTestCase
         return new NginxFpm($this->db, self::SECRET, $this->dir, $port, $this->pm());
     }
 
-    public function testAWorkerKilledMidTaskHasItsTaskRetriedAfterTheLease(): void
+    public function testAWorkerKilledMidTaskHasItsTaskRetriedAtOnceNotAfterItsLease(): void
     {
         $id = Engine::defer('/worker.php', 'append',
-            ['file' => $this->effects, 'line' => 'slow', 'sleep' => 3, 'deferred_at' => 0], ['timeout' => 4]);
+            ['file' => $this->effects, 'line' => 'slow', 'sleep' => 3, 'deferred_at' => 0], ['timeout' => 120]);
         $deadline = microtime(true) + 5;
         while (Engine::status($id)['state'] !== 'running' && microtime(true) < $deadline) {
             usleep(20000);
@@ -41,12 +41,17 @@ class NginxFpmDispatchTest extends DispatchTestCase
             }
         }
         $this->assertSame(1, $killed, 'one worker was running the task');
-        // The lease (4 s) expires; a server timer reaps it and the retry (3 s) completes.
+        $killedAt = microtime(true);
+        // Another worker's poll finds the slot's process gone: the task fails
+        // and retries (3 s) well within its 120-s lease.
         $this->waitUntilSettled(30);
         $status = Engine::status($id);
-        $this->assertSame('done', $status['state'], json_encode($status));
+        $this->assertSame('done', $status['state'], json_encode($status) . $this->server->log());
         $this->assertSame(2, $status['attempt']);
-        $this->assertStringContainsString('lease expired', (string) $status['last_error']);
+        $this->assertStringContainsString('died', (string) $status['last_error']);
+        $this->assertStringContainsString('process', (string) $status['last_error']);
+        fwrite(STDERR, sprintf("\n[%s] a killed worker's task done %.1f s after the kill (lease 120 s)\n",
+            static::class, microtime(true) - $killedAt));
     }
 
     /** Whether an fpm worker is in the middle of a request (sleeping in nanosleep, i.e. the task). */

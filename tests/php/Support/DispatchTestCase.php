@@ -130,6 +130,38 @@ abstract class DispatchTestCase extends EngineTestCase
         $this->assertSame(0, Engine::stats()['in_flight']);
     }
 
+    public function testARequestWhoseSenderWasKilledOnItsWayIsSentAgainWithinSeconds(): void
+    {
+        // The server's workers have served the engine once (a task ran).
+        $this->deferFromPage(['n' => 1, 'prefix' => 'warm']);
+        $this->waitUntilSettled(10);
+        // A process sends its request to a port that takes it and never
+        // answers, and is killed (-9) while the request waits there.
+        $hole = stream_socket_server('tcp://127.0.0.1:0');
+        $script = $this->dir . '/killed-sender.php';
+        file_put_contents($script, '<?php echo AsyncEngine\Engine::defer("/worker.php", "append", '
+            . '["file" => $argv[1], "line" => "orphan", "deferred_at" => 0]), "\n"; sleep(60);');
+        $proc = proc_open([PHP_BINARY, '-d', 'async_engine.database=' . $this->db,
+            '-d', 'async_engine.secret=' . self::SECRET,
+            '-d', 'async_engine.base_url=http://' . stream_socket_get_name($hole, false), $script, $this->effects],
+            [1 => ['pipe', 'w'], 2 => ['file', $this->dir . '/killed-sender.log', 'w']], $pipes, null, getenv());
+        $id = trim((string) fgets($pipes[1]));
+        $request = stream_socket_accept($hole, 10);
+        $this->assertNotFalse($request, 'the request reached the silent port');
+        posix_kill(proc_get_status($proc)['pid'], SIGKILL);
+        proc_close($proc);
+        $killedAt = microtime(true);
+        $this->assertSame('queued', Engine::status($id)['state']);
+        $this->assertSame(1, Engine::stats()['in_flight'], 'its slot is held');
+        // Its slot is freed a few seconds later (not at its 60-s deadline),
+        // with no backoff, and a worker sends the task to the server.
+        $stats = $this->waitUntilSettled(30);
+        $this->assertSame('done', Engine::status($id)['state']);
+        $this->assertSame([], $stats['failing_endpoints'], json_encode($stats));
+        fwrite(STDERR, sprintf("\n[%s] a killed sender's task done %.1f s after the kill (slot deadline 60 s)\n",
+            static::class, microtime(true) - $killedAt));
+    }
+
     /** How many requests the server runs at once from its start (4 workers, max_workers 4). */
     protected function workersAtOnce(): int
     {
