@@ -226,7 +226,8 @@ pub(crate) fn accept(
     if n == 0 {
         return Err(Error::Rejected(format!(
             "not a genuine self-request: slot {slot} for {endpoint} is unknown, expired, \
-             another site's, or already used (a replayed request)"
+             another site's, or already used (a replayed request), or was freed because \
+             the process sending it ended at least 5 s before it arrived"
         )));
     }
     Ok(())
