@@ -180,13 +180,15 @@ pub(crate) fn reap_dead(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Re
             let failed = queue::fail_running_under(tx, &d.slot, &error, now)?;
             slots::release(tx, &d.slot)?;
             crate::log::emit(format!(
-                "the worker (process {pid}) running a request to {} died; {failed} task(s) it                  held failed and will retry",
+                "the worker (process {pid}) running a request to {} died; {failed} task(s) it \
+                 held failed and will retry",
                 d.endpoint
             ));
         } else if let Some((site, endpoint)) = slots::take_sent(tx, &d.slot)? {
             due::recompute_next_due(tx, &site, &endpoint, 0)?;
             crate::log::emit(format!(
-                "the process ({pid}) sending a request to {endpoint} died before it arrived;                  its slot is free and the endpoint's tasks are sent again"
+                "the process ({pid}) sending a request to {endpoint} died before it arrived; \
+                 its slot is free and the endpoint's tasks are sent again"
             ));
         }
     }
