@@ -172,7 +172,7 @@ pub(crate) fn abandon(tx: &mut dyn Tx, slot: &str, reason: &str, now: Millis) ->
 pub(crate) fn reap_dead(tx: &mut dyn Tx, lock: &SlotLock<'_>, now: Millis) -> Result<usize> {
     let dead = slots::held_by_dead(tx, lock.server(), now)?;
     for d in &dead {
-        let pid = d.holder.rsplit('/').next().unwrap_or_default();
+        let pid = crate::holder::pid(&d.holder);
         if d.accepted {
             let error = format!(
                 "the worker running it (process {pid}) died: killed, crashed or out of memory"

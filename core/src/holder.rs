@@ -26,15 +26,20 @@ pub(crate) fn this_process() -> Option<String> {
     namespace().map(|ns| format!("{ns}/{}", std::process::id()))
 }
 
+/// The process id part of `holder` (what an error message names).
+pub(crate) fn pid(holder: &str) -> &str {
+    holder.rsplit_once('/').map_or(holder, |(_, pid)| pid)
+}
+
 /// Whether `holder` names a process of this boot and namespace that no
 /// longer exists. A process of another machine, boot or container, this
 /// process, or one another user owns (which signal 0 may not reach) is
 /// never called dead.
 pub(crate) fn is_dead(holder: &str) -> bool {
-    let Some((ns, pid)) = holder.rsplit_once('/') else {
+    let Some((ns, _)) = holder.rsplit_once('/') else {
         return false;
     };
-    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+    let Ok(pid) = pid(holder).parse::<libc::pid_t>() else {
         return false;
     };
     if Some(ns) != namespace() || pid <= 0 || pid as u32 == std::process::id() {

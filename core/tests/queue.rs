@@ -579,16 +579,15 @@ fn a_slot_whose_process_died_is_freed_at_once_not_at_its_deadline() {
     let s = settings(&dir.db());
     let mut e = Engine::open(&s).unwrap();
     // A worker accepted a request and runs a task with a five-minute lease.
-    let d = e
-        .defer(
-            &s,
-            None,
-            &TaskSpec::new("/w.php", "slow", "[]"),
-            &opts(&[("timeout", Scalar::Int(300))]),
-            true,
-            T0,
-        )
-        .unwrap();
+    let d = try_defer(
+        &mut e,
+        &s,
+        "/w.php",
+        "slow",
+        &opts(&[("timeout", Scalar::Int(300))]),
+        T0,
+    )
+    .unwrap();
     let task = e
         .accept(&s, &received(&d.dispatch.unwrap()), true, T0)
         .unwrap()
