@@ -227,7 +227,8 @@ pub(crate) fn accept(
         return Err(Error::Rejected(format!(
             "not a genuine self-request: slot {slot} for {endpoint} is unknown, expired, \
              another site's, or already used (a replayed request), or was freed because \
-             the process sending it ended at least 5 s before it arrived"
+             the process sending it ended at least {} s before it arrived",
+            DEAD_SENDER_GRACE_MS / 1000
         )));
     }
     Ok(())
